@@ -1,0 +1,60 @@
+"""Accounts: the tenants. Only a SHA-256 of each auth token is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from .crypto import hash_secret, new_secret
+from .db import now
+from .models import accounts
+from .sids import is_sid, new_sid
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    sid: str
+    auth_token: str
+    created: bool
+
+
+def create_account(conn: Connection, *, friendly_name: str = "tokensvc account",
+                   sid: str | None = None, auth_token: str | None = None) -> NewAccount:
+    """Create an account; the auth token is returned here and never again."""
+    sid = sid or new_sid("AC")
+    if not is_sid("AC", sid):
+        raise ValueError("an account SID is AC followed by 32 hex digits")
+    token = auth_token or new_secret()
+    ts = now()
+    conn.execute(accounts.insert().values(
+        sid=sid, friendly_name=friendly_name, auth_token_hash=hash_secret(token),
+        date_created=ts, date_updated=ts))
+    return NewAccount(sid, token, True)
+
+
+def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: str | None) -> NewAccount | None:
+    """The account of TOKENSVC_ACCOUNT_SID/AUTH_TOKEN (its token kept in step with the
+    environment), or a generated one when the store has none; None when nothing was created."""
+    if sid and auth_token:
+        row = conn.execute(select(accounts.c.auth_token_hash).where(accounts.c.sid == sid)).first()
+        if row is None:
+            return create_account(conn, sid=sid, auth_token=auth_token, friendly_name="bootstrap account")
+        if row.auth_token_hash != hash_secret(auth_token):
+            conn.execute(accounts.update().where(accounts.c.sid == sid).values(
+                auth_token_hash=hash_secret(auth_token), date_updated=now()))
+        return None
+    if conn.execute(select(accounts.c.id).limit(1)).first() is None:
+        return create_account(conn, friendly_name="bootstrap account")
+    return None
+
+
+def account_token_hash(conn: Connection, sid: str) -> str | None:
+    """The stored auth-token hash of an account, or None."""
+    return conn.execute(select(accounts.c.auth_token_hash).where(accounts.c.sid == sid)).scalar()
+
+
+def list_accounts(conn: Connection) -> list[dict]:
+    rows = conn.execute(select(accounts.c.sid, accounts.c.friendly_name, accounts.c.date_created)
+                        .order_by(accounts.c.id)).all()
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,176 @@
+"""What every endpoint shares: the app context, form parsing, base URLs, auth and JSON output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import errors
+from ..auth import Authenticator, Principal
+from ..config import Settings
+from ..crypto import SecretBox
+from ..db import Database
+from ..metrics import Metrics
+from ..signing import Keyring
+from ..users import get_or_create_user
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class Context:
+    """Everything a request handler needs, built once in create_app."""
+
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    box: SecretBox
+    auth: Authenticator
+    metrics: Metrics
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def ctx(request: Request) -> Context:
+    return request.app.state.ctx
+
+
+class Form:
+    """A parsed form body; repeated names keep every value."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name, []).append(value)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def get(self, name: str) -> str | None:
+        values = self._values.get(name)
+        return values[-1] if values else None
+
+    def getlist(self, name: str) -> list[str]:
+        return list(self._values.get(name, ()))
+
+    def require(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise errors.missing_param(name)
+        return value
+
+    def names(self) -> list[str]:
+        return list(self._values)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 once it exceeds the bound, before it is read whole."""
+    limit = ctx(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise errors.invalid_param("Content-Length", "must be a number")
+        if int(declared) > limit:
+            raise errors.body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(request: Request) -> Form:
+    """A urlencoded form body as UTF-8 text; anything else is a 400 20001, never a 500."""
+    body = await read_body(request)
+    if not body:
+        return Form([])
+    content_type = request.headers.get("content-type", FORM_TYPE).split(";")[0].strip().lower()
+    if content_type != FORM_TYPE:
+        raise errors.TwilioError(400, 20001, f"Request body must be {FORM_TYPE}, not {content_type[:64]}")
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=1000)
+    except UnicodeDecodeError:
+        raise errors.TwilioError(400, 20001, "Request body is not valid UTF-8") from None
+    except ValueError:
+        raise errors.TwilioError(400, 20001, "Request body has too many parameters") from None
+    for name, value in pairs:
+        if "\x00" in value or "\x00" in name:
+            raise errors.invalid_param(name[:64].replace("\x00", ""), "must not contain NUL characters")
+    return Form(pairs)
+
+
+def query(request: Request) -> Mapping[str, str]:
+    """Query parameters, refusing undecodable ones cleanly."""
+    try:
+        return dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"),
+                              keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=100))
+    except (UnicodeDecodeError, ValueError):
+        raise errors.TwilioError(400, 20001, "Query string is not valid") from None
+
+
+def base_url(request: Request) -> str:
+    """TOKENSVC_PUBLIC_URL, else the request's own scheme, host and port."""
+    public = ctx(request).settings.public_url
+    if public:
+        return public
+    url = request.url
+    return f"{url.scheme}://{url.netloc}"
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")), status_code=status,
+                    media_type="application/json")
+
+
+def empty_response() -> Response:
+    return Response(status_code=204)
+
+
+def client_addr(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+async def authenticate(request: Request, *, service_sid: str | None = None) -> Principal:
+    """Basic or access-token authentication. A token must be for the service in the path (401
+    20101 otherwise) and auto-provisions its user (SPEC §5)."""
+    c = ctx(request)
+    token = request.headers.get("x-twilio-token")
+    if token is not None and request.headers.get("authorization") is None:
+        principal = await c.auth.client(token)
+        if service_sid is not None and principal.token.service_sid != service_sid:  # type: ignore[union-attr]
+            raise errors.invalid_token("Access Token is not for this service")
+        await provision(request, principal)
+        return principal
+    principal = await c.auth.basic(request.headers.get("authorization"), client_addr(request))
+    request.state.principal = principal
+    return principal
+
+
+async def provision(request: Request, principal: Principal) -> Mapping[str, Any]:
+    """The token holder's user, created on first encounter."""
+    c = ctx(request)
+    verified = principal.token
+    assert verified is not None
+    svc = await c.auth.service(verified.service_sid)
+    if svc is None:
+        raise errors.invalid_token("Access Token is for a service that does not exist")
+    user, created = await c.db.run(lambda conn: get_or_create_user(conn, service=svc, identity=verified.identity))
+    if created:
+        c.metrics.users_provisioned.inc()
+    request.state.principal = principal
+    request.state.user = user
+    return user
+
+
+def require_admin(principal: Principal) -> None:
+    """Only Basic-authenticated callers manage services, roles, users and keys."""
+    if principal.is_client:
+        raise errors.forbidden()

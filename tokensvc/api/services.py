@@ -1,0 +1,114 @@
+"""/v2/Services: parse, call the domain, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import errors, validation
+from ..paging import page_meta, parse_page_request
+from ..services import (create_service, delete_service, get_service, list_services, service_to_json,
+                        update_service)
+from .common import authenticate, base_url, ctx, empty_response, json_response, query, read_form, require_admin
+
+_NOTIFICATION_PARAMS = {
+    "NewMessage": "new_message", "AddedToChannel": "added_to_channel",
+    "RemovedFromChannel": "removed_from_channel", "InvitedToChannel": "invited_to_channel",
+}
+
+
+async def list_or_create(request: Request) -> Response:
+    principal = await authenticate(request)
+    require_admin(principal)
+    c = ctx(request)
+    base = base_url(request)
+    if request.method == "POST":
+        form = await read_form(request)
+        name = validation.friendly_name(form.require("FriendlyName"))
+        svc = await c.db.run(lambda conn: create_service(conn, account_sid=principal.account_sid, friendly_name=name))
+        return json_response(service_to_json(svc, base), 201)
+    req = parse_page_request(query(request))
+    page = await c.db.run(lambda conn: list_services(conn, account_sid=principal.account_sid, req=req))
+    return json_response({"services": [service_to_json(s._mapping, base) for s in page.rows],
+                          "meta": page_meta(f"{base}/v2/Services", "services", req, page)})
+
+
+def parse_service_update(form: Any) -> dict[str, Any]:
+    """Twilio's UpdateService parameters → column changes (partial objects for nested ones)."""
+    changes: dict[str, Any] = {}
+    if "FriendlyName" in form:
+        changes["friendly_name"] = validation.friendly_name(form.get("FriendlyName"))
+    for param, column in (("DefaultServiceRoleSid", "default_service_role_sid"),
+                          ("DefaultChannelRoleSid", "default_channel_role_sid"),
+                          ("DefaultChannelCreatorRoleSid", "default_channel_creator_role_sid")):
+        if param in form:
+            changes[column] = form.get(param)
+    for param, column in (("ReadStatusEnabled", "read_status_enabled"),
+                          ("ReachabilityEnabled", "reachability_enabled")):
+        if param in form:
+            changes[column] = validation.boolean(param, form.get(param))
+    for param, column, lo, hi in (("TypingIndicatorTimeout", "typing_indicator_timeout", 1, 86400),
+                                  ("ConsumptionReportInterval", "consumption_report_interval", 1, 86400),
+                                  ("PreWebhookRetryCount", "pre_webhook_retry_count", 0, 3),
+                                  ("PostWebhookRetryCount", "post_webhook_retry_count", 0, 3)):
+        if param in form:
+            changes[column] = validation.integer(param, form.get(param), minimum=lo, maximum=hi)
+    for param, column in (("PreWebhookUrl", "pre_webhook_url"), ("PostWebhookUrl", "post_webhook_url")):
+        if param in form:
+            changes[column] = validation.url(param, form.get(param))
+    if "WebhookMethod" in form:
+        method = form.get("WebhookMethod").upper()
+        if method not in ("GET", "POST"):
+            raise errors.invalid_param("WebhookMethod", "must be GET or POST")
+        changes["webhook_method"] = method
+    if "WebhookFilters" in form:
+        filters = [f for f in form.getlist("WebhookFilters") if f]
+        for f in filters:
+            if len(f) > 64:
+                raise errors.invalid_param("WebhookFilters", "entries are at most 64 characters")
+        changes["webhook_filters"] = list(dict.fromkeys(filters))
+    notes: dict[str, Any] = {}
+    for prefix, key in _NOTIFICATION_PARAMS.items():
+        for field, attr in (("Enabled", "enabled"), ("Template", "template"), ("Sound", "sound"),
+                            ("BadgeCountEnabled", "badge_count_enabled")):
+            param = f"Notifications.{prefix}.{field}"
+            if param in form:
+                raw = form.get(param)
+                value: Any = validation.boolean(param, raw) if attr.endswith("enabled") else raw
+                notes.setdefault(key, {})[attr] = value
+    if "Notifications.LogEnabled" in form:
+        notes["log_enabled"] = validation.boolean("Notifications.LogEnabled", form.get("Notifications.LogEnabled"))
+    if notes:
+        changes["notifications"] = notes
+    limits: dict[str, Any] = {}
+    for param, key in (("Limits.ChannelMembers", "channel_members"), ("Limits.UserChannels", "user_channels")):
+        if param in form:
+            limits[key] = validation.integer(param, form.get(param), minimum=1, maximum=1000)
+    if limits:
+        changes["limits"] = limits
+    if "Media.CompatibilityMessage" in form:
+        changes["media"] = {"compatibility_message": form.get("Media.CompatibilityMessage")}
+    return changes
+
+
+async def item(request: Request) -> Response:
+    sid = request.path_params["sid"]
+    principal = await authenticate(request)
+    require_admin(principal)
+    c = ctx(request)
+    base = base_url(request)
+    if request.method == "GET":
+        svc = await c.db.run(lambda conn: get_service(conn, account_sid=principal.account_sid, sid=sid))
+        return json_response(service_to_json(svc, base))
+    if request.method == "POST":
+        changes = parse_service_update(await read_form(request))
+        svc = await c.db.run(lambda conn: update_service(conn, account_sid=principal.account_sid, sid=sid,
+                                                         changes=changes))
+        c.auth.forget()
+        return json_response(service_to_json(svc, base))
+    await c.db.run(lambda conn: delete_service(conn, account_sid=principal.account_sid, sid=sid))
+    c.auth.forget()
+    c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL
+    return empty_response()

@@ -1,0 +1,44 @@
+"""Operational endpoints: health, readiness, metrics, JWKS, OpenAPI, and the WebSocket entry."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from ..metrics import CONTENT_TYPE
+from .common import ctx, json_response
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    c = ctx(request)
+    try:
+        await c.db.run(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
+    except Exception:
+        return json_response({"status": "unavailable", "database": "unreachable"}, 503)
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(ctx(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def jwks(request: Request) -> Response:
+    response = json_response(ctx(request).keyring.current().jwks())
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+async def openapi(request: Request) -> Response:
+    from ..openapi import build_openapi
+
+    return json_response(build_openapi(request.app.routes))
+
+
+async def connect(websocket: WebSocket) -> None:
+    hub = websocket.app.state.ctx.extras["hub"]
+    await hub.serve(websocket)

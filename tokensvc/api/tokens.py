@@ -1,0 +1,85 @@
+"""POST /v2/Services/{IS}/Tokens — the heart of the product (SPEC §4).
+
+The hot path: a cached credential check, a cached service, one indexed read of the user (an
+insert only on first encounter) and one ES256 signature.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import errors, validation
+from ..formats import iso8601
+from ..tokens import mint
+from ..users import get_or_create_user
+from .common import authenticate, ctx, json_response, read_form
+
+
+class TokenRateLimiter:
+    """Tokens per account per second (a fixed one-second window); 0 disables it."""
+
+    def __init__(self, per_second: int):
+        self.per_second = per_second
+        self._window = 0
+        self._counts: dict[str, int] = defaultdict(int)
+
+    def check(self, account_sid: str) -> None:
+        if not self.per_second:
+            return
+        second = int(time.monotonic())
+        if second != self._window:
+            self._window = second
+            self._counts.clear()
+        self._counts[account_sid] += 1
+        if self._counts[account_sid] > self.per_second:
+            raise errors.too_many_requests(1, "Token issuance rate limit exceeded for this account")
+
+
+def parse_ttl(raw: str | None, *, default: int, maximum: int) -> int:
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.lstrip("-+").isdigit() or len(text) > 18:
+        raise errors.invalid_param("Ttl", "must be a whole number of seconds")
+    ttl = int(text)
+    if ttl <= 0:
+        raise errors.invalid_param("Ttl", "must be positive")
+    if ttl > maximum:
+        raise errors.ttl_too_long(maximum)
+    return ttl
+
+
+async def create_token(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    if principal.is_client:
+        raise errors.forbidden("Access tokens cannot mint tokens")
+    c = ctx(request)
+    form = await read_form(request)
+    identity = validation.identity(form.get("Identity"))
+    ttl = parse_ttl(form.get("Ttl"), default=c.settings.default_ttl, maximum=c.settings.max_ttl)
+    svc = await c.auth.service(service_sid)
+    if svc is None or svc["account_sid"] != principal.account_sid:
+        raise errors.not_found()
+    limiter: TokenRateLimiter = c.extras["token_limiter"]
+    limiter.check(principal.account_sid)
+    user, created = await c.db.run(lambda conn: get_or_create_user(conn, service=svc, identity=identity))
+    minted = mint(c.keyring.current(), issuer=c.settings.issuer, account_sid=principal.account_sid,
+                  service_sid=service_sid, identity=identity, ttl=ttl)
+    c.metrics.tokens_issued.inc()
+    if created:
+        c.metrics.users_provisioned.inc()
+    return json_response({
+        "token": minted.token,
+        "identity": identity,
+        "user_sid": user["sid"],
+        "service_sid": service_sid,
+        "account_sid": principal.account_sid,
+        "ttl": ttl,
+        "expires_at": iso8601(minted.expires_at),
+        "user_created": created,
+    }, 201)

@@ -1,0 +1,151 @@
+"""/v2/Services/{IS}/Users — the seed resource of SPEC §3."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import errors, validation
+from ..auth import Principal
+from ..paging import Page, page_meta, parse_page_request
+from ..roles import role_permissions
+from ..services import get_service
+from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
+from .common import (authenticate, base_url, ctx, empty_response, json_response, query, read_form,
+                     require_admin)
+
+
+async def list_or_create(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    base = base_url(request)
+    if request.method == "POST":
+        require_admin(principal)
+        form = await read_form(request)
+        identity = validation.identity(form.get("Identity"))
+        role_sid = form.get("RoleSid") or None
+        attributes = validation.attributes(form.get("Attributes")) if "Attributes" in form else None
+        friendly_name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+
+        def create(conn):
+            svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+            return create_user(conn, service=svc, identity=identity, role_sid=role_sid,
+                               attributes=attributes, friendly_name=friendly_name)
+
+        return json_response(user_to_json(await c.db.run(create), base), 201)
+    req = parse_page_request(query(request))
+
+    def listing(conn):
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return list_users(conn, service_sid=service_sid, req=req)
+
+    page = await c.db.run(listing)
+    return json_response({"users": [user_to_json(u._mapping, base) for u in page.rows],
+                          "meta": page_meta(f"{base}/v2/Services/{service_sid}/Users", "users", req, page)})
+
+
+def _user_path(request: Request) -> tuple[str, str | None]:
+    """(user key, sub-resource) from the raw path, so an identity with `%2F` stays one segment."""
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    raw = raw.split(b"?", 1)[0]
+    parts = raw.split(b"/")
+    try:
+        at = parts.index(b"Users")
+    except ValueError:
+        raise errors.not_found() from None
+    rest = parts[at + 1:]
+    if not rest or not rest[0] or len(rest) > 2:
+        raise errors.not_found()
+    try:
+        key = unquote_to_bytes(rest[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.not_found() from None
+    sub = rest[1].decode("latin-1") if len(rest) == 2 else None
+    if sub is not None and sub not in ("Channels", "Bindings"):
+        raise errors.not_found()
+    return key, sub
+
+
+async def item(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    key, sub = _user_path(request)
+    allowed = ("GET",) if sub else ("GET", "POST", "DELETE")
+    if request.method not in allowed:
+        raise errors.method_not_allowed()
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    base = base_url(request)
+    account_sid = principal.account_sid
+    timeout = c.settings.presence_timeout
+
+    if sub is not None:
+        req = parse_page_request(query(request), max_size=50)
+
+        def sub_list(conn):
+            get_service(conn, account_sid=account_sid, sid=service_sid)
+            return get_user(conn, service_sid=service_sid, key=key)
+
+        user = await c.db.run(sub_list)
+        # Channels and bindings do not exist yet: a real, empty, paged list.
+        key_name = "channels" if sub == "Channels" else "bindings"
+        url = f"{base}/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
+        return json_response({key_name: [], "meta": page_meta(url, key_name, req, Page([], False, False))})
+
+    if request.method == "GET":
+        def fetch(conn):
+            svc = get_service(conn, account_sid=account_sid, sid=service_sid)
+            user = get_user(conn, service_sid=service_sid, key=key)
+            online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
+            return user, online
+
+        user, online = await c.db.run(fetch)
+        return json_response(user_to_json(user, base, is_online=online))
+
+    if request.method == "DELETE":
+        require_admin(principal)
+        await c.db.run(lambda conn: (get_service(conn, account_sid=account_sid, sid=service_sid),
+                                     delete_user(conn, service_sid=service_sid, key=key)))
+        c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
+        hub = c.extras.get("hub")
+        if hub is not None:
+            await hub.user_deleted(service_sid, key)
+        return empty_response()
+
+    form = await read_form(request)
+    changes: dict[str, Any] = {}
+    if "RoleSid" in form:
+        changes["role_sid"] = form.get("RoleSid")
+    if "Attributes" in form:
+        changes["attributes"] = validation.attributes(form.get("Attributes"))
+    if "FriendlyName" in form:
+        changes["friendly_name"] = validation.friendly_name(form.get("FriendlyName"))
+    caller = getattr(request.state, "user", None)
+
+    def update(conn):
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        if principal.is_client:
+            _check_client_update(conn, principal, caller, service_sid, key, changes)
+        return update_user(conn, service_sid=service_sid, key=key,
+                           role_sid=changes.get("role_sid", Unset),
+                           attributes=changes.get("attributes", Unset),
+                           friendly_name=changes.get("friendly_name", Unset))
+
+    return json_response(user_to_json(await c.db.run(update), base))
+
+
+def _check_client_update(conn: Any, principal: Principal, caller: Any, service_sid: str, key: str,
+                         changes: dict[str, Any]) -> None:
+    """A client may edit FriendlyName/Attributes of itself (editOwnUserInfo) or of anyone
+    (editAnyUserInfo); never a role (SPEC §5)."""
+    if "role_sid" in changes:
+        raise errors.forbidden("A client cannot change roles")
+    target = get_user(conn, service_sid=service_sid, key=key)
+    perms = role_permissions(conn, service_sid=service_sid, role_sid=caller["role_sid"])
+    is_self = target["sid"] == caller["sid"]
+    if "editAnyUserInfo" in perms or (is_self and "editOwnUserInfo" in perms):
+        return
+    raise errors.forbidden()

@@ -1,0 +1,174 @@
+"""create_app(settings) -> Starlette: routes, the error renderer, the request middleware, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import signal
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import errors
+from .api import keys as keys_api
+from .api import roles as roles_api
+from .api import services as services_api
+from .api import system as system_api
+from .api import tokens as tokens_api
+from .api import users as users_api
+from .api.common import Context
+from .auth import Authenticator
+from .config import Settings
+from .crypto import SecretBox
+from .db import Database, make_engine
+from .metrics import Metrics
+from .schema import ensure_schema
+from .signing import Keyring
+
+log = logging.getLogger("tokensvc")
+access_log = logging.getLogger("tokensvc.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _routes() -> list[Any]:
+    any_ = ["GET", "POST", "DELETE"]
+    return [
+        Route("/healthz", system_api.healthz, methods=["GET"]),
+        Route("/readyz", system_api.readyz, methods=["GET"]),
+        Route("/metrics", system_api.metrics, methods=["GET"]),
+        Route("/openapi.json", system_api.openapi, methods=["GET"]),
+        Route("/.well-known/jwks.json", system_api.jwks, methods=["GET"]),
+        Route("/v2/Services", services_api.list_or_create, methods=["GET", "POST"]),
+        Route("/v2/Services/{sid}", services_api.item, methods=any_),
+        Route("/v2/Services/{service_sid}/Roles", roles_api.list_or_create, methods=["GET", "POST"]),
+        Route("/v2/Services/{service_sid}/Roles/{sid}", roles_api.item, methods=any_),
+        Route("/v2/Services/{service_sid}/Users", users_api.list_or_create, methods=["GET", "POST"]),
+        # Matched on the raw path in the handler, so an identity may contain an encoded slash.
+        Route("/v2/Services/{service_sid}/Users/{rest:path}", users_api.item,
+              methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
+        Route("/v2/Services/{service_sid}/Tokens", tokens_api.create_token, methods=["POST"]),
+        Route("/2010-04-01/Accounts/{account_sid}/Keys.json", keys_api.list_or_create, methods=["GET", "POST"]),
+        Route("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", keys_api.item, methods=any_),
+        WebSocketRoute("/v2/Connect", system_api.connect),
+    ]
+
+
+async def _twilio_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.TwilioError)
+    return errors.error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return errors.error_response(errors.not_found())
+    if exc.status_code == 405:
+        err = errors.method_not_allowed()
+        err.headers.update(exc.headers or {})
+        return errors.error_response(err)
+    return errors.error_response(errors.TwilioError(exc.status_code, 20001, str(exc.detail)))
+
+
+class RequestMiddleware:
+    """Request id (echoed in X-Request-Id), JSON access log, metrics, and the last line of
+    defence: any unexpected exception becomes a logged 500 20500 with no trace in the body."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error in %s %s (request id %s)", scope["method"], _route(scope), request_id)
+            status = 500
+            if not response_started:
+                await errors.error_response(errors.internal_error(request_id))(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route(scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                # Route templates only: identities in paths and query strings are not logged.
+                access_log.info(json.dumps({
+                    "request_id": request_id, "method": scope["method"], "route": route, "status": status,
+                    "ms": round(elapsed * 1000, 2), "client": (scope.get("client") or ("-",))[0],
+                }))
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def build_context(settings: Settings) -> Context:
+    """Everything a request needs; the schema must exist already (see schema.ensure_schema)."""
+    db = Database(make_engine(settings))
+    keyring = Keyring(settings.keys_dir)
+    box = SecretBox.load_or_create(settings.keys_dir)
+    metrics = Metrics()
+    auth = Authenticator(settings=settings, db=db, keyring=keyring, box=box)
+    c = Context(settings=settings, db=db, keyring=keyring, box=box, auth=auth, metrics=metrics)
+    c.extras["token_limiter"] = tokens_api.TokenRateLimiter(settings.token_rate_limit)
+    return c
+
+
+def create_app(settings: Settings, *, migrate: bool = True) -> Starlette:
+    """The ASGI app. `migrate` brings the schema up to date at start (the SQLite default)."""
+    if migrate:
+        ensure_schema(settings)
+    c = build_context(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from .connect import Hub
+
+        hub = Hub(c)
+        c.extras["hub"] = hub
+        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests)
+            signal.signal(signal.SIGHUP, lambda *_: c.keyring.request_reload())
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            c.db.dispose()
+
+    app = Starlette(
+        routes=_routes(),
+        exception_handlers={errors.TwilioError: _twilio_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.ctx = c
+    app.add_middleware(RequestMiddleware, metrics=c.metrics)
+    return app

@@ -1,0 +1,231 @@
+"""Authentication: HTTP Basic (account or API key) or an access token → a Principal.
+
+Credentials and API keys are served from small process caches that live `cache_seconds` (1 s by
+default), so a deleted key or changed auth token is seen by every process within that time while
+the hot path stays free of database reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections import OrderedDict, defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Generic, Hashable, Mapping, TypeVar
+
+from sqlalchemy import Connection, select
+
+from . import errors
+from .config import Settings
+from .crypto import SecretBox, secret_matches
+from .db import Database
+from .models import accounts, api_keys, services
+from .signing import Keyring
+from .tokens import Verified, verify
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+_MISSING = object()
+
+
+class TTLCache(Generic[K, V]):
+    """A bounded mapping whose entries expire after `ttl` seconds."""
+
+    def __init__(self, ttl: float, maxsize: int = 10_000):
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> Any:
+        item = self._data.get(key)
+        if item is None or item[0] < time.monotonic():
+            return _MISSING
+        return item[1]
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = (time.monotonic() + self.ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an account, an API key acting for its account, or a client app's token."""
+
+    kind: str  # "account" | "key" | "client"
+    account_sid: str
+    key_sid: str | None = None
+    token: Verified | None = None
+
+    @property
+    def is_client(self) -> bool:
+        return self.kind == "client"
+
+    @property
+    def identity(self) -> str | None:
+        return self.token.identity if self.token else None
+
+
+class FailureLimiter:
+    """Failed Basic-auth attempts per client address and per account SID in a sliding window.
+
+    An address over its limit is refused outright. An account over its limit refuses only the
+    addresses that have failed against it in the window, so valid callers are never slowed."""
+
+    def __init__(self, limit: int, window: int):
+        self.limit = limit
+        self.window = window
+        self._by_addr: dict[str, deque[float]] = defaultdict(deque)
+        self._by_account: dict[str, deque[float]] = defaultdict(deque)
+        self._pairs: dict[tuple[str, str], float] = {}
+
+    def _trim(self, q: deque[float], now: float) -> int:
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        return len(q)
+
+    def retry_after(self, addr: str, username: str) -> int | None:
+        now = time.monotonic()
+        q = self._by_addr.get(addr)
+        if q is not None and self._trim(q, now) >= self.limit:
+            return int(q[0] + self.window - now) + 1
+        q = self._by_account.get(username)
+        if q is not None and self._trim(q, now) >= self.limit:
+            failed_at = self._pairs.get((addr, username))
+            if failed_at is not None and failed_at > now - self.window:
+                return int(q[0] + self.window - now) + 1
+        return None
+
+    def failed(self, addr: str, username: str) -> None:
+        now = time.monotonic()
+        self._by_addr[addr].append(now)
+        self._by_account[username[:34]].append(now)
+        self._pairs[(addr, username[:34])] = now
+        if len(self._pairs) > 100_000:  # bounded memory under a spray of addresses
+            cutoff = now - self.window
+            self._pairs = {k: v for k, v in self._pairs.items() if v > cutoff}
+            for table in (self._by_addr, self._by_account):
+                for key in [k for k, q in table.items() if self._trim(q, now) == 0]:
+                    del table[key]
+
+
+def _credential(conn: Connection, username: str) -> tuple[str, str, str] | None:
+    """(kind, account SID, secret hash) of an account or API key SID."""
+    if username.startswith("AC"):
+        row = conn.execute(select(accounts.c.auth_token_hash).where(accounts.c.sid == username)).first()
+        return ("account", username, row.auth_token_hash) if row else None
+    if username.startswith("SK"):
+        row = conn.execute(select(api_keys.c.account_sid, api_keys.c.secret_hash)
+                           .where(api_keys.c.sid == username)).first()
+        return ("key", row.account_sid, row.secret_hash) if row else None
+    return None
+
+
+def _service_row(conn: Connection, sid: str) -> Mapping[str, Any] | None:
+    row = conn.execute(select(services).where(services.c.sid == sid)).mappings().first()
+    return dict(row) if row else None
+
+
+class Authenticator:
+    def __init__(self, *, settings: Settings, db: Database, keyring: Keyring, box: SecretBox):
+        self.settings = settings
+        self.db = db
+        self.keyring = keyring
+        self.box = box
+        ttl = settings.cache_seconds
+        self._credentials: TTLCache[str, Any] = TTLCache(ttl)
+        self._api_keys: TTLCache[str, Any] = TTLCache(ttl)
+        self._services: TTLCache[str, Any] = TTLCache(ttl)
+        self.limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window)
+        self.failures = 0  # read by the metrics
+
+    def forget(self) -> None:
+        """Drop every cache entry (after a change made by this process)."""
+        self._credentials.clear()
+        self._api_keys.clear()
+        self._services.clear()
+
+    async def service(self, sid: str) -> Mapping[str, Any] | None:
+        """A service row, cached briefly: the token hot path reads it on every request."""
+        found = self._services.get(sid)
+        if found is _MISSING:
+            found = await self.db.run(_service_row, sid)
+            self._services.put(sid, found)
+        return found
+
+    async def basic(self, authorization: str | None, addr: str) -> Principal:
+        """The principal of a Basic Authorization header, or 401 20003 / 429 20429."""
+        if not authorization or not authorization[:6].lower() == "basic ":
+            raise errors.unauthorized()
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise errors.unauthorized("Malformed Basic credentials") from None
+        username, sep, secret = decoded.partition(":")
+        if not sep:
+            raise errors.unauthorized("Malformed Basic credentials")
+        retry = self.limiter.retry_after(addr, username)
+        if retry is not None:
+            raise errors.too_many_requests(retry, "Too many failed authentication attempts")
+        cred = self._credentials.get(username)
+        if cred is _MISSING:
+            cred = await self.db.run(_credential, username) if len(username) == 34 else None
+            self._credentials.put(username, cred)
+        if not secret_matches(secret, cred[2] if cred else None):
+            self.limiter.failed(addr, username)
+            self.failures += 1
+            raise errors.unauthorized()
+        kind, account_sid, _ = cred
+        return Principal(kind, account_sid, key_sid=username if kind == "key" else None)
+
+    async def api_key_secret(self, sid: str) -> tuple[str, str] | None:
+        """(account SID, secret) of an API key, decrypted, cached briefly."""
+        found = self._api_keys.get(sid)
+        if found is _MISSING:
+            row = await self.db.run(lambda conn: conn.execute(
+                select(api_keys.c.account_sid, api_keys.c.secret_enc).where(api_keys.c.sid == sid)).first())
+            found = (row.account_sid, self.box.decrypt(row.secret_enc, sid)) if row else None
+            self._api_keys.put(sid, found)
+        return found
+
+    async def verify_token(self, token: str) -> Verified:
+        """A verified token whose service exists and belongs to the token's account."""
+        prefetched: dict[str, Any] = {}
+        issuer = _unverified_issuer(token)
+        if issuer is not None:
+            prefetched[issuer] = await self.api_key_secret(issuer)
+        verified = verify(
+            token,
+            snapshot=self.keyring.current(),
+            lookup_api_key=lambda sid: prefetched.get(sid),
+            refresh_snapshot=lambda: self.keyring.current(urgent=True),
+        )
+        svc = await self.service(verified.service_sid)
+        if svc is None or svc["account_sid"] != verified.account_sid:
+            raise errors.invalid_token("Access Token is for a service of another account")
+        return verified
+
+    async def client(self, token: str) -> Principal:
+        verified = await self.verify_token(token)
+        return Principal("client", verified.account_sid, key_sid=verified.key_sid, token=verified)
+
+
+def _unverified_issuer(token: str) -> str | None:
+    """The `iss` of an HS256 token when it names an API key (for prefetching its secret)."""
+    import jwt
+
+    try:
+        if jwt.get_unverified_header(token).get("alg") != "HS256":
+            return None
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except Exception:  # malformed: verify() reports it properly
+        return None
+    return iss if isinstance(iss, str) and len(iss) == 34 and iss.startswith("SK") else None

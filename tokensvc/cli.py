@@ -1,0 +1,203 @@
+"""`tokensvc serve | token | accounts | keys | db`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from .config import ConfigError, Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"tokensvc: {exc}") from None
+
+
+def app_factory() -> Any:
+    """The ASGI app for uvicorn (one per worker process); settings come from the environment."""
+    from .app import create_app
+
+    settings = _settings()
+    return create_app(settings, migrate=False)
+
+
+def prepare(settings: Settings, *, migrate: bool) -> None:
+    """Schema, signing keys and the bootstrap account, before any worker starts."""
+    from .accounts import ensure_bootstrap_account
+    from .db import Database, make_engine
+    from .schema import SchemaOutOfDate, ensure_schema
+    from .signing import ensure_keys
+
+    try:
+        ensure_schema(settings, migrate=migrate)
+    except SchemaOutOfDate as exc:
+        raise SystemExit(f"tokensvc: {exc}") from None
+    ensure_keys(settings.keys_dir)
+    db = Database(make_engine(settings))
+    try:
+        made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,
+                                                             auth_token=settings.auth_token))
+    finally:
+        db.dispose()
+    if made is not None and not settings.auth_token:
+        print("tokensvc: created the bootstrap account; its auth token is shown only this once:\n"
+              f"  TOKENSVC_ACCOUNT_SID={made.sid}\n  TOKENSVC_AUTH_TOKEN={made.auth_token}", flush=True)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(message)s" if level != "debug" else "%(levelname)s %(name)s %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.host:
+        os.environ["TOKENSVC_HOST"] = args.host
+    if args.port is not None:
+        os.environ["TOKENSVC_PORT"] = str(args.port)
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    prepare(settings, migrate=args.migrate or settings.is_sqlite)
+    print(f"tokensvc: serving on http://{settings.host}:{settings.port} "
+          f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, keys in {settings.keys_dir})", flush=True)
+    uvicorn.run("tokensvc.cli:app_factory", factory=True, host=settings.host, port=settings.port,
+                workers=args.workers, access_log=False, log_level="warning", lifespan="on",
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .app import build_context
+    from .services import find_service
+    from .tokens import mint
+    from .users import get_or_create_user
+
+    settings = _settings()
+    prepare(settings, migrate=settings.is_sqlite)
+    ttl = args.ttl or settings.default_ttl
+    if not 0 < ttl <= settings.max_ttl:
+        raise SystemExit(f"tokensvc: --ttl must be between 1 and {settings.max_ttl}")
+    c = build_context(settings)
+    try:
+        svc = c.db.call(lambda conn: find_service(conn, args.service))
+        if svc is None:
+            raise SystemExit(f"tokensvc: no service {args.service}")
+        user, created = c.db.call(lambda conn: get_or_create_user(conn, service=svc, identity=args.identity))
+    finally:
+        c.db.dispose()
+    minted = mint(c.keyring.current(), issuer=settings.issuer, account_sid=svc["account_sid"],
+                  service_sid=svc["sid"], identity=args.identity, ttl=ttl)
+    if args.json:
+        print(json.dumps({"token": minted.token, "user_sid": user["sid"], "user_created": created,
+                          "expires_at": minted.expires_at}))
+    else:
+        print(minted.token)
+    return 0
+
+
+def cmd_accounts(args: argparse.Namespace) -> int:
+    from .accounts import create_account, list_accounts
+    from .db import Database, make_engine
+
+    settings = _settings()
+    prepare(settings, migrate=settings.is_sqlite)
+    db = Database(make_engine(settings))
+    try:
+        if args.action == "create":
+            made = db.call(lambda conn: create_account(conn, friendly_name=args.friendly_name))
+            print(f"account_sid={made.sid}\nauth_token={made.auth_token}\n(the auth token is shown only this once)")
+        else:
+            for acc in db.call(list_accounts):
+                print(f"{acc['sid']}  {time.strftime('%Y-%m-%d', time.gmtime(acc['date_created']))}  {acc['friendly_name']}")
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from . import signing
+
+    settings = _settings()
+    keys_dir = settings.keys_dir
+    try:
+        if args.action == "generate":
+            signing.ensure_keys(keys_dir)
+            kid = signing.generate_key(keys_dir)
+            print(kid)
+        elif args.action == "list":
+            signing.ensure_keys(keys_dir)
+            for k in signing.key_listing(keys_dir):
+                print(f"{k['kid']}  {k['status']:<9}  created {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k['created']))}")
+        elif args.action == "activate":
+            signing.activate(keys_dir, args.kid)
+            print(f"activated {args.kid}")
+        elif args.action == "retire":
+            signing.retire(keys_dir, args.kid, max_ttl=settings.max_ttl, force=args.force)
+            print(f"retired {args.kid}")
+    except signing.KeyringError as exc:
+        raise SystemExit(f"tokensvc: {exc}") from None
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from .schema import current_revision, ensure_schema, head_revision
+
+    settings = _settings()
+    if args.action == "upgrade":
+        ensure_schema(settings, migrate=True)
+    print(f"current: {current_revision(settings) or '(empty)'}\nhead:    {head_revision()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokensvc", description="Self-hosted access-token issuer")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--migrate", action="store_true", help="upgrade a PostgreSQL schema before serving")
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="mint a token locally (provisions the user)")
+    token.add_argument("identity")
+    token.add_argument("--service", required=True)
+    token.add_argument("--ttl", type=int)
+    token.add_argument("--json", action="store_true")
+    token.set_defaults(func=cmd_token)
+
+    accounts = sub.add_parser("accounts", help="manage accounts")
+    accounts.add_argument("action", choices=["create", "list"])
+    accounts.add_argument("--friendly-name", default="tokensvc account")
+    accounts.set_defaults(func=cmd_accounts)
+
+    keys = sub.add_parser("keys", help="manage signing keys")
+    keys.add_argument("action", choices=["generate", "list", "activate", "retire"])
+    keys.add_argument("kid", nargs="?")
+    keys.add_argument("--force", action="store_true", help="retire even if tokens may still be valid")
+    keys.set_defaults(func=cmd_keys)
+
+    db = sub.add_parser("db", help="schema migrations")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "action", None) in ("activate", "retire") and not args.kid:
+        raise SystemExit("tokensvc: keys activate/retire need a KID")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

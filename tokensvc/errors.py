@@ -1,0 +1,119 @@
+"""Twilio-shaped errors (SPEC §2): one class carries the data, one function renders it."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+
+class TwilioError(Exception):
+    """A failure the API reports to its caller with an HTTP status and a Twilio error code."""
+
+    def __init__(self, status: int, code: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
+            "status": self.status,
+        }
+
+
+# The catalogue of SPEC §2: one constructor per condition, used everywhere it applies.
+
+
+def unauthorized(message: str = "Authenticate") -> TwilioError:
+    return TwilioError(401, 20003, message, {"WWW-Authenticate": 'Basic realm="tokensvc"'})
+
+
+def invalid_token(message: str = "Invalid Access Token") -> TwilioError:
+    return TwilioError(401, 20101, message)
+
+
+def expired_token() -> TwilioError:
+    return TwilioError(401, 20104, "Access Token expired or expiration date invalid")
+
+
+def forbidden(message: str = "The role does not have permission for this action") -> TwilioError:
+    return TwilioError(403, 20403, message)
+
+
+def not_found(message: str = "The requested resource was not found") -> TwilioError:
+    return TwilioError(404, 20404, message)
+
+
+def method_not_allowed() -> TwilioError:
+    return TwilioError(405, 20004, "Method not allowed")
+
+
+def missing_param(name: str) -> TwilioError:
+    return TwilioError(400, 20001, f"Missing required parameter {name} in the post body")
+
+
+def invalid_param(name: str, detail: str) -> TwilioError:
+    return TwilioError(400, 20001, f"Invalid parameter {name}: {detail}")
+
+
+def invalid_page_token() -> TwilioError:
+    return TwilioError(400, 21481, "Invalid PageToken")
+
+
+def identity_too_long() -> TwilioError:
+    return TwilioError(400, 50207, "Identity is too long: at most 256 characters")
+
+
+def identity_looks_like_sid() -> TwilioError:
+    return TwilioError(400, 50206, "Identity must not look like a User SID")
+
+
+def identity_taken(identity_shown: bool = False) -> TwilioError:
+    return TwilioError(409, 50201, "User already exists")
+
+
+def invalid_attributes() -> TwilioError:
+    return TwilioError(400, 50304, "Attributes must be a valid JSON string")
+
+
+def attributes_too_long() -> TwilioError:
+    return TwilioError(400, 50303, "Attributes are too long: at most 16384 bytes")
+
+
+def friendly_name_too_long() -> TwilioError:
+    return TwilioError(400, 50003, "FriendlyName is too long: at most 256 characters")
+
+
+def invalid_role(name: str = "RoleSid") -> TwilioError:
+    return TwilioError(400, 50102, f"{name} is not a valid deployment role of this service")
+
+
+def ttl_too_long(max_ttl: int) -> TwilioError:
+    return TwilioError(400, 20157, f"Ttl exceeds the maximum of {max_ttl} seconds")
+
+
+def too_many_requests(retry_after: int, message: str = "Too many requests") -> TwilioError:
+    return TwilioError(429, 20429, message, {"Retry-After": str(max(1, int(retry_after)))})
+
+
+def body_too_large(limit: int) -> TwilioError:
+    return TwilioError(413, 20001, f"Request body is larger than {limit} bytes")
+
+
+def internal_error(request_id: str) -> TwilioError:
+    return TwilioError(500, 20500, f"Internal server error (request id {request_id})")
+
+
+def error_response(err: TwilioError) -> Response:
+    """Render a TwilioError as the JSON body of SPEC §2."""
+    return Response(
+        json.dumps(err.body()),
+        status_code=err.status,
+        media_type="application/json",
+        headers=err.headers,
+    )

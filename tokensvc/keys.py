@@ -1,0 +1,75 @@
+"""API keys (Twilio 2010 API): a SID + secret that acts for its account.
+
+The secret is shown once, at creation. What is stored: a SHA-256 of it (for Basic auth, checked
+in constant time) and an AES-GCM ciphertext of it (HS256 tokens it signed can only be verified
+with the secret itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from sqlalchemy import Connection, RowMapping, select
+
+from . import errors
+from .crypto import SecretBox, hash_secret, new_secret
+from .db import now
+from .formats import rfc2822
+from .models import api_keys
+from .paging import Page, PageRequest, fetch_page
+from .sids import is_sid, new_sid
+
+
+def key_to_json(key: Mapping[str, Any], *, secret: str | None = None) -> dict[str, Any]:
+    body = {
+        "sid": key["sid"],
+        "friendly_name": key["friendly_name"],
+        "date_created": rfc2822(key["date_created"]),
+        "date_updated": rfc2822(key["date_updated"]),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def create_key(conn: Connection, *, account_sid: str, friendly_name: str | None, box: SecretBox) -> tuple[dict[str, Any], str]:
+    """A new API key and its secret (returned only here)."""
+    sid = new_sid("SK")
+    secret = new_secret()
+    ts = now()
+    row = {"sid": sid, "account_sid": account_sid, "friendly_name": friendly_name,
+           "secret_hash": hash_secret(secret), "secret_enc": box.encrypt(secret, sid),
+           "date_created": ts, "date_updated": ts}
+    conn.execute(api_keys.insert().values(**row))
+    return row, secret
+
+
+def get_key(conn: Connection, *, account_sid: str, sid: str) -> RowMapping:
+    if not is_sid("SK", sid):
+        raise errors.not_found()
+    row = conn.execute(select(api_keys).where(api_keys.c.sid == sid)).mappings().first()
+    if row is None or row["account_sid"] != account_sid:
+        raise errors.not_found()
+    return row
+
+
+def find_key(conn: Connection, sid: str) -> RowMapping | None:
+    """A key by SID whatever its account (for authentication)."""
+    return conn.execute(select(api_keys).where(api_keys.c.sid == sid)).mappings().first()
+
+
+def list_keys(conn: Connection, *, account_sid: str, req: PageRequest) -> Page:
+    return fetch_page(conn, select(api_keys).where(api_keys.c.account_sid == account_sid), api_keys.c.id, req)
+
+
+def update_key(conn: Connection, *, account_sid: str, sid: str, friendly_name: str | None) -> RowMapping:
+    key = get_key(conn, account_sid=account_sid, sid=sid)
+    if friendly_name is None:
+        return key
+    conn.execute(api_keys.update().where(api_keys.c.sid == sid).values(friendly_name=friendly_name, date_updated=now()))
+    return get_key(conn, account_sid=account_sid, sid=sid)
+
+
+def delete_key(conn: Connection, *, account_sid: str, sid: str) -> None:
+    get_key(conn, account_sid=account_sid, sid=sid)
+    conn.execute(api_keys.delete().where(api_keys.c.sid == sid))

@@ -1,0 +1,125 @@
+"""SQLModel tables. Hot paths use SQLAlchemy Core statements on these tables (`Model.__table__`).
+
+Every table has an integer `id` that only grows: lists page by keyset on it, which is creation
+order. Dates are whole epoch seconds (the API shows whole seconds anyway).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+metadata = SQLModel.metadata
+
+
+def _fk(target: str, *, index: bool = True) -> Column:  # a cascading foreign key column
+    return Column(String(34), ForeignKey(target, ondelete="CASCADE"), nullable=False, index=index)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
+    friendly_name: str = Field(sa_column=Column(String(256), nullable=False))
+    # SHA-256 (hex) of the auth token: the token is 32 random bytes, so a fast hash suffices.
+    auth_token_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
+    account_sid: str = Field(sa_column=_fk("accounts.sid"))
+    friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))
+    secret_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    # The secret itself is needed to verify HS256 tokens it signed: stored AES-GCM encrypted.
+    secret_enc: str = Field(sa_column=Column(Text, nullable=False))
+    date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Service(SQLModel, table=True):
+    __tablename__ = "services"
+    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
+    account_sid: str = Field(sa_column=_fk("accounts.sid"))
+    friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))
+    default_service_role_sid: Optional[str] = Field(default=None, sa_column=Column(String(34)))
+    default_channel_role_sid: Optional[str] = Field(default=None, sa_column=Column(String(34)))
+    default_channel_creator_role_sid: Optional[str] = Field(default=None, sa_column=Column(String(34)))
+    read_status_enabled: bool = True
+    reachability_enabled: bool = False
+    typing_indicator_timeout: int = 5
+    consumption_report_interval: int = 10
+    pre_webhook_url: Optional[str] = Field(default=None, sa_column=Column(Text))
+    post_webhook_url: Optional[str] = Field(default=None, sa_column=Column(Text))
+    webhook_method: str = Field(default="POST", sa_column=Column(String(8), nullable=False))
+    pre_webhook_retry_count: int = 0
+    post_webhook_retry_count: int = 0
+    # JSON documents kept as text: webhook_filters (list), limits, notifications, media (objects).
+    webhook_filters: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    limits: str = Field(sa_column=Column(Text, nullable=False))
+    notifications: str = Field(sa_column=Column(Text, nullable=False))
+    media: str = Field(sa_column=Column(Text, nullable=False))
+    date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Role(SQLModel, table=True):
+    __tablename__ = "roles"
+    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
+    account_sid: str = Field(sa_column=Column(String(34), nullable=False))
+    service_sid: str = Field(sa_column=_fk("services.sid"))
+    friendly_name: str = Field(sa_column=Column(String(256), nullable=False))
+    type: str = Field(sa_column=Column(String(16), nullable=False))
+    permissions: str = Field(sa_column=Column(Text, nullable=False))  # JSON list
+    date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("service_sid", "identity", name="uq_users_service_identity"),
+        # Keyset paging: WHERE service_sid = ? AND id > ? ORDER BY id.
+        Index("ix_users_service_id", "service_sid", "id"),
+    )
+    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
+    account_sid: str = Field(sa_column=Column(String(34), nullable=False))
+    service_sid: str = Field(sa_column=_fk("services.sid", index=False))
+    role_sid: str = Field(sa_column=Column(String(34), nullable=False))
+    identity: str = Field(sa_column=Column(String(256), nullable=False))
+    attributes: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))
+    joined_channels_count: int = 0
+    # Set once the user has had a client connection: is_online is null before, a boolean after.
+    was_online: bool = False
+    date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
+    date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Connection(SQLModel, table=True):
+    """A live client connection (SPEC §5); `heartbeat_at` is renewed while it stays open."""
+
+    __tablename__ = "connections"
+    __table_args__ = (Index("ix_connections_user_heartbeat", "user_sid", "heartbeat_at"),)
+    id: str = Field(sa_column=Column(String(34), primary_key=True))
+    user_sid: str = Field(sa_column=Column(String(34), ForeignKey("users.sid", ondelete="CASCADE"), nullable=False))
+    service_sid: str = Field(sa_column=Column(String(34), nullable=False))
+    node: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    heartbeat_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+accounts = Account.__table__
+api_keys = ApiKey.__table__
+services = Service.__table__
+roles = Role.__table__
+users = User.__table__
+connections = Connection.__table__

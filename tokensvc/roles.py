@@ -1,0 +1,129 @@
+"""Roles of a service: what users (deployment roles) and members (channel roles) may do."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping
+
+from sqlalchemy import Connection, RowMapping, select
+
+from . import errors
+from .db import now
+from .formats import iso8601
+from .models import roles, services, users
+from .paging import Page, PageRequest, fetch_page
+from .sids import is_sid, new_sid
+
+ROLE_TYPES = ("deployment", "channel")
+_PERMISSION = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
+
+# Twilio's documented defaults for a new Chat service.
+DEFAULT_ROLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("service admin", "deployment", (
+        "addMember", "createChannel", "deleteAnyMessage", "destroyChannel", "editAnyMessage",
+        "editAnyMessageAttributes", "editAnyUserInfo", "editChannelAttributes", "editChannelName",
+        "inviteMember", "joinChannel", "removeMember")),
+    ("service user", "deployment", ("createChannel", "editOwnUserInfo", "joinChannel")),
+    ("channel admin", "channel", (
+        "addMember", "deleteAnyMessage", "destroyChannel", "editAnyMessage", "editAnyMessageAttributes",
+        "editChannelAttributes", "editChannelName", "inviteMember", "leaveChannel", "removeMember",
+        "sendMediaMessage", "sendMessage")),
+    ("channel user", "channel", (
+        "deleteOwnMessage", "editOwnMessage", "editOwnMessageAttributes", "inviteMember", "leaveChannel",
+        "sendMediaMessage", "sendMessage")),
+)
+
+
+def role_to_json(role: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    return {
+        "sid": role["sid"],
+        "account_sid": role["account_sid"],
+        "service_sid": role["service_sid"],
+        "friendly_name": role["friendly_name"],
+        "type": role["type"],
+        "permissions": json.loads(role["permissions"]),
+        "date_created": iso8601(role["date_created"]),
+        "date_updated": iso8601(role["date_updated"]),
+        "url": f"{base_url}/v2/Services/{role['service_sid']}/Roles/{role['sid']}",
+    }
+
+
+def validate_permissions(values: list[str]) -> list[str]:
+    for value in values:
+        if not _PERMISSION.fullmatch(value):
+            raise errors.invalid_param("Permission", f"{value[:64]!r} is not a permission name")
+    return list(dict.fromkeys(values))  # repeated values count once, first order kept
+
+
+def insert_role(conn: Connection, *, account_sid: str, service_sid: str, friendly_name: str,
+                type: str, permissions: list[str]) -> dict[str, Any]:
+    ts = now()
+    row = {
+        "sid": new_sid("RL"), "account_sid": account_sid, "service_sid": service_sid,
+        "friendly_name": friendly_name, "type": type, "permissions": json.dumps(permissions),
+        "date_created": ts, "date_updated": ts,
+    }
+    conn.execute(roles.insert().values(**row))
+    return row
+
+
+def create_role(conn: Connection, *, service: Mapping[str, Any], friendly_name: str, type: str,
+                permissions: list[str]) -> dict[str, Any]:
+    """A new role in the service."""
+    if type not in ROLE_TYPES:
+        raise errors.invalid_param("Type", "must be deployment or channel")
+    return insert_role(conn, account_sid=service["account_sid"], service_sid=service["sid"],
+                       friendly_name=friendly_name, type=type, permissions=validate_permissions(permissions))
+
+
+def get_role(conn: Connection, *, service_sid: str, sid: str) -> RowMapping:
+    if not is_sid("RL", sid):
+        raise errors.not_found()
+    row = conn.execute(select(roles).where(roles.c.sid == sid, roles.c.service_sid == service_sid)).mappings().first()
+    if row is None:
+        raise errors.not_found()
+    return row
+
+
+def role_permissions(conn: Connection, *, service_sid: str, role_sid: str) -> frozenset[str]:
+    """The permissions of a role (empty if it no longer exists)."""
+    raw = conn.execute(select(roles.c.permissions).where(roles.c.sid == role_sid,
+                                                         roles.c.service_sid == service_sid)).scalar()
+    return frozenset(json.loads(raw)) if raw else frozenset()
+
+
+def check_role(conn: Connection, *, service_sid: str, role_sid: str, type: str, param: str) -> str:
+    """role_sid when it names a role of that type in the service; 50102 otherwise."""
+    if not is_sid("RL", role_sid):
+        raise errors.invalid_role(param)
+    found = conn.execute(select(roles.c.type).where(roles.c.sid == role_sid,
+                                                    roles.c.service_sid == service_sid)).scalar()
+    if found != type:
+        raise errors.invalid_role(param)
+    return role_sid
+
+
+def list_roles(conn: Connection, *, service_sid: str, req: PageRequest) -> Page:
+    return fetch_page(conn, select(roles).where(roles.c.service_sid == service_sid), roles.c.id, req)
+
+
+def update_role(conn: Connection, *, service_sid: str, sid: str, permissions: list[str] | None) -> RowMapping:
+    """Replace the permission set (an update without Permission changes nothing)."""
+    role = get_role(conn, service_sid=service_sid, sid=sid)
+    if permissions is None:
+        return role
+    conn.execute(roles.update().where(roles.c.sid == sid).values(
+        permissions=json.dumps(validate_permissions(permissions)), date_updated=now()))
+    return get_role(conn, service_sid=service_sid, sid=sid)
+
+
+def delete_role(conn: Connection, *, service_sid: str, sid: str) -> None:
+    """Delete a role that no user holds and the service does not use as a default."""
+    get_role(conn, service_sid=service_sid, sid=sid)
+    svc = conn.execute(select(services).where(services.c.sid == service_sid)).mappings().one()
+    in_use = sid in (svc["default_service_role_sid"], svc["default_channel_role_sid"],
+                     svc["default_channel_creator_role_sid"])
+    if in_use or conn.execute(select(users.c.id).where(users.c.role_sid == sid).limit(1)).first():
+        raise errors.TwilioError(409, 50100, "Role is in use by the service or its users and cannot be deleted")
+    conn.execute(roles.delete().where(roles.c.sid == sid))

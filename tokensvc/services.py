@@ -1,0 +1,142 @@
+"""Chat services: the container of roles and users, owned by one account."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from sqlalchemy import Connection, RowMapping, select
+
+from . import errors
+from .db import now
+from .formats import iso8601
+from .models import services
+from .paging import Page, PageRequest, fetch_page
+from .roles import DEFAULT_ROLES, check_role, insert_role
+from .sids import is_sid, new_sid
+
+NOTIFICATION_KINDS = ("new_message", "added_to_channel", "removed_from_channel", "invited_to_channel")
+DEFAULT_LIMITS = {"channel_members": 100, "user_channels": 250}
+DEFAULT_MEDIA = {"size_limit_mb": 150, "compatibility_message": None}
+
+
+def default_notifications() -> dict[str, Any]:
+    notes: dict[str, Any] = {kind: {"enabled": False} for kind in NOTIFICATION_KINDS}
+    notes["log_enabled"] = False
+    return notes
+
+
+def service_to_json(svc: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of Twilio's chat.v2.service schema."""
+    url = f"{base_url}/v2/Services/{svc['sid']}"
+    return {
+        "sid": svc["sid"],
+        "account_sid": svc["account_sid"],
+        "friendly_name": svc["friendly_name"],
+        "date_created": iso8601(svc["date_created"]),
+        "date_updated": iso8601(svc["date_updated"]),
+        "default_service_role_sid": svc["default_service_role_sid"],
+        "default_channel_role_sid": svc["default_channel_role_sid"],
+        "default_channel_creator_role_sid": svc["default_channel_creator_role_sid"],
+        "read_status_enabled": svc["read_status_enabled"],
+        "reachability_enabled": svc["reachability_enabled"],
+        "typing_indicator_timeout": svc["typing_indicator_timeout"],
+        "consumption_report_interval": svc["consumption_report_interval"],
+        "limits": json.loads(svc["limits"]),
+        "pre_webhook_url": svc["pre_webhook_url"],
+        "post_webhook_url": svc["post_webhook_url"],
+        "webhook_method": svc["webhook_method"],
+        "webhook_filters": json.loads(svc["webhook_filters"]),
+        "pre_webhook_retry_count": svc["pre_webhook_retry_count"],
+        "post_webhook_retry_count": svc["post_webhook_retry_count"],
+        "notifications": json.loads(svc["notifications"]),
+        "media": json.loads(svc["media"]),
+        "url": url,
+        "links": {
+            "channels": f"{url}/Channels",
+            "roles": f"{url}/Roles",
+            "users": f"{url}/Users",
+            "bindings": f"{url}/Bindings",
+        },
+    }
+
+
+def create_service(conn: Connection, *, account_sid: str, friendly_name: str) -> RowMapping:
+    """A new service with Twilio's four default roles; `service user` is the default user role."""
+    sid = new_sid("IS")
+    ts = now()
+    conn.execute(services.insert().values(
+        sid=sid, account_sid=account_sid, friendly_name=friendly_name,
+        read_status_enabled=True, reachability_enabled=False, typing_indicator_timeout=5,
+        consumption_report_interval=10, webhook_method="POST", pre_webhook_retry_count=0,
+        post_webhook_retry_count=0, webhook_filters="[]", limits=json.dumps(DEFAULT_LIMITS),
+        notifications=json.dumps(default_notifications()), media=json.dumps(DEFAULT_MEDIA),
+        date_created=ts, date_updated=ts))
+    made = {name: insert_role(conn, account_sid=account_sid, service_sid=sid, friendly_name=name,
+                              type=type, permissions=list(perms))["sid"]
+            for name, type, perms in DEFAULT_ROLES}
+    conn.execute(services.update().where(services.c.sid == sid).values(
+        default_service_role_sid=made["service user"],
+        default_channel_role_sid=made["channel user"],
+        default_channel_creator_role_sid=made["channel admin"]))
+    return get_service(conn, account_sid=account_sid, sid=sid)
+
+
+def get_service(conn: Connection, *, account_sid: str, sid: str) -> RowMapping:
+    """The account's service, or 404 (also for another account's service)."""
+    if not is_sid("IS", sid):
+        raise errors.not_found()
+    row = conn.execute(select(services).where(services.c.sid == sid)).mappings().first()
+    if row is None or row["account_sid"] != account_sid:
+        raise errors.not_found()
+    return row
+
+
+def find_service(conn: Connection, sid: str) -> RowMapping | None:
+    """A service by SID whatever its account (for token verification)."""
+    if not is_sid("IS", sid):
+        return None
+    return conn.execute(select(services).where(services.c.sid == sid)).mappings().first()
+
+
+def list_services(conn: Connection, *, account_sid: str, req: PageRequest) -> Page:
+    return fetch_page(conn, select(services).where(services.c.account_sid == account_sid), services.c.id, req)
+
+
+def update_service(conn: Connection, *, account_sid: str, sid: str, changes: dict[str, Any]) -> RowMapping:
+    """Apply parsed changes. `notifications`, `limits` and `media` hold partial objects that are
+    merged into the stored ones; default role SIDs must name roles of the right type."""
+    svc = get_service(conn, account_sid=account_sid, sid=sid)
+    values: dict[str, Any] = {}
+    for param, column, type in (("DefaultServiceRoleSid", "default_service_role_sid", "deployment"),
+                                ("DefaultChannelRoleSid", "default_channel_role_sid", "channel"),
+                                ("DefaultChannelCreatorRoleSid", "default_channel_creator_role_sid", "channel")):
+        if column in changes:
+            values[column] = check_role(conn, service_sid=sid, role_sid=changes[column], type=type, param=param)
+    for column in ("notifications", "limits", "media"):
+        if column in changes:
+            merged = json.loads(svc[column])
+            for key, value in changes[column].items():
+                if isinstance(value, dict):
+                    merged.setdefault(key, {}).update(value)
+                else:
+                    merged[key] = value
+            values[column] = json.dumps(merged)
+    if "webhook_filters" in changes:
+        values["webhook_filters"] = json.dumps(changes["webhook_filters"])
+    for column in ("friendly_name", "read_status_enabled", "reachability_enabled", "typing_indicator_timeout",
+                   "consumption_report_interval", "pre_webhook_url", "post_webhook_url", "webhook_method",
+                   "pre_webhook_retry_count", "post_webhook_retry_count"):
+        if column in changes:
+            values[column] = changes[column]
+    if values:
+        values["date_updated"] = now()
+        conn.execute(services.update().where(services.c.sid == sid).values(**values))
+        return get_service(conn, account_sid=account_sid, sid=sid)
+    return svc
+
+
+def delete_service(conn: Connection, *, account_sid: str, sid: str) -> None:
+    """Delete the service; its roles, users and connections go with it (foreign-key cascade)."""
+    get_service(conn, account_sid=account_sid, sid=sid)
+    conn.execute(services.delete().where(services.c.sid == sid))

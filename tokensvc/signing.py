@@ -1,0 +1,244 @@
+"""The keyring: ES256 signing keys as PEM files in the keys directory.
+
+Each key's `kid` is its RFC 7638 thumbprint. `keyring.json` says which key signs (`active`), when
+each other key stopped signing (`deactivated`) and which are `retired` (no longer verify, no longer
+published). Keys are parsed once per change of the directory: a running server notices
+`tokensvc keys activate` by the directory's modification stamp (checked at most once a second) or
+at once on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from .crypto import write_private_file
+
+STATE_FILE = "keyring.json"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def public_jwk(public: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    numbers = public.public_numbers()
+    return {"crv": "P-256", "kty": "EC", "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big"))}
+
+
+def thumbprint(public: ec.EllipticCurvePublicKey) -> str:
+    """RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace."""
+    canonical = json.dumps(public_jwk(public), sort_keys=True, separators=(",", ":"))
+    return b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+@dataclass
+class SigningKey:
+    kid: str
+    private: ec.EllipticCurvePrivateKey
+    public: ec.EllipticCurvePublicKey
+    created: int
+    header_b64: str = ""
+
+    def __post_init__(self) -> None:
+        header = {"alg": "ES256", "typ": "JWT", "cty": "twilio-fpa;v=1", "kid": self.kid}
+        self.header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """A compact JWS of the claims (header precomputed; raw r||s signature per RFC 7518)."""
+        signing_input = f"{self.header_b64}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
+        der = self.private.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of the keyring; swapped whole on reload, so readers need no lock."""
+
+    keys: dict[str, SigningKey]
+    active: SigningKey
+    retired: frozenset[str]
+    deactivated: dict[str, int] = field(default_factory=dict)
+
+    def verification_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        key = self.keys.get(kid)
+        if key is None or kid in self.retired:
+            return None
+        return key.public
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [dict(public_jwk(k.public), kid=k.kid, use="sig", alg="ES256")
+                         for kid, k in sorted(self.keys.items()) if kid not in self.retired]}
+
+
+class KeyringError(RuntimeError):
+    pass
+
+
+def _read_state(keys_dir: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((keys_dir / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise KeyringError(f"{keys_dir / STATE_FILE} is unreadable: {exc}") from exc
+    return state if isinstance(state, dict) else {}
+
+
+def _write_state(keys_dir: Path, state: dict[str, Any]) -> None:
+    write_private_file(keys_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True).encode())
+
+
+def _load_keys(keys_dir: Path) -> dict[str, SigningKey]:
+    keys: dict[str, SigningKey] = {}
+    for path in sorted(keys_dir.glob("*.pem")):
+        try:
+            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError, OSError) as exc:
+            raise KeyringError(f"{path} is not a readable PEM private key: {exc}") from exc
+        if not isinstance(private, ec.EllipticCurvePrivateKey) or private.curve.name != "secp256r1":
+            raise KeyringError(f"{path} is not a P-256 (ES256) key")
+        public = private.public_key()
+        kid = thumbprint(public)
+        keys[kid] = SigningKey(kid, private, public, int(path.stat().st_mtime))
+    return keys
+
+
+def generate_key(keys_dir: Path) -> str:
+    """Write a new P-256 key (0600) and return its kid; it does not sign until activated."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    private = ec.generate_private_key(ec.SECP256R1())
+    kid = thumbprint(private.public_key())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    write_private_file(keys_dir / f"{kid}.pem", pem)
+    return kid
+
+
+def ensure_keys(keys_dir: Path) -> None:
+    """Generate and activate a first key when the directory holds none."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    if any(keys_dir.glob("*.pem")):
+        return
+    kid = generate_key(keys_dir)
+    state = _read_state(keys_dir)
+    state["active"] = kid
+    _write_state(keys_dir, state)
+
+
+def load_snapshot(keys_dir: Path) -> Snapshot:
+    keys = _load_keys(keys_dir)
+    if not keys:
+        raise KeyringError(f"no signing keys in {keys_dir}")
+    state = _read_state(keys_dir)
+    retired = frozenset(k for k in state.get("retired", {}) if k in keys)
+    active_kid = state.get("active")
+    if active_kid not in keys or active_kid in retired:
+        usable = [k for k in keys.values() if k.kid not in retired]
+        if not usable:
+            raise KeyringError("every signing key is retired: generate and activate one")
+        active_kid = max(usable, key=lambda k: (k.created, k.kid)).kid
+    deactivated = {k: int(v) for k, v in state.get("deactivated", {}).items() if k in keys}
+    return Snapshot(keys, keys[active_kid], retired, deactivated)
+
+
+def activate(keys_dir: Path, kid: str) -> None:
+    """Make kid the signing key; the previous one keeps verifying until retired."""
+    snap = load_snapshot(keys_dir)
+    if kid not in snap.keys:
+        raise KeyringError(f"no key {kid} in {keys_dir}")
+    if kid in snap.retired:
+        raise KeyringError(f"key {kid} is retired")
+    state = _read_state(keys_dir)
+    previous = snap.active.kid
+    if previous != kid:
+        state.setdefault("deactivated", {})[previous] = int(time.time())
+    state.get("deactivated", {}).pop(kid, None)
+    state["active"] = kid
+    _write_state(keys_dir, state)
+
+
+def retire(keys_dir: Path, kid: str, *, max_ttl: int, force: bool = False) -> None:
+    """Stop verifying and publishing kid; refused while tokens it signed may still be valid."""
+    snap = load_snapshot(keys_dir)
+    if kid not in snap.keys:
+        raise KeyringError(f"no key {kid} in {keys_dir}")
+    if kid == snap.active.kid:
+        raise KeyringError(f"key {kid} is the active key: activate another first")
+    since = snap.deactivated.get(kid)
+    safe_at = (since or 0) + max_ttl + 30
+    if not force and since is not None and time.time() < safe_at:
+        raise KeyringError(f"tokens signed by {kid} may be valid until "
+                           f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(safe_at))}; use --force to retire now")
+    state = _read_state(keys_dir)
+    state.setdefault("retired", {})[kid] = int(time.time())
+    _write_state(keys_dir, state)
+
+
+def key_listing(keys_dir: Path) -> list[dict[str, Any]]:
+    snap = load_snapshot(keys_dir)
+    return [{"kid": k.kid, "created": k.created,
+             "status": "active" if k.kid == snap.active.kid else "retired" if k.kid in snap.retired else "verifying"}
+            for k in sorted(snap.keys.values(), key=lambda k: (k.created, k.kid))]
+
+
+class Keyring:
+    """The running server's keyring: a snapshot reloaded when the keys directory changes."""
+
+    def __init__(self, keys_dir: Path, *, check_interval: float = 1.0):
+        self.keys_dir = keys_dir
+        self.check_interval = check_interval
+        ensure_keys(keys_dir)
+        self._stamp = self._dir_stamp()
+        self.snapshot = load_snapshot(keys_dir)
+        self._next_check = time.monotonic() + check_interval
+        self._lock = threading.Lock()
+        self._force = False
+
+    def _dir_stamp(self) -> tuple[int, ...]:
+        stamp = [os.stat(self.keys_dir).st_mtime_ns]
+        try:
+            st = os.stat(self.keys_dir / STATE_FILE)
+            stamp += [st.st_mtime_ns, st.st_ino]
+        except FileNotFoundError:
+            pass
+        return tuple(stamp)
+
+    def request_reload(self) -> None:
+        """Reload on the next use (SIGHUP)."""
+        self._force = True
+
+    def current(self, *, urgent: bool = False) -> Snapshot:
+        """The snapshot, re-read first if the directory changed (checked at most once a second,
+        or now when `urgent`, e.g. an unknown kid arrived)."""
+        mono = time.monotonic()
+        if self._force or mono >= self._next_check or urgent:
+            self._maybe_reload(mono)
+        return self.snapshot
+
+    def _maybe_reload(self, mono: float) -> None:
+        with self._lock:
+            self._next_check = mono + self.check_interval
+            force, self._force = self._force, False
+            stamp = self._dir_stamp()
+            if stamp == self._stamp and not force:
+                return
+            try:
+                self.snapshot = load_snapshot(self.keys_dir)
+                self._stamp = stamp
+            except KeyringError:
+                # A half-finished rotation by hand: keep signing with what we had.
+                pass

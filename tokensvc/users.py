@@ -1,0 +1,134 @@
+"""Users of a service (SPEC §3): unique by identity, created on first encounter."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from sqlalchemy import Connection, RowMapping, delete, func, select
+
+from . import errors
+from .db import insert_ignore, now
+from .formats import iso8601
+from .models import connections, users
+from .paging import Page, PageRequest, fetch_page
+from .roles import check_role
+from .sids import is_sid, new_sid
+
+Unset = object()
+
+
+def user_to_json(user: Mapping[str, Any], base_url: str, *, is_online: bool | None = None) -> dict[str, Any]:
+    """The chat.v2.service.user resource; is_online is given only where the caller knows it."""
+    url = f"{base_url}/v2/Services/{user['service_sid']}/Users/{user['sid']}"
+    return {
+        "sid": user["sid"],
+        "account_sid": user["account_sid"],
+        "service_sid": user["service_sid"],
+        "role_sid": user["role_sid"],
+        "identity": user["identity"],
+        "attributes": user["attributes"] if user["attributes"] is not None else "{}",
+        "is_online": is_online,
+        # No push bindings exist yet, so no user has ever been notifiable: null (SPEC §3).
+        "is_notifiable": None,
+        "friendly_name": user["friendly_name"],
+        "joined_channels_count": user["joined_channels_count"],
+        "date_created": iso8601(user["date_created"]),
+        "date_updated": iso8601(user["date_updated"]),
+        "links": {"user_channels": f"{url}/Channels", "user_bindings": f"{url}/Bindings"},
+        "url": url,
+    }
+
+
+def _new_row(service: Mapping[str, Any], identity: str, role_sid: str | None,
+             attributes: str | None, friendly_name: str | None) -> dict[str, Any]:
+    ts = now()
+    return {
+        "sid": new_sid("US"), "account_sid": service["account_sid"], "service_sid": service["sid"],
+        "role_sid": role_sid or service["default_service_role_sid"], "identity": identity,
+        "attributes": attributes, "friendly_name": friendly_name, "joined_channels_count": 0,
+        "was_online": False, "date_created": ts, "date_updated": ts,
+    }
+
+
+def create_user(conn: Connection, *, service: Mapping[str, Any], identity: str, role_sid: str | None = None,
+                attributes: str | None = None, friendly_name: str | None = None) -> dict[str, Any]:
+    """A new user; 409 50201 if the identity exists, decided by the unique constraint."""
+    if role_sid is not None:
+        check_role(conn, service_sid=service["sid"], role_sid=role_sid, type="deployment", param="RoleSid")
+    row = _new_row(service, identity, role_sid, attributes, friendly_name)
+    if not insert_ignore(conn, users, row):
+        raise errors.identity_taken()
+    return row
+
+
+def find_by_identity(conn: Connection, *, service_sid: str, identity: str) -> RowMapping | None:
+    return conn.execute(select(users).where(users.c.service_sid == service_sid,
+                                            users.c.identity == identity)).mappings().first()
+
+
+def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
+    """The user of this identity, created with the default role on first encounter.
+
+    One indexed read when it exists. Otherwise INSERT … ON CONFLICT DO NOTHING decides the race
+    in the database: the loser reads the winner's row, so every caller gets the same user."""
+    found = find_by_identity(conn, service_sid=service["sid"], identity=identity)
+    if found is not None:
+        return found, False
+    row = _new_row(service, identity, None, None, None)
+    if insert_ignore(conn, users, row):
+        return row, True
+    winner = find_by_identity(conn, service_sid=service["sid"], identity=identity)
+    if winner is None:  # created and deleted again between our two statements
+        raise errors.TwilioError(409, 50201, "User was concurrently created and deleted; retry")
+    return winner, False
+
+
+def get_user(conn: Connection, *, service_sid: str, key: str) -> RowMapping:
+    """A user by `US…` SID or by identity; 404 when there is none."""
+    if is_sid("US", key):
+        row = conn.execute(select(users).where(users.c.sid == key, users.c.service_sid == service_sid)).mappings().first()
+    else:
+        row = find_by_identity(conn, service_sid=service_sid, identity=key)
+    if row is None:
+        raise errors.not_found()
+    return row
+
+
+def list_users(conn: Connection, *, service_sid: str, req: PageRequest) -> Page:
+    return fetch_page(conn, select(users).where(users.c.service_sid == service_sid), users.c.id, req)
+
+
+def update_user(conn: Connection, *, service_sid: str, key: str, role_sid: Any = Unset,
+                attributes: Any = Unset, friendly_name: Any = Unset) -> RowMapping:
+    """Change role, attributes or friendly name; the identity never changes. Nothing given: no-op."""
+    user = get_user(conn, service_sid=service_sid, key=key)
+    values: dict[str, Any] = {}
+    if role_sid is not Unset:
+        values["role_sid"] = check_role(conn, service_sid=service_sid, role_sid=role_sid,
+                                        type="deployment", param="RoleSid")
+    if attributes is not Unset:
+        values["attributes"] = attributes
+    if friendly_name is not Unset:
+        values["friendly_name"] = friendly_name
+    if not values:
+        return user
+    values["date_updated"] = now()
+    conn.execute(users.update().where(users.c.sid == user["sid"]).values(**values))
+    return get_user(conn, service_sid=service_sid, key=user["sid"])
+
+
+def delete_user(conn: Connection, *, service_sid: str, key: str) -> str:
+    """Delete the user row (its connections cascade); returns its SID."""
+    user = get_user(conn, service_sid=service_sid, key=key)
+    conn.execute(delete(users).where(users.c.sid == user["sid"]))
+    return user["sid"]
+
+
+def is_online(conn: Connection, *, user: Mapping[str, Any], timeout: int) -> bool | None:
+    """Presence (SPEC §3/§5): null before the first connection, then whether a connection on any
+    process has a heartbeat younger than `timeout` seconds."""
+    if not user["was_online"]:
+        return None
+    live = conn.execute(select(func.count()).select_from(connections).where(
+        connections.c.user_sid == user["sid"], connections.c.heartbeat_at > now() - timeout)).scalar()
+    return bool(live)

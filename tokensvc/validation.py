@@ -1,0 +1,76 @@
+"""Value rules shared by every resource (SPEC §2): lengths, JSON attributes, booleans."""
+
+from __future__ import annotations
+
+import json
+
+from . import errors
+from .sids import is_sid
+
+MAX_IDENTITY = 256
+MAX_FRIENDLY_NAME = 256
+MAX_ATTRIBUTES_BYTES = 16 * 1024
+
+
+def identity(value: str | None) -> str:
+    """A valid identity, or the SPEC §2 error for why not."""
+    if value is None:
+        raise errors.missing_param("Identity")
+    if value == "":
+        raise errors.invalid_param("Identity", "must not be empty")
+    if len(value) > MAX_IDENTITY:
+        raise errors.identity_too_long()
+    if is_sid("US", value):
+        raise errors.identity_looks_like_sid()
+    return value
+
+
+def friendly_name(value: str) -> str:
+    if len(value) > MAX_FRIENDLY_NAME:
+        raise errors.friendly_name_too_long()
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def attributes(value: str) -> str:
+    """Attributes as given, once known to be at most 16 KiB of valid JSON."""
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_ATTRIBUTES_BYTES:
+        raise errors.attributes_too_long()
+    try:
+        json.loads(value, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise errors.invalid_attributes() from None
+    return value
+
+
+def boolean(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    raise errors.invalid_param(name, "must be true or false")
+
+
+def integer(name: str, value: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    text = value.strip()
+    if not text or len(text) > 18 or not text.lstrip("-+").isdigit():
+        raise errors.invalid_param(name, "must be an integer")
+    number = int(text)
+    if minimum is not None and number < minimum:
+        raise errors.invalid_param(name, f"must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise errors.invalid_param(name, f"must be at most {maximum}")
+    return number
+
+
+def url(name: str, value: str) -> str | None:
+    """An http(s) URL, or None for an empty value (which clears it)."""
+    if value == "":
+        return None
+    if not value.startswith(("http://", "https://")) or len(value) > 2048 or any(c.isspace() for c in value):
+        raise errors.invalid_param(name, "must be an http or https URL")
+    return value
