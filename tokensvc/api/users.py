@@ -107,12 +107,15 @@ async def item(request: Request) -> Response:
 
     if request.method == "DELETE":
         require_admin(principal)
-        await c.db.run(lambda conn: (get_service(conn, account_sid=account_sid, sid=service_sid),
-                                     delete_user(conn, service_sid=service_sid, key=key)))
+        def remove(conn):
+            get_service(conn, account_sid=account_sid, sid=service_sid)
+            return delete_user(conn, service_sid=service_sid, key=key)
+
+        user_sid = await c.db.run(remove)
         c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
         hub = c.extras.get("hub")
         if hub is not None:
-            await hub.user_deleted(service_sid, key)
+            await hub.user_deleted(service_sid, user_sid)
         return empty_response()
 
     form = await read_form(request)
