@@ -31,8 +31,11 @@ class PageRequest:
 
 def _parse_int(name: str, raw: str) -> int:
     text = raw.strip()
-    if not text or len(text) > 20 or not text.lstrip("-+").isdigit():
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits.isascii() or not digits.isdigit():
         raise invalid_param(name, "must be an integer")
+    if len(digits) > 18:  # huge: saturate rather than convert thousands of digits
+        return -(10**18) if text.startswith("-") else 10**18
     return int(text)
 
 

@@ -57,7 +57,8 @@ def boolean(name: str, value: str) -> bool:
 
 def integer(name: str, value: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     text = value.strip()
-    if not text or len(text) > 18 or not text.lstrip("-+").isdigit():
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 18:
         raise errors.invalid_param(name, "must be an integer")
     number = int(text)
     if minimum is not None and number < minimum:

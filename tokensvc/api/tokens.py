@@ -42,10 +42,7 @@ class TokenRateLimiter:
 def parse_ttl(raw: str | None, *, default: int, maximum: int) -> int:
     if raw is None:
         return default
-    text = raw.strip()
-    if not text.lstrip("-+").isdigit() or len(text) > 18:
-        raise errors.invalid_param("Ttl", "must be a whole number of seconds")
-    ttl = int(text)
+    ttl = validation.integer("Ttl", raw)
     if ttl <= 0:
         raise errors.invalid_param("Ttl", "must be positive")
     if ttl > maximum:
