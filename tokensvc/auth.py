@@ -21,6 +21,7 @@ from .config import Settings
 from .crypto import SecretBox, secret_matches
 from .db import Database
 from .models import accounts, api_keys, services
+from .sids import is_sid
 from .signing import Keyring
 from .tokens import Verified, verify
 
@@ -119,10 +120,11 @@ class FailureLimiter:
 
 def _credential(conn: Connection, username: str) -> tuple[str, str, str] | None:
     """(kind, account SID, secret hash) of an account or API key SID."""
-    if username.startswith("AC"):
+    # Only SID-shaped names reach the database: PostgreSQL rejects a NUL in text outright.
+    if is_sid("AC", username):
         row = conn.execute(select(accounts.c.auth_token_hash).where(accounts.c.sid == username)).first()
         return ("account", username, row.auth_token_hash) if row else None
-    if username.startswith("SK"):
+    if is_sid("SK", username):
         row = conn.execute(select(api_keys.c.account_sid, api_keys.c.secret_hash)
                            .where(api_keys.c.sid == username)).first()
         return ("key", row.account_sid, row.secret_hash) if row else None
@@ -130,6 +132,8 @@ def _credential(conn: Connection, username: str) -> tuple[str, str, str] | None:
 
 
 def _service_row(conn: Connection, sid: str) -> Mapping[str, Any] | None:
+    if not is_sid("IS", sid):  # a path segment may hold anything, a NUL included
+        return None
     row = conn.execute(select(services).where(services.c.sid == sid)).mappings().first()
     return dict(row) if row else None
 

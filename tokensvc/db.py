@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, literal_column, text
 from sqlalchemy.pool import QueuePool
 
 from .config import Settings
@@ -94,7 +94,12 @@ def insert_ignore(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when the row was inserted."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+
+        # psycopg reports rowcount -1 for the INSERT … RETURNING id SQLAlchemy emits there, so ask
+        # for a row back instead: one comes only when the insert happened (same round trip).
+        stmt = insert(table).values(**values).on_conflict_do_nothing().returning(literal_column("1"))
+        return conn.execute(stmt).first() is not None
+    from sqlalchemy.dialects.sqlite import insert
+
     result = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
     return result.rowcount == 1

@@ -18,6 +18,9 @@ from sqlalchemy import Column, Connection, Select
 from .errors import TwilioError, invalid_page_token, invalid_param
 
 MAX_OFFSET_ROWS = 10_000
+# The largest id an Integer primary key can hold on PostgreSQL: a cursor beyond it was not made
+# by us, and comparing the column with it would fail in the database ("integer out of range").
+MAX_ROW_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def _decode_token(token: str) -> tuple[str, int]:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise invalid_page_token() from None
-    if len(raw) < 2 or raw[0] not in "np" or not raw[1:].isdigit():
+    if len(raw) < 2 or raw[0] not in "np" or not raw[1:].isdigit() or int(raw[1:]) > MAX_ROW_ID:
         raise invalid_page_token()
     return raw[0], int(raw[1:])
 

@@ -85,6 +85,8 @@ def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity
 
 def get_user(conn: Connection, *, service_sid: str, key: str) -> RowMapping:
     """A user by `US…` SID or by identity; 404 when there is none."""
+    if "\x00" in key:  # no identity holds a NUL, and PostgreSQL refuses one in a query
+        raise errors.not_found()
     if is_sid("US", key):
         row = conn.execute(select(users).where(users.c.sid == key, users.c.service_sid == service_sid)).mappings().first()
     else:
