@@ -1,0 +1,101 @@
+"""The keyring: generation, kids, rotation state, JWKS."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import stat
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tokensvc import signing
+from tokensvc.tokens import mint, verify
+
+
+def test_first_key_is_generated_with_mode_0600(tmp_path: Path) -> None:
+    ring = signing.Keyring(tmp_path / "keys")
+    pems = list((tmp_path / "keys").glob("*.pem"))
+    assert len(pems) == 1
+    assert stat.S_IMODE(pems[0].stat().st_mode) == 0o600
+    assert pems[0].stem == ring.current().active.kid
+
+
+def test_kid_is_the_rfc7638_thumbprint(tmp_path: Path) -> None:
+    ring = signing.Keyring(tmp_path)
+    jwk = ring.current().jwks()["keys"][0]
+    canonical = json.dumps({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"], "y": jwk["y"]},
+                           separators=(",", ":"))
+    expected = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+    assert jwk["kid"] == expected and jwk["alg"] == "ES256" and jwk["use"] == "sig"
+
+
+def test_tokens_verify_with_pyjwt_against_the_jwks(tmp_path: Path) -> None:
+    snap = signing.Keyring(tmp_path).current()
+    minted = mint(snap, issuer="tokensvc", account_sid="AC" + "1" * 32, service_sid="IS" + "2" * 32,
+                  identity="alice", ttl=60)
+    jwk = jwt.PyJWK(snap.jwks()["keys"][0])
+    claims = jwt.decode(minted.token, jwk.key, algorithms=["ES256"])
+    assert claims["grants"]["identity"] == "alice"
+
+
+def test_rotation_state_and_retire_guard(tmp_path: Path) -> None:
+    ring = signing.Keyring(tmp_path, check_interval=0)
+    old = ring.current().active.kid
+    new = signing.generate_key(tmp_path)
+    assert ring.current().active.kid == old  # generated keys do not sign until activated
+    signing.activate(tmp_path, new)
+    snap = ring.current()
+    assert snap.active.kid == new and snap.verification_key(old) is not None
+    with pytest.raises(signing.KeyringError):
+        signing.retire(tmp_path, new, max_ttl=60)  # the active key
+    with pytest.raises(signing.KeyringError, match="--force"):
+        signing.retire(tmp_path, old, max_ttl=60)
+    signing.retire(tmp_path, old, max_ttl=60, force=True)
+    snap = ring.current()
+    assert snap.verification_key(old) is None
+    assert [k["kid"] for k in snap.jwks()["keys"]] == [new]
+    statuses = {k["kid"]: k["status"] for k in signing.key_listing(tmp_path)}
+    assert statuses == {old: "retired", new: "active"}
+
+
+def test_retire_is_allowed_once_tokens_have_expired(tmp_path: Path) -> None:
+    signing.ensure_keys(tmp_path)
+    old = signing.load_snapshot(tmp_path).active.kid
+    new = signing.generate_key(tmp_path)
+    signing.activate(tmp_path, new)
+    state = json.loads((tmp_path / "keyring.json").read_text())
+    state["deactivated"][old] = int(time.time()) - 200
+    (tmp_path / "keyring.json").write_text(json.dumps(state))
+    signing.retire(tmp_path, old, max_ttl=100)
+    assert signing.load_snapshot(tmp_path).verification_key(old) is None
+
+
+def test_sighup_style_reload_is_immediate(tmp_path: Path) -> None:
+    ring = signing.Keyring(tmp_path, check_interval=3600)
+    new = signing.generate_key(tmp_path)
+    signing.activate(tmp_path, new)
+    assert ring.current().active.kid != new  # not re-checked yet
+    ring.request_reload()
+    assert ring.current().active.kid == new
+
+
+def test_unknown_kid_triggers_an_urgent_reload(tmp_path: Path) -> None:
+    ring = signing.Keyring(tmp_path, check_interval=3600)
+    other = signing.generate_key(tmp_path)
+    signing.activate(tmp_path, other)
+    fresh = signing.load_snapshot(tmp_path)
+    minted = mint(fresh, issuer="x", account_sid="AC" + "1" * 32, service_sid="IS" + "2" * 32, identity="a", ttl=60)
+    verified = verify(minted.token, snapshot=ring.snapshot, lookup_api_key=lambda sid: None,
+                      refresh_snapshot=lambda: ring.current(urgent=True))
+    assert verified.identity == "a"
+
+
+def test_a_broken_pem_is_reported(tmp_path: Path) -> None:
+    signing.ensure_keys(tmp_path)
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(signing.KeyringError, match="junk.pem"):
+        signing.load_snapshot(tmp_path)
