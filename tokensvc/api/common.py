@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from ..crypto import SecretBox
 from ..db import Database
 from ..metrics import Metrics
 from ..signing import Keyring
+from ..paging import Page, PageRequest, page_meta, parse_page_request
 from ..users import get_or_create_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -174,3 +175,20 @@ def require_admin(principal: Principal) -> None:
     """Only Basic-authenticated callers manage services, roles, users and keys."""
     if principal.is_client:
         raise errors.forbidden()
+
+
+async def service_list(request: Request, principal: Principal, service_sid: str, key: str,
+                       lister: Callable[..., Page], to_json: Callable[[Any, str], dict[str, Any]]) -> Response:
+    """A paged list of a service's children (roles, users): the service must be the caller's."""
+    from ..services import get_service
+
+    req: PageRequest = parse_page_request(query(request))
+
+    def listing(conn: Any) -> Page:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return lister(conn, service_sid=service_sid, req=req)
+
+    page = await ctx(request).db.run(listing)
+    base = base_url(request)
+    return json_response({key: [to_json(row._mapping, base) for row in page.rows],
+                          "meta": page_meta(f"{base}/v2/Services/{service_sid}/{key.capitalize()}", key, req, page)})

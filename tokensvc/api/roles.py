@@ -7,10 +7,9 @@ from starlette.responses import Response
 
 from .. import validation
 from ..errors import missing_param
-from ..paging import page_meta, parse_page_request
 from ..roles import create_role, delete_role, get_role, list_roles, role_to_json, update_role
 from ..services import get_service
-from .common import authenticate, base_url, ctx, empty_response, json_response, query, read_form, require_admin
+from .common import authenticate, base_url, ctx, empty_response, json_response, read_form, require_admin, service_list
 
 
 async def list_or_create(request: Request) -> Response:
@@ -32,15 +31,7 @@ async def list_or_create(request: Request) -> Response:
             return create_role(conn, service=svc, friendly_name=name, type=type, permissions=permissions)
 
         return json_response(role_to_json(await c.db.run(create), base), 201)
-    req = parse_page_request(query(request))
-
-    def listing(conn):
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return list_roles(conn, service_sid=service_sid, req=req)
-
-    page = await c.db.run(listing)
-    return json_response({"roles": [role_to_json(r._mapping, base) for r in page.rows],
-                          "meta": page_meta(f"{base}/v2/Services/{service_sid}/Roles", "roles", req, page)})
+    return await service_list(request, principal, service_sid, "roles", list_roles, role_to_json)
 
 
 async def item(request: Request) -> Response:

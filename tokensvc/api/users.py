@@ -15,7 +15,7 @@ from ..roles import role_permissions
 from ..services import get_service
 from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
 from .common import (authenticate, base_url, ctx, empty_response, json_response, query, read_form,
-                     require_admin)
+                     require_admin, service_list)
 
 
 async def list_or_create(request: Request) -> Response:
@@ -37,15 +37,7 @@ async def list_or_create(request: Request) -> Response:
                                attributes=attributes, friendly_name=friendly_name)
 
         return json_response(user_to_json(await c.db.run(create), base), 201)
-    req = parse_page_request(query(request))
-
-    def listing(conn):
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return list_users(conn, service_sid=service_sid, req=req)
-
-    page = await c.db.run(listing)
-    return json_response({"users": [user_to_json(u._mapping, base) for u in page.rows],
-                          "meta": page_meta(f"{base}/v2/Services/{service_sid}/Users", "users", req, page)})
+    return await service_list(request, principal, service_sid, "users", list_users, user_to_json)
 
 
 def _user_path(request: Request) -> tuple[str, str | None]:
