@@ -12,6 +12,7 @@ import uuid
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +35,15 @@ from .metrics import Metrics
 from .schema import ensure_schema
 from .signing import Keyring
 
+
+class _AnyPath(PathConvertor):
+    """`path` that also spans a newline: an identity may hold one (`%0A`), and `.*` stops there."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", _AnyPath())
+
 log = logging.getLogger("tokensvc")
 access_log = logging.getLogger("tokensvc.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -53,7 +63,7 @@ def _routes() -> list[Any]:
         Route("/v2/Services/{service_sid}/Roles/{sid}", roles_api.item, methods=any_),
         Route("/v2/Services/{service_sid}/Users", users_api.list_or_create, methods=["GET", "POST"]),
         # Matched on the raw path in the handler, so an identity may contain an encoded slash.
-        Route("/v2/Services/{service_sid}/Users/{rest:path}", users_api.item,
+        Route("/v2/Services/{service_sid}/Users/{rest:anypath}", users_api.item,
               methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
         Route("/v2/Services/{service_sid}/Tokens", tokens_api.create_token, methods=["POST"]),
         Route("/2010-04-01/Accounts/{account_sid}/Keys.json", keys_api.list_or_create, methods=["GET", "POST"]),
