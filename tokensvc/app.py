@@ -147,7 +147,7 @@ def build_context(settings: Settings) -> Context:
     keyring = Keyring(settings.keys_dir)
     box = SecretBox.load_or_create(settings.keys_dir)
     metrics = Metrics()
-    auth = Authenticator(settings=settings, db=db, keyring=keyring, box=box)
+    auth = Authenticator(settings=settings, db=db, keyring=keyring, box=box, metrics=metrics)
     c = Context(settings=settings, db=db, keyring=keyring, box=box, auth=auth, metrics=metrics)
     c.extras["token_limiter"] = tokens_api.TokenRateLimiter(settings.token_rate_limit)
     return c

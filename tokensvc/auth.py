@@ -20,6 +20,7 @@ from . import errors
 from .config import Settings
 from .crypto import SecretBox, secret_matches
 from .db import Database
+from .metrics import Metrics
 from .models import accounts, api_keys, services
 from .sids import is_sid
 from .signing import Keyring
@@ -139,8 +140,10 @@ def _service_row(conn: Connection, sid: str) -> Mapping[str, Any] | None:
 
 
 class Authenticator:
-    def __init__(self, *, settings: Settings, db: Database, keyring: Keyring, box: SecretBox):
+    def __init__(self, *, settings: Settings, db: Database, keyring: Keyring, box: SecretBox,
+                 metrics: Metrics | None = None):
         self.settings = settings
+        self.metrics = metrics
         self.db = db
         self.keyring = keyring
         self.box = box
@@ -149,7 +152,14 @@ class Authenticator:
         self._api_keys: TTLCache[str, Any] = TTLCache(ttl)
         self._services: TTLCache[str, Any] = TTLCache(ttl)
         self.limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window)
-        self.failures = 0  # read by the metrics
+        self.failures = 0  # failed Basic logins in this process
+
+    def _failed(self, kind: str) -> None:
+        """Count a refused authentication: `basic` (wrong or malformed credentials), `limited`
+        (refused by the failure limiter), `token` (invalid or expired access token). A request
+        with no credentials at all is the ordinary start of a Basic challenge, not counted."""
+        if self.metrics is not None:
+            self.metrics.auth_failures.labels(kind).inc()
 
     def forget(self) -> None:
         """Drop every cache entry (after a change made by this process)."""
@@ -172,12 +182,15 @@ class Authenticator:
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
+            self._failed("basic")
             raise errors.unauthorized("Malformed Basic credentials") from None
         username, sep, secret = decoded.partition(":")
         if not sep:
+            self._failed("basic")
             raise errors.unauthorized("Malformed Basic credentials")
         retry = self.limiter.retry_after(addr, username)
         if retry is not None:
+            self._failed("limited")
             raise errors.too_many_requests(retry, "Too many failed authentication attempts")
         cred = self._credentials.get(username)
         if cred is _MISSING:
@@ -186,6 +199,7 @@ class Authenticator:
         if not secret_matches(secret, cred[2] if cred else None):
             self.limiter.failed(addr, username)
             self.failures += 1
+            self._failed("basic")
             raise errors.unauthorized()
         kind, account_sid, _ = cred
         return Principal(kind, account_sid, key_sid=username if kind == "key" else None)
@@ -202,6 +216,13 @@ class Authenticator:
 
     async def verify_token(self, token: str) -> Verified:
         """A verified token whose service exists and belongs to the token's account."""
+        try:
+            return await self._verify_token(token)
+        except errors.TwilioError:
+            self._failed("token")
+            raise
+
+    async def _verify_token(self, token: str) -> Verified:
         prefetched: dict[str, Any] = {}
         issuer = _unverified_issuer(token)
         if issuer is not None:
