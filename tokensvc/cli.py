@@ -148,11 +148,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from .schema import current_revision, ensure_schema, head_revision
+    from .schema import SchemaOutOfDate, current_revision, ensure_schema, head_revision
 
     settings = _settings()
     if args.action == "upgrade":
-        ensure_schema(settings, migrate=True)
+        try:
+            ensure_schema(settings, migrate=True)
+        except SchemaOutOfDate as exc:
+            raise SystemExit(f"tokensvc: {exc}") from None
     print(f"current: {current_revision(settings) or '(empty)'}\nhead:    {head_revision()}")
     return 0
 

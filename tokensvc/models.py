@@ -93,7 +93,8 @@ class User(SQLModel, table=True):
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=Column(String(34), nullable=False))
     service_sid: str = Field(sa_column=_fk("services.sid", index=False))
-    role_sid: str = Field(sa_column=Column(String(34), nullable=False))
+    # Indexed: deleting a role asks whether any user still holds it (migration 0002).
+    role_sid: str = Field(sa_column=Column(String(34), nullable=False, index=True))
     identity: str = Field(sa_column=Column(String(256), nullable=False))
     attributes: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))

@@ -43,11 +43,23 @@ def current_revision(settings: Settings) -> str | None:
         engine.dispose()
 
 
+# Names "tokensvc schema migration" among PostgreSQL advisory locks (any fixed number would do).
+MIGRATION_LOCK = 0x746F6B656E737663
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade in one transaction. On PostgreSQL, processes that start together with `--migrate`
+    take turns on an advisory lock; the later ones find the schema current and do nothing."""
     cfg = alembic_config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def _known(revision: str) -> bool:
+    return any(s.revision == revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions())
 
 
 def ensure_schema(settings: Settings, *, migrate: bool = True) -> None:
@@ -57,6 +69,10 @@ def ensure_schema(settings: Settings, *, migrate: bool = True) -> None:
         current, head = _current(engine), head_revision()
         if current == head:
             return
+        if current is not None and not _known(current):
+            raise SchemaOutOfDate(
+                f"the database schema is at revision {current}, which this tokensvc does not know: "
+                "a newer tokensvc has migrated it; run that version")
         if not migrate:
             raise SchemaOutOfDate(
                 f"the database schema is at revision {current or '(empty)'} but this tokensvc needs {head}: "
