@@ -80,8 +80,11 @@ def test_openapi_document_is_valid_and_served(api: Api) -> None:
     doc = r.json()
     validate_openapi(doc)
     assert doc == json.loads(json.dumps(build_openapi(api.app.routes)))
-    assert doc["components"]["securitySchemes"]["accountSid_authToken"] == {
-        "type": "http", "scheme": "basic", "description": doc["components"]["securitySchemes"]["accountSid_authToken"]["description"]}
+    basic_scheme = doc["components"]["securitySchemes"]["accountSid_authToken"]
+    assert (basic_scheme["type"], basic_scheme["scheme"]) == ("http", "basic")
+    assert doc["security"] == [{"accountSid_authToken": []}]
+    for path in ("/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/openapi.json"):
+        assert doc["paths"][path]["get"]["security"] == []  # public
     assert set(doc["components"]["schemas"]["TwilioError"]["required"]) == {"code", "message", "more_info", "status"}
 
 
