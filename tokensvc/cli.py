@@ -70,7 +70,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, keys in {settings.keys_dir})", flush=True)
     uvicorn.run("tokensvc.cli:app_factory", factory=True, host=settings.host, port=settings.port,
                 workers=args.workers, access_log=False, log_level="warning", lifespan="on",
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5,
+                # /v2/Connect frames are small JSON: permessage-deflate would cost ~34 KiB of zlib
+                # state per idle connection for nothing (bench/connect.py), so it is declined.
+                ws="websockets-sansio", ws_per_message_deflate=False)
     return 0
 
 

@@ -1,26 +1,283 @@
-"""WebSocket client connections and presence (SPEC §5)."""
+"""WebSocket client connections and presence (SPEC §5).
+
+A client opens `GET /v2/Connect`, presents its access token (the `X-Twilio-Token` header or a
+first `{"type": "authenticate", "token": …}` frame) and stays connected until the token expires,
+the client leaves, or its User is deleted. Each session is one task with no helper tasks: its
+only timer is the `asyncio.timeout` around its pending `receive()`, rescheduled to wake it for
+token-expiry events or when another part of the process needs it closed.
+
+Presence (the `connections` rows that make `is_online` true on every process) is written by
+presence.Presence on the sessions' behalf.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any, Mapping
 
-from starlette.websockets import WebSocket
+from prometheus_client import Counter
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import errors
+from .presence import Presence
+from .users import user_to_json
+
+log = logging.getLogger("tokensvc.connect")
+
+AUTH_TIMEOUT = 10.0  # seconds a client has to present its token
+WARN_BEFORE = 180  # tokenAboutToExpire this many seconds before exp
+MAX_FRAME = 16 * 1024  # a client frame carries at most a token (≤ 8 KiB) and a little JSON
+CLOSE_TOKEN = 4001  # bad or expired token
+CLOSE_DELETED = 4003  # the User was deleted
+CLOSE_ERROR = 1011
+CLOSE_GOING_AWAY = 1001
+
+
+class Session:
+    """One client connection; slots keep idle connections small (bench/connect.py)."""
+
+    __slots__ = ("ws", "id", "user_sid", "service_sid", "identity", "expires_at", "warned", "close_code",
+                 "waker")
+
+    def __init__(self, ws: WebSocket):
+        self.ws = ws
+        self.id = "CN" + uuid.uuid4().hex
+        self.user_sid: str | None = None
+        self.service_sid: str | None = None
+        self.identity: str | None = None
+        self.expires_at = 0
+        self.warned = False
+        self.close_code: int | None = None
+        self.waker: asyncio.Timeout | None = None
+
+    def kick(self, code: int) -> None:
+        """Ask the session's task to close with `code` as soon as it is scheduled."""
+        if self.close_code is None:
+            self.close_code = code
+        if self.waker is not None and self.waker.expired() is False:
+            self.waker.reschedule(asyncio.get_running_loop().time())
+
+
+def _node_id() -> str:
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _frame(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _error_frame(err: errors.TwilioError) -> str:
+    return _frame("error", **err.body())
+
+
+def _bad_frame(detail: str) -> errors.TwilioError:
+    return errors.TwilioError(400, 20001, detail)
+
+
+class _Closed(Exception):
+    """The session is over (closed by us or by the client)."""
 
 
 class Hub:
-    """The process's open client connections."""
+    """The process's open client connections and their presence rows."""
 
     def __init__(self, ctx: Any):
         self.ctx = ctx
+        self.node = _node_id()
+        self.sessions: set[Session] = set()
+        writes = ctx.extras.get("presence_writes")
+        if writes is None:
+            writes = Counter("tokensvc_presence_writes_total",
+                             "Presence transactions by kind (join, leave, heartbeat, sweep, repair)",
+                             ["kind"], registry=ctx.metrics.registry)
+            ctx.extras["presence_writes"] = writes
+        self.presence = Presence(ctx.db, node=self.node, timeout=ctx.settings.presence_timeout,
+                                 interval=ctx.settings.heartbeat_interval, writes=writes,
+                                 on_gone=lambda s: s.kick(CLOSE_DELETED))
 
     async def start(self) -> None:
-        pass
+        self.presence.start()
 
     async def stop(self) -> None:
-        pass
+        """Close every session (1001 going away), then drop this process's rows."""
+        for session in list(self.sessions):
+            session.kick(CLOSE_GOING_AWAY)
+        deadline = time.monotonic() + 2
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.presence.stop()
 
     async def user_deleted(self, service_sid: str, user_sid: str) -> None:
-        pass
+        """Close this process's sessions of a deleted user (4003); its rows went with it."""
+        for session in list(self.sessions):
+            if session.user_sid == user_sid and session.service_sid == service_sid:
+                self.presence.rows.pop(session.id, None)
+                session.kick(CLOSE_DELETED)
 
     async def serve(self, websocket: WebSocket) -> None:
-        await websocket.close(code=1011)
+        """One client connection, from handshake to close."""
+        await websocket.accept()
+        session = Session(websocket)
+        self.sessions.add(session)
+        gauge = self.ctx.metrics.open_connections
+        gauge.inc()
+        try:
+            # Setup runs in its own frame so its locals (token, claims, user) are freed before the
+            # session idles: they would otherwise stay alive for the life of the connection.
+            if await self._open(session):
+                await self._loop(session)
+        except (_Closed, WebSocketDisconnect):
+            pass
+        except Exception:
+            log.exception("client connection failed")
+            await self._close(session, CLOSE_ERROR)
+        finally:
+            gauge.dec()
+            self.sessions.discard(session)
+            if session.user_sid is not None:
+                self.presence.leave(session)
+
+    # -- one session --
+
+    async def _send(self, session: Session, text: str) -> None:
+        try:
+            await session.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError):
+            raise _Closed from None
+
+    async def _close(self, session: Session, code: int, err: errors.TwilioError | None = None) -> None:
+        try:
+            if err is not None:
+                await session.ws.send_text(_error_frame(err))
+            await session.ws.close(code)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+    async def _receive(self, session: Session, deadline: float) -> Mapping[str, Any] | None:
+        """The next message, or None when `deadline` (loop time) passed or the session was kicked."""
+        if session.close_code is not None:
+            return None
+        try:
+            async with asyncio.timeout_at(deadline) as waker:
+                session.waker = waker
+                message = await session.ws.receive()
+        except TimeoutError:
+            return None
+        finally:
+            session.waker = None
+        if message["type"] == "websocket.disconnect":
+            raise _Closed
+        return message
+
+    async def _open(self, session: Session) -> bool:
+        """Authenticate, provision and record presence; True when the session is established."""
+        ws = session.ws
+        loop = asyncio.get_running_loop()
+        token = ws.headers.get("x-twilio-token")
+        if token is None:
+            message = await self._receive(session, loop.time() + AUTH_TIMEOUT)
+            if message is None:
+                if session.close_code is not None:
+                    return await self._refuse(session, session.close_code)
+                return await self._refuse(session, CLOSE_TOKEN, errors.invalid_token(
+                    f"No access token received within {AUTH_TIMEOUT:g} seconds"))
+            data = _parse(message)
+            token = data.get("token") if isinstance(data, dict) and data.get("type") == "authenticate" else None
+            if not isinstance(token, str):
+                return await self._refuse(session, CLOSE_TOKEN, errors.invalid_token(
+                    'Expected {"type": "authenticate", "token": "<access token>"} as the first frame'))
+        try:
+            verified = await self.ctx.auth.verify_token(token)
+        except errors.TwilioError as exc:
+            return await self._refuse(session, CLOSE_TOKEN, exc)
+        svc = await self.ctx.auth.service(verified.service_sid)
+        if svc is None:
+            return await self._refuse(session, CLOSE_TOKEN, errors.invalid_token(
+                "Access Token is for a service that does not exist"))
+        session.service_sid = verified.service_sid
+        session.identity = verified.identity
+        session.expires_at = verified.expires_at
+        try:
+            user, created = await self.presence.join(session, svc, verified.identity)
+        except errors.TwilioError as exc:
+            return await self._refuse(session, CLOSE_ERROR, exc)
+        if created:
+            self.ctx.metrics.users_provisioned.inc()
+        online = True if svc["reachability_enabled"] else None
+        await self._send(session, _frame("connected", user=user_to_json(user, self._base_url(ws), is_online=online)))
+        return True
+
+    async def _refuse(self, session: Session, code: int, err: errors.TwilioError | None = None) -> bool:
+        await self._close(session, code, err)
+        return False
+
+    async def _loop(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if session.close_code is not None:
+                return await self._close(session, session.close_code)
+            left = session.expires_at - time.time()
+            if left <= 0:
+                await self._send(session, _frame("tokenExpired"))
+                return await self._close(session, CLOSE_TOKEN)
+            if not session.warned and left <= WARN_BEFORE:
+                session.warned = True
+                await self._send(session, _frame("tokenAboutToExpire", expires_in=max(0, int(left))))
+                continue
+            wake_in = left if session.warned else left - WARN_BEFORE
+            message = await self._receive(session, loop.time() + wake_in)
+            if message is not None:
+                await self._handle(session, message)
+
+    async def _handle(self, session: Session, message: Mapping[str, Any]) -> None:
+        data = _parse(message)
+        if data is None:
+            return await self._send(session, _error_frame(_bad_frame("Frames must be JSON objects of at most "
+                                                                     f"{MAX_FRAME} bytes sent as text")))
+        kind = data.get("type")
+        if kind != "updateToken":
+            return await self._send(session, _error_frame(_bad_frame("Unknown frame type")))
+        token = data.get("token")
+        if not isinstance(token, str):
+            return await self._send(session, _error_frame(_bad_frame("updateToken needs a token")))
+        try:
+            verified = await self.ctx.auth.verify_token(token)
+        except errors.TwilioError as exc:
+            await self._close(session, CLOSE_TOKEN, exc)
+            raise _Closed from None
+        if verified.identity != session.identity or verified.service_sid != session.service_sid:
+            return await self._send(session, _error_frame(errors.forbidden(
+                "updateToken needs a token for the same identity and service")))
+        session.expires_at = verified.expires_at
+        session.warned = False
+        await self._send(session, _frame("tokenUpdated"))
+
+    def _base_url(self, ws: WebSocket) -> str:
+        """TOKENSVC_PUBLIC_URL, else the handshake's scheme and Host (as api.common.base_url)."""
+        public = self.ctx.settings.public_url
+        if public:
+            return public
+        scheme = "https" if ws.scope.get("scheme") == "wss" else "http"
+        host = ws.headers.get("host")
+        if not host:
+            server = ws.scope.get("server") or ("127.0.0.1", None)
+            host = f"{server[0]}:{server[1]}" if server[1] else server[0]
+        return f"{scheme}://{host}"
+
+
+def _parse(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A client frame as a JSON object, or None when it is not one."""
+    text = message.get("text")
+    if not isinstance(text, str) or len(text) > MAX_FRAME:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,289 @@
+"""Presence in the database (SPEC §5): one `connections` row per open client session.
+
+Rows are written by a single writer task per process that batches what many sessions ask for
+into one transaction (group commit: a burst of connects costs a few commits, not one each) and
+renews the heartbeat of all of this process's rows with one UPDATE every `heartbeat_interval`.
+A process that dies without closing leaves rows whose heartbeat goes stale; `users.is_online`
+ignores them and any process sweeps them. A row that vanished under a live session tells the
+writer its user was deleted by another process (the foreign key cascades).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+from prometheus_client import Counter
+from sqlalchemy import Connection, delete, select, update
+
+from . import errors
+from .db import insert_ignore, now
+from .models import connections, users
+from .users import get_or_create_user
+
+if TYPE_CHECKING:
+    from .connect import Session
+
+log = logging.getLogger("tokensvc.presence")
+
+BATCH_WINDOW = 0.01  # in a burst of connects, gather this long before committing a batch
+_BURST = 0.05  # a flush within this long of the previous one means a burst is on
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
+class _Join:
+    __slots__ = ("session", "service", "identity", "future")
+
+    def __init__(self, session: Session, service: Mapping[str, Any], identity: str, future: asyncio.Future):
+        self.session = session
+        self.service = service
+        self.identity = identity
+        self.future = future
+
+
+# ---- the store: plain functions of a Connection, run through Database.run -------------------
+
+
+def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str]], node: str,
+               ts: int) -> list[Any]:
+    """Provision each identity and insert its connection row, in one transaction. Returns per
+    item (user, created) or the TwilioError that refused it.
+
+    Returning identities, the usual case, cost one SELECT … IN for the whole batch; only those not
+    found go through get_or_create_user, which settles races for them in the database."""
+    wanted: dict[str, set[str]] = {}
+    for _, svc, identity in items:
+        wanted.setdefault(svc["sid"], set()).add(identity)
+    known: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for service_sid, identities in wanted.items():
+        for chunk in _chunks(sorted(identities)):
+            for row in conn.execute(select(users).where(users.c.service_sid == service_sid,
+                                                        users.c.identity.in_(chunk))).mappings():
+                known[(service_sid, row["identity"])] = row
+    results: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    first_online: set[str] = set()
+    for cid, svc, identity in items:
+        user = known.get((svc["sid"], identity))
+        created = False
+        if user is None:
+            try:
+                user, created = get_or_create_user(conn, service=svc, identity=identity)
+            except errors.TwilioError as exc:
+                results.append(exc)
+                continue
+            known[(svc["sid"], identity)] = user
+        results.append((user, created))
+        rows.append({"id": cid, "user_sid": user["sid"], "service_sid": svc["sid"], "node": node,
+                     "heartbeat_at": ts, "date_created": ts})
+        if not user["was_online"]:
+            first_online.add(user["sid"])
+    if rows:
+        conn.execute(connections.insert(), rows)
+    for chunk in _chunks(sorted(first_online)):
+        conn.execute(update(users).where(users.c.sid.in_(chunk)).values(was_online=True))
+    return results
+
+
+def _delete_rows(conn: Connection, ids: list[str]) -> None:
+    for chunk in _chunks(ids):
+        conn.execute(delete(connections).where(connections.c.id.in_(chunk)))
+
+
+def _renew(conn: Connection, node: str, ts: int, expected: int) -> set[str] | None:
+    """Renew every row of this node in one UPDATE. When fewer rows matched than this process
+    holds, some were deleted elsewhere: return the ids still present so the caller can tell."""
+    matched = conn.execute(update(connections).where(connections.c.node == node)
+                           .values(heartbeat_at=ts)).rowcount
+    if matched == expected:
+        return None
+    return set(conn.execute(select(connections.c.id).where(connections.c.node == node)).scalars())
+
+
+def _repair(conn: Connection, missing: dict[str, tuple[str, str]], extra: list[str], node: str,
+            ts: int) -> set[str]:
+    """Rows of live sessions vanished: those whose user still exists were swept by mistake (this
+    process stalled past the timeout) and come back; returns the ids whose user is gone."""
+    if extra:
+        _delete_rows(conn, extra)
+    user_sids = sorted({u for u, _ in missing.values()})
+    alive: set[str] = set()
+    for chunk in _chunks(user_sids):
+        alive.update(conn.execute(select(users.c.sid).where(users.c.sid.in_(chunk))).scalars())
+    gone = set()
+    for cid, (user_sid, service_sid) in missing.items():
+        if user_sid in alive:
+            insert_ignore(conn, connections, {"id": cid, "user_sid": user_sid, "service_sid": service_sid,
+                                              "node": node, "heartbeat_at": ts, "date_created": ts})
+        else:
+            gone.add(cid)
+    return gone
+
+
+def _sweep(conn: Connection, cutoff: int) -> int:
+    """Delete rows of dead processes (heartbeat older than the presence timeout)."""
+    return conn.execute(delete(connections).where(connections.c.heartbeat_at < cutoff)).rowcount
+
+
+def _delete_node(conn: Connection, node: str) -> None:
+    conn.execute(delete(connections).where(connections.c.node == node))
+
+
+# ---- the writer ------------------------------------------------------------------------------
+
+
+class Presence:
+    """This process's connection rows, written by one task: joins and leaves are batched into one
+    transaction each per wake-up, heartbeats are one UPDATE per interval for all rows."""
+
+    def __init__(self, db: Any, *, node: str, timeout: int, interval: float, writes: Counter,
+                 on_gone: Callable[[Session], None]):
+        self.db = db
+        self.node = node
+        self.timeout = timeout
+        # A row must be renewed well within the timeout, whatever the configuration says.
+        self.interval = max(0.2, min(float(interval), timeout / 2))
+        self.writes = writes
+        self.on_gone = on_gone
+        self.rows: dict[str, Session] = {}  # committed rows of this node
+        self._joins: list[_Join] = []
+        self._leaves: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tokensvc-presence")
+
+    async def stop(self) -> None:
+        """Stop writing and remove this node's rows (its sessions are over)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for join in self._joins:
+            if not join.future.done():
+                join.future.set_exception(RuntimeError("server is stopping"))
+        self._joins.clear()
+        self._leaves.clear()
+        self.rows.clear()
+        try:
+            await self.db.run(_delete_node, self.node)
+            self.writes.labels("leave").inc()
+        except Exception:
+            log.warning("could not remove this process's connection rows; they expire with their heartbeat")
+
+    async def join(self, session: Session, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
+        """Provision the identity's user and record the session as online; (user, created)."""
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._joins.append(_Join(session, service, identity, future))
+        self._wake.set()
+        return await future
+
+    def leave(self, session: Session) -> None:
+        """Forget the session's row (deleted on the writer's next wake-up)."""
+        self._leaves.append(session.id)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.interval
+        next_sweep = loop.time() + self.timeout
+        last_join = 0.0
+        while True:
+            if not (self._joins or self._leaves):
+                try:
+                    async with asyncio.timeout_at(next_beat):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            try:
+                if self._joins:
+                    # Alone, a connect is written at once; in a burst, a few ms more fill the batch.
+                    if loop.time() - last_join < _BURST and len(self._joins) < _CHUNK:
+                        await asyncio.sleep(BATCH_WINDOW)
+                    last_join = loop.time()
+                    await self._flush_joins()
+                if self._leaves:
+                    await self._flush_leaves()
+                t = loop.time()
+                if t >= next_beat:
+                    next_beat = t + self.interval
+                    await self._beat()
+                    if t >= next_sweep:
+                        next_sweep = t + self.timeout
+                        await self._guard("sweep", self.db.run(_sweep, now() - self.timeout))
+            except Exception:
+                # The writer must outlive any bug: sessions wait on it.
+                log.exception("presence writer failed; continuing")
+                await asyncio.sleep(0.1)
+
+    async def _guard(self, what: str, work: Any) -> Any:
+        try:
+            result = await work
+        except Exception:
+            log.warning("presence %s failed", what, exc_info=True)
+            return None
+        self.writes.labels(what).inc()
+        return result
+
+    async def _flush_joins(self) -> None:
+        batch, self._joins = self._joins, []
+        ts = now()
+        items = [(j.session.id, j.service, j.identity) for j in batch]
+        try:
+            results = await self.db.run(_join_rows, items, self.node, ts)
+        except Exception as exc:
+            if len(batch) == 1:
+                results = [exc]
+            else:
+                # One bad item (e.g. its user deleted meanwhile) must not fail the others.
+                results = []
+                for item in items:
+                    try:
+                        results.extend(await self.db.run(_join_rows, [item], self.node, ts))
+                    except Exception as single:
+                        results.append(single)
+        self.writes.labels("join").inc()
+        for join, result in zip(batch, results):
+            if isinstance(result, tuple):
+                join.session.user_sid = result[0]["sid"]
+                self.rows[join.session.id] = join.session
+            if join.future.done():  # the session went away meanwhile
+                if isinstance(result, tuple):
+                    self._leaves.append(join.session.id)
+            elif isinstance(result, BaseException):
+                join.future.set_exception(result)
+            else:
+                join.future.set_result(result)
+
+    async def _flush_leaves(self) -> None:
+        ids, self._leaves = self._leaves, []
+        mine = [cid for cid in ids if self.rows.pop(cid, None) is not None]
+        if mine:
+            # On failure the rows stay: the heartbeat's repair or the sweep removes them.
+            await self._guard("leave", self.db.run(_delete_rows, mine))
+
+    async def _beat(self) -> None:
+        if not self.rows:
+            return
+        expected = dict(self.rows)
+        present = await self._guard("heartbeat", self.db.run(_renew, self.node, now(), len(expected)))
+        if present is None:
+            return
+        missing = {cid: (s.user_sid or "", s.service_sid or "") for cid, s in expected.items() if cid not in present}
+        extra = [cid for cid in present if cid not in self.rows]
+        gone = await self._guard("repair", self.db.run(_repair, missing, extra, self.node, now()))
+        for cid in gone or ():
+            session = self.rows.pop(cid, None)
+            if session is not None:
+                self.on_gone(session)
