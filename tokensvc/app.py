@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import time
-import uuid
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -52,6 +52,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 def _routes() -> list[Any]:
     any_ = ["GET", "POST", "DELETE"]
     return [
+        # The hot path first: the router tries routes in order.
+        Route("/v2/Services/{service_sid}/Tokens", tokens_api.create_token, methods=["POST"]),
         Route("/healthz", system_api.healthz, methods=["GET"]),
         Route("/readyz", system_api.readyz, methods=["GET"]),
         Route("/metrics", system_api.metrics, methods=["GET"]),
@@ -65,7 +67,6 @@ def _routes() -> list[Any]:
         # Matched on the raw path in the handler, so an identity may contain an encoded slash.
         Route("/v2/Services/{service_sid}/Users/{rest:anypath}", users_api.item,
               methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
-        Route("/v2/Services/{service_sid}/Tokens", tokens_api.create_token, methods=["POST"]),
         Route("/2010-04-01/Accounts/{account_sid}/Keys.json", keys_api.list_or_create, methods=["GET", "POST"]),
         Route("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", keys_api.item, methods=any_),
         WebSocketRoute("/v2/Connect", system_api.connect),
@@ -95,13 +96,18 @@ class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        incoming = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -126,8 +132,13 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = _route(scope)
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            key = (scope["method"], route, status)
+            children = self._children.get(key)
+            if children is None:  # labelled children looked up once: routes x methods x statuses
+                children = self._children[key] = (self.metrics.requests.labels(scope["method"], route, str(status)),
+                                                  self.metrics.latency.labels(route))
+            children[0].inc()
+            children[1].observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 # Route templates only: identities in paths and query strings are not logged.
                 access_log.info(json.dumps({

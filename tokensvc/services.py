@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, bindparam, select
 
 from . import errors
 from .db import now
@@ -82,11 +82,14 @@ def create_service(conn: Connection, *, account_sid: str, friendly_name: str) ->
     return get_service(conn, account_sid=account_sid, sid=sid)
 
 
+_BY_SID = select(services).where(services.c.sid == bindparam("sid"))
+
+
 def get_service(conn: Connection, *, account_sid: str, sid: str) -> RowMapping:
     """The account's service, or 404 (also for another account's service)."""
     if not is_sid("IS", sid):
         raise errors.not_found()
-    row = conn.execute(select(services).where(services.c.sid == sid)).mappings().first()
+    row = conn.execute(_BY_SID, {"sid": sid}).mappings().first()
     if row is None or row["account_sid"] != account_sid:
         raise errors.not_found()
     return row
@@ -96,7 +99,7 @@ def find_service(conn: Connection, sid: str) -> RowMapping | None:
     """A service by SID whatever its account (for token verification)."""
     if not is_sid("IS", sid):
         return None
-    return conn.execute(select(services).where(services.c.sid == sid)).mappings().first()
+    return conn.execute(_BY_SID, {"sid": sid}).mappings().first()
 
 
 def list_services(conn: Connection, *, account_sid: str, req: PageRequest) -> Page:

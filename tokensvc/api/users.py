@@ -88,8 +88,11 @@ async def item(request: Request) -> Response:
         return json_response({key_name: [], "meta": page_meta(url, key_name, req, Page([], False, False))})
 
     if request.method == "GET":
+        svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
+        if svc is None or svc["account_sid"] != account_sid:
+            raise errors.not_found()
+
         def fetch(conn):
-            svc = get_service(conn, account_sid=account_sid, sid=service_sid)
             user = get_user(conn, service_sid=service_sid, key=key)
             online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
             return user, online
@@ -99,6 +102,7 @@ async def item(request: Request) -> Response:
 
     if request.method == "DELETE":
         require_admin(principal)
+
         def remove(conn):
             get_service(conn, account_sid=account_sid, sid=service_sid)
             return delete_user(conn, service_sid=service_sid, key=key)
