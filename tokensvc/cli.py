@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -23,8 +22,10 @@ def _settings() -> Settings:
 def app_factory() -> Any:
     """The ASGI app for uvicorn (one per worker process); settings come from the environment."""
     from .app import create_app
+    from .logs import configure
 
     settings = _settings()
+    configure(settings.log_level)  # worker processes (--workers N) start with no logging set up
     return create_app(settings, migrate=False)
 
 
@@ -51,11 +52,6 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
               f"  TOKENSVC_ACCOUNT_SID={made.sid}\n  TOKENSVC_AUTH_TOKEN={made.auth_token}", flush=True)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(message)s" if level != "debug" else "%(levelname)s %(name)s %(message)s")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -64,7 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         os.environ["TOKENSVC_PORT"] = str(args.port)
     settings = _settings()
-    _configure_logging(settings.log_level)
+    from .logs import configure
+
+    configure(settings.log_level)
     prepare(settings, migrate=args.migrate or settings.is_sqlite)
     print(f"tokensvc: serving on http://{settings.host}:{settings.port} "
           f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, keys in {settings.keys_dir})", flush=True)
