@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import errors
+from . import errors, logs
 from .api import keys as keys_api
 from .api import roles as roles_api
 from .api import services as services_api
@@ -184,6 +184,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Starlette:
         finally:
             await hub.stop()
             c.db.dispose()
+            logs.flush()
 
     app = Starlette(
         routes=_routes(),

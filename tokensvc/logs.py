@@ -83,3 +83,10 @@ def configure(level: str) -> None:
     handler = BufferedLineHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
+
+
+def flush() -> None:
+    """Write buffered access lines now: at shutdown, uvicorn re-raises SIGTERM after the app's
+    lifespan ends, which kills the process before `atexit` would flush them."""
+    for handler in logging.getLogger(ACCESS_LOGGER).handlers:
+        handler.flush()
