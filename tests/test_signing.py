@@ -99,3 +99,14 @@ def test_a_broken_pem_is_reported(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a key")
     with pytest.raises(signing.KeyringError, match="junk.pem"):
         signing.load_snapshot(tmp_path)
+
+
+@pytest.mark.parametrize("argv", [
+    ["keys", "retire", "-abc", "--force"], ["keys", "retire", "--force", "-abc"], ["keys", "--force", "retire", "-abc"],
+    ["keys", "retire", "--", "-abc", "--force"],
+])
+def test_cli_takes_a_kid_that_starts_with_a_dash(argv: list[str]) -> None:
+    from tokensvc.cli import _keys_argv, build_parser
+
+    args = build_parser().parse_args(_keys_argv(argv))
+    assert (args.action, args.kid, args.force) == ("retire", "-abc", True)

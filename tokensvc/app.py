@@ -191,6 +191,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Starlette:
         exception_handlers={errors.TwilioError: _twilio_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a 307 with an empty body is no Twilio answer: 404 JSON
     app.state.ctx = c
     app.add_middleware(RequestMiddleware, metrics=c.metrics)
     return app

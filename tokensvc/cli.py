@@ -196,8 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _keys_argv(argv: list[str]) -> list[str]:
+    """A kid is base64url and may start with '-': pass it after '--', flags first, so
+    `keys retire KID --force`, `keys retire --force KID` and `keys activate -abc…` all work."""
+    if len(argv) < 2 or argv[0] != "keys":
+        return argv
+    flags = [a for a in argv[1:] if a in ("--force", "-h", "--help")]
+    rest = [a for a in argv[1:] if a not in flags and a != "--"]
+    return ["keys", *flags, *rest[:1], "--", *rest[1:]] if rest else argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_keys_argv(list(sys.argv[1:] if argv is None else argv)))
     if getattr(args, "action", None) in ("activate", "retire") and not args.kid:
         raise SystemExit("tokensvc: keys activate/retire need a KID")
     return args.func(args)

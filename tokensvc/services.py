@@ -16,7 +16,8 @@ from .roles import DEFAULT_ROLES, check_role, insert_role
 from .sids import is_sid, new_sid
 
 NOTIFICATION_KINDS = ("new_message", "added_to_channel", "removed_from_channel", "invited_to_channel")
-DEFAULT_LIMITS = {"channel_members": 100, "user_channels": 250}
+# Twilio's documented defaults (reference schema: channel_members 250, user_channels 100).
+DEFAULT_LIMITS = {"channel_members": 250, "user_channels": 100}
 DEFAULT_MEDIA = {"size_limit_mb": 150, "compatibility_message": None}
 
 

@@ -126,7 +126,8 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
     if not isinstance(grants, dict):
         raise errors.invalid_token("Access Token has no grants")
     identity = grants.get("identity")
-    if not isinstance(identity, str) or not identity or len(identity) > 256 or "\x00" in identity:
+    if (not isinstance(identity, str) or not identity or len(identity) > 256 or "\x00" in identity
+            or is_sid("US", identity)):  # could never be fetched by identity (SPEC §2, 50206)
         raise errors.invalid_token("Access Token has no valid identity")
     chat = grants.get("chat")
     service_sid = chat.get("service_sid") if isinstance(chat, dict) else None

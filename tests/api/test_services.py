@@ -70,7 +70,7 @@ def test_update_service_fields(api: Api) -> None:
     assert body["webhook_filters"] == ["onMessageSent", "onUserUpdated"]
     assert body["notifications"]["new_message"] == {"enabled": True, "template": "hi"}
     assert body["notifications"]["added_to_channel"] == {"enabled": False}
-    assert body["limits"] == {"channel_members": 500, "user_channels": 250}
+    assert body["limits"] == {"channel_members": 500, "user_channels": 100}
     assert body["media"]["compatibility_message"] == "media!" and body["pre_webhook_retry_count"] == 2
     # new users get the new default role
     user = api.post(f"/v2/Services/{svc['sid']}/Users", {"Identity": "u"}).json()

@@ -90,14 +90,7 @@ def test_unknown_route_is_404_20404(bb: BB, path: str) -> None:
     assert_error(bb.http.get(path), 404, 20404)
 
 
-_REDIRECT_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: GET /v2/Services/ and /v2/Services/{IS}/ answer 307 with an empty, non-JSON body and a Location "
-    "without the slash (SPEC §1: every response body is JSON); /v2/Services/{IS}/Users/ is a JSON 404 20404"))
-
-
-@pytest.mark.parametrize("path", [pytest.param("/v2/Services/", marks=_REDIRECT_BUG),
-                                  pytest.param("/v2/Services/{IS}/", marks=_REDIRECT_BUG),
-                                  "/v2/Services/{IS}/Users/"])
+@pytest.mark.parametrize("path", ["/v2/Services/", "/v2/Services/{IS}/", "/v2/Services/{IS}/Users/"])
 def test_trailing_slash_is_a_json_404_not_a_redirect(bb: BB, svc: dict[str, Any], path: str) -> None:
     # SPEC §1: every response body is JSON; the Twilio API has no trailing-slash routes.
     assert_error(bb.http.get(path.replace("{IS}", svc["sid"])), 404, 20404)

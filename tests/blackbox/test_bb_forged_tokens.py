@@ -362,9 +362,6 @@ def test_odd_kid_headers_are_20101(bb: BB, svc: dict[str, Any], valid: str, kid:
     assert_error(present(bb, token, url(svc)), 401, 20101)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a valid Twilio-format token whose identity is US+32 hex auto-provisions a user with that identity "
-    "(200) — POST /Users and /Tokens refuse it with 50206 (SPEC §2), and an over-long token identity is 20101"))
 def test_twilio_token_identity_that_looks_like_a_user_sid_does_not_provision(bb: BB, svc: dict[str, Any],
                                                                               api_key: dict[str, Any]) -> None:
     # SPEC §2: an identity that looks like a user SID is refused (50206) — also when it would be

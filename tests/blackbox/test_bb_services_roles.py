@@ -80,9 +80,6 @@ def test_service_defaults_follow_twilio_reference(bb: BB) -> None:
     assert body["pre_webhook_url"] is None and body["post_webhook_url"] is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: POST /v2/Services answers limits {channel_members: 100, user_channels: 250}; the reference's "
-    "chat.v2.service.limits documents defaults channel_members 250 and user_channels 100 (swapped)"))
 def test_service_limits_defaults_follow_twilio_reference(bb: BB) -> None:
     # Reference, chat.v2.service.limits: "`channel_members` ... with a default of 250.
     # `user_channels` ... with a default value of 100."

@@ -217,9 +217,6 @@ def test_empty_role_sid_on_update_is_50102(bb: BB, svc: dict[str, Any]) -> None:
     assert_error(bb.http.post(f"{users_url(svc)}/{made['sid']}", data={"RoleSid": ""}), 400, 50102)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: POST /Users with RoleSid= (empty) answers 201 with the default role, while the same empty RoleSid "
-    "on update and DefaultServiceRoleSid= on a service are 400 50102 (SPEC §2: malformed RoleSid -> 50102)"))
 def test_empty_role_sid_on_create_is_50102(bb: BB, svc: dict[str, Any]) -> None:
     # SPEC §2: RoleSid "not a deployment role of this service, malformed included" -> 50102; the
     # same empty value is already 50102 on user update and for DefaultServiceRoleSid.

@@ -27,7 +27,7 @@ async def list_or_create(request: Request) -> Response:
         require_admin(principal)
         form = await read_form(request)
         identity = validation.identity(form.get("Identity"))
-        role_sid = form.get("RoleSid") or None
+        role_sid = form.get("RoleSid")  # present but empty is malformed (50102), as on update
         attributes = validation.attributes(form.get("Attributes")) if "Attributes" in form else None
         friendly_name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
 
