@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -238,3 +240,42 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
         server.stop(signal.SIGTERM)
     assert server.proc.returncode == 0, server.logs()
     assert "Traceback" not in server.logs(), server.logs()
+
+
+@needs_postgres
+def test_key_rotation_in_the_shared_keys_dir_reaches_both_replicas(
+        replicas: tuple[Server, Server], service: str) -> None:
+    import jwt
+
+    a, b = replicas
+    before = httpx.post(f"{a.base}/v2/Services/{service}/Tokens", data={"Identity": "rotating"}, auth=a.auth,
+                        timeout=TIMEOUT).json()["token"]
+    env = dict(a.env)
+    made = subprocess.run([sys.executable, "-m", "tokensvc.cli", "keys", "generate"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    kid = made.stdout.strip().splitlines()[-1]
+    done = subprocess.run([sys.executable, "-m", "tokensvc.cli", "keys", "activate", kid], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+    deadline = time.monotonic() + 5  # each process re-reads the directory at most once a second
+    after = before
+    while time.monotonic() < deadline:
+        after = httpx.post(f"{a.base}/v2/Services/{service}/Tokens", data={"Identity": "rotating"}, auth=a.auth,
+                           timeout=TIMEOUT).json()["token"]
+        if jwt.get_unverified_header(after)["kid"] == kid:
+            break
+        time.sleep(0.1)
+    assert jwt.get_unverified_header(after)["kid"] == kid
+    for token in (after, before):  # the new key at once, the old one until its tokens expire
+        r = httpx.get(f"{b.base}/v2/Services/{service}/Users/rotating", headers={"X-Twilio-Token": token},
+                      timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+    while time.monotonic() < deadline:
+        ja = httpx.get(f"{a.base}/.well-known/jwks.json", timeout=TIMEOUT).json()
+        jb = httpx.get(f"{b.base}/.well-known/jwks.json", timeout=TIMEOUT).json()
+        if ja == jb:
+            break
+        time.sleep(0.1)
+    assert ja == jb and kid in {k["kid"] for k in ja["keys"]}
