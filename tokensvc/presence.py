@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from . import errors
 from .db import insert_ignore, now
@@ -49,6 +49,18 @@ class _Join:
 
 # ---- the store: plain functions of a Connection, run through Database.run -------------------
 
+# Statements built once (building a Core statement costs more than running it); IN lists expand.
+_USERS_BY_IDENTITY = select(users).where(users.c.service_sid == bindparam("b_service"),
+                                         users.c.identity.in_(bindparam("b_identities", expanding=True)))
+_MARK_ONLINE = update(users).where(users.c.sid.in_(bindparam("b_sids", expanding=True))).values(was_online=True)
+_USERS_ALIVE = select(users.c.sid).where(users.c.sid.in_(bindparam("b_sids", expanding=True)))
+_INSERT_ROWS = connections.insert()
+_DELETE_ROWS = delete(connections).where(connections.c.id.in_(bindparam("b_ids", expanding=True)))
+_RENEW = update(connections).where(connections.c.node == bindparam("b_node")).values(heartbeat_at=bindparam("b_ts"))
+_NODE_ROWS = select(connections.c.id).where(connections.c.node == bindparam("b_node"))
+_DELETE_NODE = delete(connections).where(connections.c.node == bindparam("b_node"))
+_SWEEP = delete(connections).where(connections.c.heartbeat_at < bindparam("b_cutoff"))
+
 
 def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str]], node: str,
                ts: int) -> list[Any]:
@@ -63,8 +75,8 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str]]
     known: dict[tuple[str, str], Mapping[str, Any]] = {}
     for service_sid, identities in wanted.items():
         for chunk in _chunks(sorted(identities)):
-            for row in conn.execute(select(users).where(users.c.service_sid == service_sid,
-                                                        users.c.identity.in_(chunk))).mappings():
+            for row in conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
+                                                         "b_identities": list(chunk)}).mappings():
                 known[(service_sid, row["identity"])] = row
     results: list[Any] = []
     rows: list[dict[str, Any]] = []
@@ -85,25 +97,24 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str]]
         if not user["was_online"]:
             first_online.add(user["sid"])
     if rows:
-        conn.execute(connections.insert(), rows)
+        conn.execute(_INSERT_ROWS, rows)
     for chunk in _chunks(sorted(first_online)):
-        conn.execute(update(users).where(users.c.sid.in_(chunk)).values(was_online=True))
+        conn.execute(_MARK_ONLINE, {"b_sids": list(chunk)})
     return results
 
 
 def _delete_rows(conn: Connection, ids: list[str]) -> None:
     for chunk in _chunks(ids):
-        conn.execute(delete(connections).where(connections.c.id.in_(chunk)))
+        conn.execute(_DELETE_ROWS, {"b_ids": list(chunk)})
 
 
 def _renew(conn: Connection, node: str, ts: int, expected: int) -> set[str] | None:
     """Renew every row of this node in one UPDATE. When fewer rows matched than this process
     holds, some were deleted elsewhere: return the ids still present so the caller can tell."""
-    matched = conn.execute(update(connections).where(connections.c.node == node)
-                           .values(heartbeat_at=ts)).rowcount
+    matched = conn.execute(_RENEW, {"b_node": node, "b_ts": ts}).rowcount
     if matched == expected:
         return None
-    return set(conn.execute(select(connections.c.id).where(connections.c.node == node)).scalars())
+    return set(conn.execute(_NODE_ROWS, {"b_node": node}).scalars())
 
 
 def _repair(conn: Connection, missing: dict[str, tuple[str, str]], extra: list[str], node: str,
@@ -115,7 +126,7 @@ def _repair(conn: Connection, missing: dict[str, tuple[str, str]], extra: list[s
     user_sids = sorted({u for u, _ in missing.values()})
     alive: set[str] = set()
     for chunk in _chunks(user_sids):
-        alive.update(conn.execute(select(users.c.sid).where(users.c.sid.in_(chunk))).scalars())
+        alive.update(conn.execute(_USERS_ALIVE, {"b_sids": list(chunk)}).scalars())
     gone = set()
     for cid, (user_sid, service_sid) in missing.items():
         if user_sid in alive:
@@ -128,11 +139,11 @@ def _repair(conn: Connection, missing: dict[str, tuple[str, str]], extra: list[s
 
 def _sweep(conn: Connection, cutoff: int) -> int:
     """Delete rows of dead processes (heartbeat older than the presence timeout)."""
-    return conn.execute(delete(connections).where(connections.c.heartbeat_at < cutoff)).rowcount
+    return conn.execute(_SWEEP, {"b_cutoff": cutoff}).rowcount
 
 
 def _delete_node(conn: Connection, node: str) -> None:
-    conn.execute(delete(connections).where(connections.c.node == node))
+    conn.execute(_DELETE_NODE, {"b_node": node})
 
 
 # ---- the writer ------------------------------------------------------------------------------
