@@ -2,7 +2,7 @@
 one PostgreSQL database and one keys directory behave as one service; `--workers N` works.
 
 The two-replica tests need PostgreSQL (scripts/with-postgres sets TOKENSVC_TEST_DATABASE_URL);
-the `--workers 2` smoke test runs on whichever database the suite uses.
+the `--workers 2` smoke test and the secret-box start race run on whichever database the suite uses.
 """
 
 from __future__ import annotations
@@ -279,3 +279,29 @@ def test_key_rotation_in_the_shared_keys_dir_reaches_both_replicas(
             break
         time.sleep(0.1)
     assert ja == jb and kid in {k["kid"] for k in ja["keys"]}
+
+
+_OPEN_BOX_AT = """
+import sys, time
+from pathlib import Path
+from tokensvc.crypto import SecretBox
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(SecretBox.load_or_create(Path(sys.argv[1])).encrypt("probe", "ctx"))
+"""
+
+
+def test_processes_starting_together_on_a_new_keys_dir_share_one_secret_box_key(tmp_path: Path) -> None:
+    # Workers of `serve --workers N` (and replicas) each open the secret box at start. Racing on a
+    # new keys dir, every one of them must end up with the key that stays on disk, or the API-key
+    # secrets it stored could not be decrypted by the others (or by itself after a restart).
+    from tokensvc.crypto import SecretBox
+
+    keys = tmp_path / "keys"
+    at = str(time.time() + 2)
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_BOX_AT, str(keys), at], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outputs
+    on_disk = SecretBox.load_or_create(keys)
+    assert [on_disk.decrypt(out.strip(), "ctx") for out, _ in outputs] == ["probe"] * len(procs)
+    assert sorted(p.name for p in keys.iterdir()) == ["secrets.key"]  # no temp files left behind

@@ -32,8 +32,9 @@ def secret_matches(secret: str, stored_hash: str | None) -> bool:
     return ok and stored_hash is not None
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Create a file readable only by its owner (0600), atomically; never widen the mode."""
+def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Create a file readable only by its owner (0600), atomically; never widen the mode.
+    `exclusive`: raise FileExistsError rather than replace an existing file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -41,7 +42,13 @@ def write_private_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    if not exclusive:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # unlike rename, never replaces: the first of racing writers wins
+    finally:
+        os.unlink(tmp)
 
 
 class SecretBox:
@@ -57,7 +64,9 @@ class SecretBox:
         path = keys_dir / SECRET_KEY_FILE
         if not path.exists():
             try:
-                write_private_file(path, base64.b64encode(AESGCM.generate_key(bit_length=256)))
+                # Exclusive: workers or replicas starting together on a new keys dir must all end
+                # up with the one key on disk, or secrets some of them stored could not be read.
+                write_private_file(path, base64.b64encode(AESGCM.generate_key(bit_length=256)), exclusive=True)
             except FileExistsError:  # another process is creating it at the same moment
                 pass
         raw = base64.b64decode(path.read_bytes().strip())
