@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import errors
-from .presence import Presence
+from .presence import Presence, Stopping
 from .users import user_to_json
 
 log = logging.getLogger("tokensvc.connect")
@@ -207,6 +207,8 @@ class Hub:
             user, created = await self.presence.join(session, svc, verified.identity)
         except errors.TwilioError as exc:
             return await self._refuse(session, CLOSE_ERROR, exc)
+        except Stopping:
+            return await self._refuse(session, CLOSE_GOING_AWAY)
         if created:
             self.ctx.metrics.users_provisioned.inc()
         online = True if svc["reachability_enabled"] else None

@@ -32,6 +32,10 @@ _BURST = 0.05  # a flush within this long of the previous one means a burst is o
 _CHUNK = 500  # ids per IN (...) list
 
 
+class Stopping(Exception):
+    """The server is stopping: the session was not recorded."""
+
+
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i:i + _CHUNK]
@@ -182,7 +186,7 @@ class Presence:
             self._task = None
         for join in self._joins:
             if not join.future.done():
-                join.future.set_exception(RuntimeError("server is stopping"))
+                join.future.set_exception(Stopping())
         self._joins.clear()
         self._leaves.clear()
         self.rows.clear()
@@ -265,17 +269,22 @@ class Presence:
                     except Exception as single:
                         results.append(single)
         self.writes.labels("join").inc()
-        for join, result in zip(batch, results):
-            if isinstance(result, tuple):
-                join.session.user_sid = result[0]["sid"]
-                self.rows[join.session.id] = join.session
-            if join.future.done():  # the session went away meanwhile
+        try:
+            for join, result in zip(batch, results):
                 if isinstance(result, tuple):
-                    self._leaves.append(join.session.id)
-            elif isinstance(result, BaseException):
-                join.future.set_exception(result)
-            else:
-                join.future.set_result(result)
+                    join.session.user_sid = result[0]["sid"]
+                    self.rows[join.session.id] = join.session
+                if join.future.done():  # the session went away meanwhile
+                    if isinstance(result, tuple):
+                        self._leaves.append(join.session.id)
+                elif isinstance(result, BaseException):
+                    join.future.set_exception(result)
+                else:
+                    join.future.set_result(result)
+        finally:  # no session may wait forever, whatever went wrong above
+            for join in batch:
+                if not join.future.done():
+                    join.future.set_exception(RuntimeError("presence write failed"))
 
     async def _flush_leaves(self) -> None:
         ids, self._leaves = self._leaves, []

@@ -1,0 +1,85 @@
+"""The presence writer (tokensvc/presence.py) on a real database: batching, heartbeats, repair."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import delete, select
+
+from tokensvc.accounts import create_account
+from tokensvc.connect import Session
+from tokensvc.db import Database
+from tokensvc.models import connections, users
+from tokensvc.presence import Presence
+from tokensvc.services import create_service
+
+
+def _rows(db: Database, node: str) -> dict[str, int]:
+    return dict(db.call(lambda c: c.execute(select(connections.c.id, connections.c.heartbeat_at)
+                                            .where(connections.c.node == node)).all()))
+
+
+def _service(db: Database) -> dict[str, Any]:
+    account = db.call(lambda c: create_account(c))
+    return db.call(lambda c: dict(create_service(c, account_sid=account.sid, friendly_name="presence")))
+
+
+def test_concurrent_joins_share_one_transaction_and_provision_once(db: Database) -> None:
+    svc = _service(db)
+    registry = CollectorRegistry()
+    writes = Counter("w", "w", ["kind"], registry=registry)
+
+    async def scenario() -> None:
+        presence = Presence(db, node="node-batch", timeout=30, interval=10, writes=writes, on_gone=lambda s: None)
+        presence.start()
+        sessions = [Session(None) for _ in range(40)]  # type: ignore[arg-type]
+        identities = [f"id-{i % 20}" for i in range(40)]  # every identity twice in the same burst
+        results = await asyncio.gather(*(presence.join(s, svc, i) for s, i in zip(sessions, identities)))
+        assert registry.get_sample_value("w_total", {"kind": "join"}) == 1
+        by_identity: dict[str, set[str]] = {}
+        for (user, _), identity in zip(results, identities):
+            by_identity.setdefault(identity, set()).add(user["sid"])
+        assert all(len(sids) == 1 for sids in by_identity.values())  # one user per identity
+        assert sum(created for _, created in results) == 20
+        assert set(_rows(db, "node-batch")) == {s.id for s in sessions}
+        online = db.call(lambda c: c.execute(select(users.c.was_online)
+                                             .where(users.c.service_sid == svc["sid"])).scalars().all())
+        assert online == [True] * 20
+        for s in sessions:
+            presence.leave(s)
+        await asyncio.sleep(0.1)
+        assert _rows(db, "node-batch") == {}
+        await presence.stop()
+
+    asyncio.run(scenario())
+
+
+def test_heartbeat_renews_restores_swept_rows_and_reports_deleted_users(db: Database) -> None:
+    svc = _service(db)
+    gone: list[Session] = []
+    writes = Counter("w", "w", ["kind"], registry=CollectorRegistry())
+
+    async def scenario() -> None:
+        presence = Presence(db, node="node-beat", timeout=2, interval=1, writes=writes, on_gone=gone.append)
+        presence.start()
+        kept, swept, deleted = (Session(None) for _ in range(3))  # type: ignore[arg-type]
+        await presence.join(kept, svc, "kept")
+        await presence.join(swept, svc, "swept")
+        user, _ = await presence.join(deleted, svc, "deleted")
+        before = _rows(db, "node-beat")
+
+        # Another process swept one row by mistake, and deleted another's user (the row cascades).
+        db.call(lambda c: c.execute(delete(connections).where(connections.c.id == swept.id)))
+        db.call(lambda c: c.execute(delete(users).where(users.c.sid == user["sid"])))
+        await asyncio.sleep(2.2)  # past a heartbeat (1 s), whatever the second boundaries
+
+        after = _rows(db, "node-beat")
+        assert set(after) == {kept.id, swept.id}
+        assert after[kept.id] > before[kept.id]  # renewed
+        assert gone == [deleted]
+        await presence.stop()
+        assert _rows(db, "node-beat") == {}  # a stopping process takes its rows with it
+
+    asyncio.run(scenario())
