@@ -182,16 +182,16 @@ class Authenticator:
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            self._failed("basic")
-            raise errors.unauthorized("Malformed Basic credentials") from None
+            decoded = ""
         username, sep, secret = decoded.partition(":")
-        if not sep:
-            self._failed("basic")
-            raise errors.unauthorized("Malformed Basic credentials")
         retry = self.limiter.retry_after(addr, username)
         if retry is not None:
             self._failed("limited")
             raise errors.too_many_requests(retry, "Too many failed authentication attempts")
+        if not sep:  # malformed: counts against the address like a wrong secret
+            self.limiter.failed(addr, username)
+            self._failed("basic")
+            raise errors.unauthorized("Malformed Basic credentials")
         cred = self._credentials.get(username)
         if cred is _MISSING:
             cred = await self.db.run(_credential, username) if len(username) == 34 else None

@@ -49,8 +49,9 @@ def not_found(message: str = "The requested resource was not found") -> TwilioEr
     return TwilioError(404, 20404, message)
 
 
-def method_not_allowed() -> TwilioError:
-    return TwilioError(405, 20004, "Method not allowed")
+def method_not_allowed(allowed: tuple[str, ...] = ()) -> TwilioError:
+    headers = {"Allow": ", ".join(allowed)} if allowed else None
+    return TwilioError(405, 20004, "Method not allowed", headers)
 
 
 def missing_param(name: str) -> TwilioError:

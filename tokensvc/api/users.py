@@ -67,7 +67,7 @@ async def item(request: Request) -> Response:
     key, sub = _user_path(request)
     allowed = ("GET",) if sub else ("GET", "POST", "DELETE")
     if request.method not in allowed:
-        raise errors.method_not_allowed()
+        raise errors.method_not_allowed(allowed)
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
     base = base_url(request)
