@@ -72,4 +72,5 @@ def update_key(conn: Connection, *, account_sid: str, sid: str, friendly_name: s
 
 def delete_key(conn: Connection, *, account_sid: str, sid: str) -> None:
     get_key(conn, account_sid=account_sid, sid=sid)
-    conn.execute(api_keys.delete().where(api_keys.c.sid == sid))
+    if not conn.execute(api_keys.delete().where(api_keys.c.sid == sid)).rowcount:
+        raise errors.not_found()  # a concurrent request deleted it after we read it

@@ -7,9 +7,10 @@ import re
 from typing import Any, Mapping
 
 from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import now
+from .db import is_foreign_key_violation, now
 from .formats import iso8601
 from .models import roles, services, users
 from .paging import Page, PageRequest, fetch_page
@@ -73,8 +74,13 @@ def create_role(conn: Connection, *, service: Mapping[str, Any], friendly_name: 
     """A new role in the service."""
     if type not in ROLE_TYPES:
         raise errors.invalid_param("Type", "must be deployment or channel")
-    return insert_role(conn, account_sid=service["account_sid"], service_sid=service["sid"],
-                       friendly_name=friendly_name, type=type, permissions=validate_permissions(permissions))
+    try:
+        return insert_role(conn, account_sid=service["account_sid"], service_sid=service["sid"],
+                           friendly_name=friendly_name, type=type, permissions=validate_permissions(permissions))
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc):  # a concurrent request deleted the service
+            raise errors.not_found() from None
+        raise
 
 
 def get_role(conn: Connection, *, service_sid: str, sid: str) -> RowMapping:
@@ -126,4 +132,5 @@ def delete_role(conn: Connection, *, service_sid: str, sid: str) -> None:
                      svc["default_channel_creator_role_sid"])
     if in_use or conn.execute(select(users.c.id).where(users.c.role_sid == sid).limit(1)).first():
         raise errors.TwilioError(409, 50100, "Role is in use by the service or its users and cannot be deleted")
-    conn.execute(roles.delete().where(roles.c.sid == sid))
+    if not conn.execute(roles.delete().where(roles.c.sid == sid)).rowcount:
+        raise errors.not_found()  # a concurrent request deleted it after we read it

@@ -143,4 +143,5 @@ def update_service(conn: Connection, *, account_sid: str, sid: str, changes: dic
 def delete_service(conn: Connection, *, account_sid: str, sid: str) -> None:
     """Delete the service; its roles, users and connections go with it (foreign-key cascade)."""
     get_service(conn, account_sid=account_sid, sid=sid)
-    conn.execute(services.delete().where(services.c.sid == sid))
+    if not conn.execute(services.delete().where(services.c.sid == sid)).rowcount:
+        raise errors.not_found()  # a concurrent request deleted it after we read it

@@ -6,9 +6,10 @@ from typing import Any, Mapping
 
 from sqlalchemy import Boolean, Connection, RowMapping, bindparam, delete, func, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import insert_ignore, now
+from .db import is_foreign_key_violation, Database, insert_ignore, now
 from .formats import iso8601
 from .models import connections, users
 from .paging import Page, PageRequest, fetch_page
@@ -56,13 +57,24 @@ def _new_row(service: Mapping[str, Any], identity: str, role_sid: str | None,
     }
 
 
+def _insert(conn: Connection, row: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING of a user row; 404 when a concurrent request deleted its
+    service (the foreign key refuses the row, which DO NOTHING does not cover)."""
+    try:
+        return insert_ignore(conn, users, row)
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc):
+            raise errors.not_found() from None
+        raise
+
+
 def create_user(conn: Connection, *, service: Mapping[str, Any], identity: str, role_sid: str | None = None,
                 attributes: str | None = None, friendly_name: str | None = None) -> dict[str, Any]:
     """A new user; 409 50201 if the identity exists, decided by the unique constraint."""
     if role_sid is not None:
         check_role(conn, service_sid=service["sid"], role_sid=role_sid, type="deployment", param="RoleSid")
     row = _new_row(service, identity, role_sid, attributes, friendly_name)
-    if not insert_ignore(conn, users, row):
+    if not _insert(conn, row):
         raise errors.identity_taken()
     return row
 
@@ -101,12 +113,21 @@ def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity
     if found is not None:
         return found, False
     row = _new_row(service, identity, None, None, None)
-    if insert_ignore(conn, users, row):
+    if _insert(conn, row):
         return row, True
     winner = find_by_identity(conn, service_sid=service["sid"], identity=identity)
     if winner is None:  # created and deleted again between our two statements
         raise errors.TwilioError(409, 50201, "User was concurrently created and deleted; retry")
     return winner, False
+
+
+async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
+    """get_or_create_user for request handlers: the read inline, a first encounter's insert
+    group-committed with concurrent ones (Database.write)."""
+    found = await db.run(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
+    if found is not None:
+        return found, False
+    return await db.write(lambda conn: get_or_create_user(conn, service=service, identity=identity))
 
 
 def get_user(conn: Connection, *, service_sid: str, key: str) -> Mapping[str, Any]:
@@ -148,7 +169,8 @@ def update_user(conn: Connection, *, service_sid: str, key: str, role_sid: Any =
 def delete_user(conn: Connection, *, service_sid: str, key: str) -> str:
     """Delete the user row (its connections cascade); returns its SID."""
     user = get_user(conn, service_sid=service_sid, key=key)
-    conn.execute(delete(users).where(users.c.sid == user["sid"]))
+    if not conn.execute(delete(users).where(users.c.sid == user["sid"])).rowcount:
+        raise errors.not_found()  # a concurrent request deleted it after we read it
     return user["sid"]
 
 

@@ -18,7 +18,7 @@ from ..db import Database
 from ..metrics import Metrics
 from ..signing import Keyring
 from ..paging import Page, PageRequest, page_meta, parse_page_request
-from ..users import get_or_create_user
+from ..users import ensure_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -163,7 +163,7 @@ async def provision(request: Request, principal: Principal) -> Mapping[str, Any]
     svc = await c.auth.service(verified.service_sid)
     if svc is None:
         raise errors.invalid_token("Access Token is for a service that does not exist")
-    user, created = await c.db.run(lambda conn: get_or_create_user(conn, service=svc, identity=verified.identity))
+    user, created = await ensure_user(c.db, service=svc, identity=verified.identity)
     if created:
         c.metrics.users_provisioned.inc()
     request.state.principal = principal

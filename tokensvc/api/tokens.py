@@ -15,7 +15,7 @@ from starlette.responses import Response
 from .. import errors, validation
 from ..formats import iso8601
 from ..tokens import mint
-from ..users import get_or_create_user
+from ..users import ensure_user
 from .common import authenticate, ctx, json_response, read_form
 
 
@@ -64,7 +64,7 @@ async def create_token(request: Request) -> Response:
         raise errors.not_found()
     limiter: TokenRateLimiter = c.extras["token_limiter"]
     limiter.check(principal.account_sid)
-    user, created = await c.db.run(lambda conn: get_or_create_user(conn, service=svc, identity=identity))
+    user, created = await ensure_user(c.db, service=svc, identity=identity)
     minted = mint(c.keyring.current(), issuer=c.settings.issuer, account_sid=principal.account_sid,
                   service_sid=service_sid, identity=identity, ttl=ttl)
     c.metrics.tokens_issued.inc()

@@ -1,0 +1,83 @@
+"""The store's write path: group commit of first encounters on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from tokensvc import errors
+from tokensvc.accounts import create_account
+from tokensvc.db import Database, GroupCommit, make_engine
+from tokensvc.models import users
+from tokensvc.services import create_service
+from tokensvc.users import ensure_user
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    from tokensvc.config import Settings
+    from tokensvc.schema import ensure_schema
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ensure_schema(settings)
+    db = Database(make_engine(settings))
+    yield db
+    db.dispose()
+
+
+def test_concurrent_first_encounters_share_transactions_and_yield_one_user_each(sqlite_db: Database) -> None:
+    acc = sqlite_db.call(lambda conn: create_account(conn))
+    svc = sqlite_db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
+    batches: list[int] = []
+    write = GroupCommit._write
+
+    def counting(self, jobs):
+        batches.append(len(jobs))
+        return write(self, jobs)
+
+    GroupCommit._write = counting  # observe the batches the real writer commits
+    try:
+        async def main():
+            identities = [f"id{i % 50}" for i in range(200)]  # each identity asked for 4 times
+            return await asyncio.gather(*(ensure_user(sqlite_db, service=svc, identity=i) for i in identities))
+
+        results = asyncio.run(main())
+    finally:
+        GroupCommit._write = write
+    by_identity: dict[str, set[str]] = {}
+    for user, _ in results:
+        by_identity.setdefault(user["identity"], set()).add(user["sid"])
+    assert len(by_identity) == 50 and all(len(sids) == 1 for sids in by_identity.values())
+    assert sum(created for _, created in results) == 50
+    count = sqlite_db.call(lambda conn: conn.execute(select(func.count()).select_from(users)).scalar())
+    assert count == 50
+    assert len(batches) < 50, batches  # far fewer commits than new users
+
+
+def test_a_refused_job_does_not_fail_its_batch(sqlite_db: Database) -> None:
+    acc = sqlite_db.call(lambda conn: create_account(conn))
+    svc = sqlite_db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
+
+    def refuse(conn):
+        raise errors.identity_taken()
+
+    async def main():
+        return await asyncio.gather(sqlite_db.write(refuse), ensure_user(sqlite_db, service=svc, identity="ok"),
+                                    return_exceptions=True)
+
+    refused, (user, created) = asyncio.run(main())
+    assert isinstance(refused, errors.TwilioError) and refused.code == 50201
+    assert created and user["identity"] == "ok"
+
+
+def test_a_failed_transaction_fails_every_job_in_it(sqlite_db: Database) -> None:
+    def broken(conn):
+        conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+
+    async def main():
+        return await asyncio.gather(sqlite_db.write(broken), sqlite_db.write(lambda conn: 1), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, Exception) for o in outcomes), outcomes  # one transaction, rolled back
