@@ -22,7 +22,8 @@ from tokensvc.models import connections, roles, users
 from tokensvc.paging import MAX_ROW_ID, encode_token
 from tokensvc.services import find_service
 from tokensvc.sids import new_sid
-from tokensvc.users import create_user, get_or_create_user
+from tokensvc.roles import create_role
+from tokensvc.users import create_user, delete_user, get_or_create_user
 
 
 def users_url(service: dict[str, Any]) -> str:
@@ -191,3 +192,28 @@ def test_booleans_and_integers_come_back_as_json_types(api: Api, service: dict[s
     body = api.get(f"/v2/Services/{service['sid']}").json()
     assert body["reachability_enabled"] is True and body["read_status_enabled"] is False
     assert body["typing_indicator_timeout"] == 86400 and type(body["typing_indicator_timeout"]) is int
+
+
+def test_concurrent_deletes_of_one_user_succeed_once(api: Api, service: dict[str, Any]) -> None:
+    # PostgreSQL lets every racer read the row before one deletes it; only one may say 204.
+    db = api.app.state.ctx.db
+    for round_ in range(3):
+        sid = api.post(users_url(service), {"Identity": f"doomed-{round_}"}).json()["sid"]
+        results = race(8, lambda: db.call(lambda conn: delete_user(conn, service_sid=service["sid"], key=sid)))
+        assert results.count(sid) == 1, results
+        assert all(isinstance(r, errors.TwilioError) and r.status == 404 for r in results if r != sid), results
+
+
+def test_writes_for_a_service_deleted_meanwhile_are_404_not_a_database_error(api: Api) -> None:
+    # The token path holds the service from a 1 s cache: its row may be gone by the insert.
+    svc = api.new_service("vanishing")
+    db = api.app.state.ctx.db
+    stale = db.call(lambda conn: dict(find_service(conn, svc["sid"])))
+    assert api.delete(f"/v2/Services/{svc['sid']}").status_code == 204
+    for write in (lambda conn: get_or_create_user(conn, service=stale, identity="late"),
+                  lambda conn: create_user(conn, service=stale, identity="late"),
+                  lambda conn: create_role(conn, service=stale, friendly_name="late", type="deployment",
+                                           permissions=[])):
+        with pytest.raises(errors.TwilioError) as refused:
+            db.call(write)
+        assert (refused.value.status, refused.value.code) == (404, 20404)
