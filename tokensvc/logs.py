@@ -79,6 +79,9 @@ def configure(level: str) -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, stream=sys.stderr,
                         format="%(message)s" if level != "debug" else "%(levelname)s %(name)s %(message)s")
+    # Alembic narrates every plugin and step at INFO; only "Running upgrade" lines are news.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(numeric)
     access.propagate = False
     handler = BufferedLineHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
