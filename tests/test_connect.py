@@ -307,6 +307,15 @@ def test_deleting_the_user_closes_its_connections_with_4003(server: Server) -> N
         assert recv(ws)["user"]["sid"] not in (sid, None)
 
 
+def test_deleting_the_service_closes_its_connections_with_4003(server: Server) -> None:
+    svc = new_service(server)
+    token = issue(server, svc["sid"], "ivan")
+    with open_ws(server, token) as ws:
+        assert recv(ws)["type"] == "connected"
+        assert httpx.delete(f"{server.base}/v2/Services/{svc['sid']}", auth=server.auth).status_code == 204
+        expect_close(ws, 4003, timeout=2)
+
+
 # ---- several processes on one database ----------------------------------------------------------
 
 

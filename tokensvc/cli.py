@@ -71,7 +71,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 timeout_graceful_shutdown=5,
                 # /v2/Connect frames are small JSON: permessage-deflate would cost ~34 KiB of zlib
                 # state per idle connection for nothing (bench/connect.py), so it is declined.
-                ws="websockets-sansio", ws_per_message_deflate=False)
+                ws="websockets-sansio", ws_per_message_deflate=False,
+                # frames are small JSON; a client cannot make the server buffer more than this
+                ws_max_size=64 * 1024)
     return 0
 
 

@@ -120,6 +120,13 @@ class Hub:
                 self.presence.rows.pop(session.id, None)
                 session.kick(CLOSE_DELETED)
 
+    async def service_deleted(self, service_sid: str) -> None:
+        """Close this process's sessions in a deleted service (4003); its users went with it."""
+        for session in list(self.sessions):
+            if session.service_sid == service_sid:
+                self.presence.rows.pop(session.id, None)
+                session.kick(CLOSE_DELETED)
+
     async def serve(self, websocket: WebSocket) -> None:
         """One client connection, from handshake to close."""
         await websocket.accept()

@@ -110,5 +110,8 @@ async def item(request: Request) -> Response:
         return json_response(service_to_json(svc, base))
     await c.db.run(lambda conn: delete_service(conn, account_sid=principal.account_sid, sid=sid))
     c.auth.forget()
+    hub = c.extras.get("hub")
+    if hub is not None:
+        await hub.service_deleted(sid)
     c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL
     return empty_response()
