@@ -307,3 +307,19 @@ def test_presenting_a_valid_token_auto_provisions(api: Api, service: dict, setti
               "grants": {"identity": "newcomer", "chat": {"service_sid": service["sid"]}}}
     r = api.client.get(f"/v2/Services/{service['sid']}/Users/newcomer", headers={"X-Twilio-Token": snap.active.sign(claims)})
     assert r.status_code == 200 and r.json()["identity"] == "newcomer"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda h, p, s: f"{h}.{p}.{s}=",            # padding is not base64url
+    lambda h, p, s: f"{h}.{p}.{s[:-2]}",         # a short signature
+    lambda h, p, s: f"{h}.{p}",                  # two segments
+    lambda h, p, s: f"{h}.{p}.{s}.{s}",          # four segments
+    lambda h, p, s: f"{_b64([1])}.{p}.{s}",      # a header that is not an object
+    lambda h, p, s: f"{h}.{_b64('x')}.{s}",      # claims that are not an object
+    lambda h, p, s: f"{h}.{p}.\xe9{s}",           # not ASCII
+])
+def test_malformed_jws_is_20101(api: Api, service: dict, mutate) -> None:
+    h, p, s = issue(api, service, "m")["token"].split(".")
+    token = mutate(h, p, s).encode("latin-1")
+    r = api.client.get(f"/v2/Services/{service['sid']}/Users", headers={"X-Twilio-Token": token})
+    assert_error(r, 401, 20101)
