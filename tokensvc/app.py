@@ -183,6 +183,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Starlette:
             yield
         finally:
             await hub.stop()
+            await c.db.aclose()
             c.db.dispose()
             logs.flush()
 

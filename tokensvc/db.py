@@ -57,7 +57,10 @@ def make_engine(settings: Settings) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it is a SELECT 1 round trip on every checkout (bench/prototypes/5-*); broken
+    # connections are recycled instead, and a request that meets one fails cleanly.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, pool_recycle=300,
+                         hide_parameters=True)
 
 
 class GroupCommit:
@@ -113,6 +116,78 @@ class GroupCommit:
         return outcomes
 
 
+class AsyncPostgres:
+    """A few psycopg AsyncConnections in autocommit, used on the event loop for the token hot
+    path's statements (each atomic on its own: the read, and INSERT … ON CONFLICT DO NOTHING).
+    A threadpool hop plus SQLAlchemy's sync path cost ~600 µs of CPU per request there; this
+    costs what the driver costs (bench/tokens.py --database postgresql; bench/prototypes/6-*).
+    Connections open lazily on the loop that uses them and close with the app's lifespan."""
+
+    def __init__(self, url: str, size: int = 8):
+        from sqlalchemy.engine import make_url
+
+        self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.size = size
+        self._idle: list[Any] = []
+        self._open = 0
+        self._waiters: asyncio.Queue[Any] | None = None
+
+    async def _acquire(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        if self._idle:
+            return self._idle.pop()
+        if self._open < self.size:
+            self._open += 1
+            try:
+                return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+            except BaseException:
+                self._open -= 1
+                raise
+        if self._waiters is None:
+            self._waiters = asyncio.Queue()
+        return await self._waiters.get()
+
+    def _release(self, conn: Any) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            # cancelled mid-statement: its state is unknown, so it is not reused
+            asyncio.get_running_loop().create_task(conn.close())
+            self._open -= 1
+            return
+        if conn.closed:
+            self._open -= 1
+        elif self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
+            self._waiters.put_nowait(conn)
+        else:
+            self._idle.append(conn)
+
+    async def fetchone(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """One statement's first row; a connection a server restart broke is replaced once."""
+        import psycopg
+
+        for attempt in (1, 2):
+            conn = await self._acquire()
+            try:
+                cur = await conn.execute(sql, params)
+                return await cur.fetchone() if cur.description else None
+            except psycopg.OperationalError:
+                await conn.close()
+                if attempt == 2:
+                    raise
+            finally:
+                self._release(conn)
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+            self._open -= 1
+
+
 class Database:
     """The engine plus `run`, which executes a function in one transaction off or on the loop."""
 
@@ -121,6 +196,8 @@ class Database:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._inline: Connection | None = None  # SQLite, used only on the event loop's thread
         self._group = GroupCommit(engine) if self.is_sqlite else None
+        self.apg = (AsyncPostgres(engine.url.render_as_string(hide_password=False))
+                    if engine.dialect.name == "postgresql" else None)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run a small write job: on SQLite group-committed with concurrent ones off the loop,
@@ -154,6 +231,11 @@ class Database:
         if self.is_sqlite:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def aclose(self) -> None:
+        """Close what lives on the event loop (before the loop goes away)."""
+        if self.apg is not None:
+            await self.apg.aclose()
 
     def dispose(self) -> None:
         if self._inline is not None:

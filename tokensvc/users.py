@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from sqlalchemy import Boolean, Connection, RowMapping, bindparam, delete, func, select
+from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
@@ -121,9 +123,41 @@ def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity
     return winner, False
 
 
+_PG = postgresql_dialect.psycopg.dialect()
+_BY_IDENTITY_PG = str(_BY_IDENTITY.compile(dialect=_PG))
+_INSERT_PG = str(pg_insert(users).values({c.name: bindparam(c.name) for c in users.c if c.name != "id"})
+                 .on_conflict_do_nothing().returning(users.c.id).compile(dialect=_PG))
+
+
+async def _ensure_user_pg(db: Database, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
+    """get_or_create_user on the async connections: read; on a miss INSERT … ON CONFLICT DO
+    NOTHING RETURNING (the unique constraint decides the race), the loser reading the winner."""
+    import psycopg
+
+    assert db.apg is not None
+    key = {"service_sid": service["sid"], "identity": identity}
+    found = await db.apg.fetchone(_BY_IDENTITY_PG, key)
+    if found is not None:
+        return found, False
+    row = _new_row(service, identity, None, None, None)
+    try:
+        inserted = await db.apg.fetchone(_INSERT_PG, row)
+    except psycopg.errors.ForeignKeyViolation:  # the service was deleted a moment ago
+        raise errors.not_found() from None
+    if inserted is not None:
+        return dict(row, id=inserted["id"]), True
+    winner = await db.apg.fetchone(_BY_IDENTITY_PG, key)
+    if winner is None:  # created and deleted again between our statements, as in get_or_create_user
+        raise errors.TwilioError(409, 50201, "User was concurrently created and deleted; retry")
+    return winner, False
+
+
 async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
-    """get_or_create_user for request handlers: the read inline, a first encounter's insert
-    group-committed with concurrent ones (Database.write)."""
+    """get_or_create_user for request handlers. SQLite: the read inline, a first encounter's
+    insert group-committed with concurrent ones (Database.write). PostgreSQL: each statement on
+    an async autocommit connection, no threadpool hop."""
+    if db.apg is not None:
+        return await _ensure_user_pg(db, service, identity)
     found = await db.run(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
     if found is not None:
         return found, False
