@@ -124,38 +124,36 @@ def test_api_keys_through_the_twilio_package(client: Client, srv: Server) -> Non
     assert err.value.code == 20003
 
 
-def test_same_identity_from_32_threads_creates_one_user(srv: Server) -> None:
+def race(srv: Server, resource: str, identity: str, threads: int) -> tuple[list[httpx.Response], int]:
+    """POST the same identity to a new service's resource from many threads at once; returns the
+    responses and how many users the service ends up with."""
     with httpx.Client(base_url=srv.base, auth=srv.auth) as http:
         svc = http.post("/v2/Services", data={"FriendlyName": "race"}).json()
 
-    def create(_: int) -> httpx.Response:
+    def post(_: int) -> httpx.Response:
         with httpx.Client(base_url=srv.base, auth=srv.auth) as http:
-            return http.post(f"/v2/Services/{svc['sid']}/Users", data={"Identity": "racer"})
+            return http.post(f"/v2/Services/{svc['sid']}/{resource}", data={"Identity": identity})
 
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        results = list(pool.map(create, range(32)))
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(post, range(threads)))
+    with httpx.Client(base_url=srv.base, auth=srv.auth) as http:
+        return results, len(http.get(f"/v2/Services/{svc['sid']}/Users").json()["users"])
+
+
+def test_same_identity_from_32_threads_creates_one_user(srv: Server) -> None:
+    results, users = race(srv, "Users", "racer", 32)
     statuses = sorted(r.status_code for r in results)
     assert statuses.count(201) == 1 and statuses.count(409) == 31, statuses
     assert all(r.json()["code"] == 50201 for r in results if r.status_code == 409)
-    with httpx.Client(base_url=srv.base, auth=srv.auth) as http:
-        assert len(http.get(f"/v2/Services/{svc['sid']}/Users").json()["users"]) == 1
+    assert users == 1
 
 
 def test_64_concurrent_first_encounters_create_one_user(srv: Server) -> None:
-    with httpx.Client(base_url=srv.base, auth=srv.auth) as http:
-        svc = http.post("/v2/Services", data={"FriendlyName": "tokens-race"}).json()
-
-    def token(_: int) -> httpx.Response:
-        with httpx.Client(base_url=srv.base, auth=srv.auth) as http:
-            return http.post(f"/v2/Services/{svc['sid']}/Tokens", data={"Identity": "newbie"})
-
-    with concurrent.futures.ThreadPoolExecutor(64) as pool:
-        results = list(pool.map(token, range(64)))
+    results, users = race(srv, "Tokens", "newbie", 64)
     assert all(r.status_code == 201 for r in results), [r.text for r in results if r.status_code != 201]
     assert len({r.json()["user_sid"] for r in results}) == 1
     assert sum(r.json()["user_created"] for r in results) == 1
-    with httpx.Client(base_url=srv.base, auth=srv.auth) as http:
-        assert len(http.get(f"/v2/Services/{svc['sid']}/Users").json()["users"]) == 1
+    assert users == 1
 
 
 def _cli(srv: Server, *args: str) -> str:
