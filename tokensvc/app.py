@@ -52,8 +52,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 def _routes() -> list[Any]:
     any_ = ["GET", "POST", "DELETE"]
     return [
-        # The hot path first: the router tries routes in order.
+        # The hot paths first: the router tries routes in order (each miss costs a regex match).
         Route("/v2/Services/{service_sid}/Tokens", tokens_api.create_token, methods=["POST"]),
+        # Matched on the raw path in the handler, so an identity may contain an encoded slash.
+        Route("/v2/Services/{service_sid}/Users/{rest:anypath}", users_api.item,
+              methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
         Route("/healthz", system_api.healthz, methods=["GET"]),
         Route("/readyz", system_api.readyz, methods=["GET"]),
         Route("/metrics", system_api.metrics, methods=["GET"]),
@@ -64,9 +67,6 @@ def _routes() -> list[Any]:
         Route("/v2/Services/{service_sid}/Roles", roles_api.list_or_create, methods=["GET", "POST"]),
         Route("/v2/Services/{service_sid}/Roles/{sid}", roles_api.item, methods=any_),
         Route("/v2/Services/{service_sid}/Users", users_api.list_or_create, methods=["GET", "POST"]),
-        # Matched on the raw path in the handler, so an identity may contain an encoded slash.
-        Route("/v2/Services/{service_sid}/Users/{rest:anypath}", users_api.item,
-              methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
         Route("/2010-04-01/Accounts/{account_sid}/Keys.json", keys_api.list_or_create, methods=["GET", "POST"]),
         Route("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", keys_api.item, methods=any_),
         WebSocketRoute("/v2/Connect", system_api.connect),
@@ -141,10 +141,11 @@ class RequestMiddleware:
             children[1].observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 # Route templates only: identities in paths and query strings are not logged.
-                access_log.info(json.dumps({
+                # A record made directly: Logger.info would also look up the caller's frame.
+                access_log.handle(logging.LogRecord("tokensvc.access", logging.INFO, __file__, 0, json.dumps({
                     "request_id": request_id, "method": scope["method"], "route": route, "status": status,
                     "ms": round(elapsed * 1000, 2), "client": (scope.get("client") or ("-",))[0],
-                }))
+                }), None, None))
 
 
 def _route(scope: Scope) -> str:

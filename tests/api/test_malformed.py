@@ -103,3 +103,11 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path) -> None:
         assert client.get("/healthz").status_code == 200
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["status"] == "unavailable"
+
+
+def test_a_host_header_that_is_not_a_host_does_not_reach_urls(api: Api, service: dict) -> None:
+    r = api.get(f"/v2/Services/{service['sid']}", headers={"Host": "evil.example/x?y"})
+    assert r.status_code == 200
+    assert "evil" not in r.json()["url"] and r.json()["url"].startswith("http://")
+    r = api.get(f"/v2/Services/{service['sid']}", headers={"Host": "chat.example.com:8443"})
+    assert r.json()["url"] == f"http://chat.example.com:8443/v2/Services/{service['sid']}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
@@ -21,6 +22,7 @@ from ..paging import Page, PageRequest, page_meta, parse_page_request
 from ..users import ensure_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
 @dataclass
@@ -122,8 +124,11 @@ def base_url(request: Request) -> str:
     public = ctx(request).settings.public_url
     if public:
         return public
-    url = request.url
-    return f"{url.scheme}://{url.netloc}"
+    host = request.headers.get("host", "")
+    if not _HOST.fullmatch(host):  # absent or not a host[:port]: the address we listen on
+        server = request.scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{request.scope.get('scheme', 'http')}://{host}"
 
 
 def json_response(data: Any, status: int = 200) -> Response:
