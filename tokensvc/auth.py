@@ -152,7 +152,6 @@ class Authenticator:
         self._api_keys: TTLCache[str, Any] = TTLCache(ttl)
         self._services: TTLCache[str, Any] = TTLCache(ttl)
         self.limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window)
-        self.failures = 0  # failed Basic logins in this process
 
     def _failed(self, kind: str) -> None:
         """Count a refused authentication: `basic` (wrong or malformed credentials), `limited`
@@ -198,7 +197,6 @@ class Authenticator:
             self._credentials.put(username, cred)
         if not secret_matches(secret, cred[2] if cred else None):
             self.limiter.failed(addr, username)
-            self.failures += 1
             self._failed("basic")
             raise errors.unauthorized()
         kind, account_sid, _ = cred

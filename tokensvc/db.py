@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, create_engine, event, literal_column, text
+from sqlalchemy import Connection, Engine, create_engine, event, literal_column
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
@@ -221,10 +221,6 @@ class Database:
             with conn.begin():
                 return fn(conn, *args, **kwargs)
         return await anyio.to_thread.run_sync(lambda: self.call(fn, *args, **kwargs))
-
-    def ping(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
 
     def checkpoint(self) -> None:
         """Fold the SQLite WAL into the main file and empty it, so deleted data leaves no copy."""

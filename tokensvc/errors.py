@@ -74,7 +74,7 @@ def identity_looks_like_sid() -> TwilioError:
     return TwilioError(400, 50206, "Identity must not look like a User SID")
 
 
-def identity_taken(identity_shown: bool = False) -> TwilioError:
+def identity_taken() -> TwilioError:
     return TwilioError(409, 50201, "User already exists")
 
 
