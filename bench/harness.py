@@ -444,6 +444,14 @@ def verdict(value: float, target: float, *, at_least: bool = True) -> str:
     return f"{'PASS' if ok else 'MISS'} (target {'>=' if at_least else '<='} {target})"
 
 
+def print_round(r: int, label: str, res: dict[str, Any]) -> None:
+    """One measurement of one round, as it finishes."""
+    errors = f"  ERRORS {res['bad_status']}+{res['errors']}" if res["bad_status"] or res["errors"] else ""
+    print(f"  round {r + 1} {label:<26}{res['rps']:>8.0f} req/s  p50 {res['p50_ms']:6.2f} ms  "
+          f"p99 {res['p99_ms']:6.2f} ms  {res['server_cpu_us_per_req']:5.0f} µs/req  "
+          f"machine {res['machine_cores']:.2f} cores{errors}", flush=True)
+
+
 def print_results(rows: dict[str, list[dict[str, Any]]]) -> None:
     """Median of each measurement over the rounds."""
     print(f"{'measurement':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'srv µs/req':>12}"

@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, Server, bulk_users_pg, bulk_users_sqlite, have_wrk, median, new_sid,  # noqa: E402
+from harness import (Load, print_round, Server, bulk_users_pg, bulk_users_sqlite, have_wrk, median, new_sid,  # noqa: E402
                      pg_database, print_results, run_load, start_baseline, start_tokensvc, temp_postgres,
                      set_source, tokensvc_database, verdict)
 
@@ -185,11 +185,7 @@ def main() -> int:
                     this[label] = res = run_load(load, servers[name], client=client, concurrency=args.concurrency,
                                                  duration=args.duration, workdir=tmp)
                     results.setdefault(label, []).append(res)
-                    print(f"  round {r + 1} {label:<26}{res['rps']:>8.0f} req/s  p50 {res['p50_ms']:6.2f} ms  "
-                          f"p99 {res['p99_ms']:6.2f} ms  {res['server_cpu_us_per_req']:5.0f} µs/req  "
-                          f"machine {res['machine_cores']:.2f} cores"
-                          + (f"  ERRORS {res['bad_status']}+{res['errors']}" if res["bad_status"] or res["errors"] else ""),
-                          flush=True)
+                    print_round(r, label, res)
                 rounds.append(this)
             labels = [c[0] for g in groups for c in g]
             results = {label: results[label] for label in labels}

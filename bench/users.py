@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, Server, bulk_users_sqlite, have_wrk, median, new_sid, print_results,  # noqa: E402
+from harness import (Load, print_round, Server, bulk_users_sqlite, have_wrk, median, new_sid, print_results,  # noqa: E402
                      run_load, set_source, start_baseline, start_tokensvc, tokensvc_database, verdict)
 
 
@@ -164,11 +164,7 @@ def main() -> int:
                 this[label] = res = run_load(load, server, client=args.client, concurrency=conc,
                                              duration=args.duration, workdir=tmp)
                 results[label].append(res)
-                print(f"  round {r + 1} {label:<26}{res['rps']:>8.0f} req/s  p50 {res['p50_ms']:6.2f} ms  "
-                      f"p99 {res['p99_ms']:6.2f} ms  {res['server_cpu_us_per_req']:5.0f} µs/req  "
-                      f"machine {res['machine_cores']:.2f} cores"
-                      + (f"  ERRORS {res['bad_status']}+{res['errors']}" if res["bad_status"] or res["errors"] else ""),
-                      flush=True)
+                print_round(r, label, res)
             rounds.append(this)
 
         print()
