@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
+from psycopg import OperationalError
 from sqlalchemy import Connection, Engine, create_engine, event, literal_column
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
@@ -116,6 +117,9 @@ class GroupCommit:
         return outcomes
 
 
+_PG_IDLE = 0  # libpq PQTRANS_IDLE: no statement in flight, no transaction open
+
+
 class AsyncPostgres:
     """A few psycopg AsyncConnections in autocommit, used on the event loop for the token hot
     path's statements (each atomic on its own: the read, and INSERT … ON CONFLICT DO NOTHING).
@@ -150,9 +154,7 @@ class AsyncPostgres:
         return await self._waiters.get()
 
     def _release(self, conn: Any) -> None:
-        from psycopg.pq import TransactionStatus
-
-        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+        if not conn.closed and conn.pgconn.transaction_status != _PG_IDLE:
             # cancelled mid-statement: its state is unknown, so it is not reused
             asyncio.get_running_loop().create_task(conn.close())
             self._open -= 1
@@ -166,14 +168,12 @@ class AsyncPostgres:
 
     async def fetchone(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
         """One statement's first row; a connection a server restart broke is replaced once."""
-        import psycopg
-
         for attempt in (1, 2):
             conn = await self._acquire()
             try:
                 cur = await conn.execute(sql, params)
-                return await cur.fetchone() if cur.description else None
-            except psycopg.OperationalError:
+                return await cur.fetchone()  # every statement sent here returns rows
+            except OperationalError:
                 await conn.close()
                 if attempt == 2:
                     raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from psycopg.errors import ForeignKeyViolation
 from sqlalchemy import Boolean, Connection, RowMapping, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -132,8 +133,6 @@ _INSERT_PG = str(pg_insert(users).values({c.name: bindparam(c.name) for c in use
 async def _ensure_user_pg(db: Database, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
     """get_or_create_user on the async connections: read; on a miss INSERT … ON CONFLICT DO
     NOTHING RETURNING (the unique constraint decides the race), the loser reading the winner."""
-    import psycopg
-
     assert db.apg is not None
     key = {"service_sid": service["sid"], "identity": identity}
     found = await db.apg.fetchone(_BY_IDENTITY_PG, key)
@@ -142,7 +141,7 @@ async def _ensure_user_pg(db: Database, service: Mapping[str, Any], identity: st
     row = _new_row(service, identity, None, None, None)
     try:
         inserted = await db.apg.fetchone(_INSERT_PG, row)
-    except psycopg.errors.ForeignKeyViolation:  # the service was deleted a moment ago
+    except ForeignKeyViolation:  # the service was deleted a moment ago
         raise errors.not_found() from None
     if inserted is not None:
         return dict(row, id=inserted["id"]), True
