@@ -154,7 +154,6 @@ class Authenticator:
         # Verified access tokens: a client presents the same token on every request and
         # reconnect, and the ECDSA check is the largest single cost of a connect.
         self._verified: TTLCache[str, Any] = TTLCache(settings.max_ttl + LEEWAY, maxsize=10_000)
-        self._verified_hs: TTLCache[str, Any] = TTLCache(ttl, maxsize=10_000)
         self.limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window)
 
     def _failed(self, kind: str) -> None:
@@ -169,7 +168,6 @@ class Authenticator:
         self._credentials.clear()
         self._api_keys.clear()
         self._services.clear()
-        self._verified_hs.clear()
 
     async def service(self, sid: str) -> Mapping[str, Any] | None:
         """A service row, cached briefly: the token hot path reads it on every request."""
@@ -226,17 +224,14 @@ class Authenticator:
             raise
 
     def _cached_verification(self, token: str) -> Verified | None:
-        """A token verified before, if it is still valid: unexpired, and its key still verifying
-        (a retired signing key; a deleted API key drops out of its 1 s cache)."""
+        """An ES256 token verified before, if it is still valid: unexpired, its key not retired."""
         hit = self._verified.get(token)
-        if hit is _MISSING:
-            hit = self._verified_hs.get(token)
         if hit is _MISSING:
             return None
         verified, kid = hit
         if verified.expires_at + LEEWAY <= time.time():
             return None
-        if kid is not None and self.keyring.current().verification_key(kid) is None:
+        if kid is None or self.keyring.current().verification_key(kid) is None:
             return None
         return verified
 
@@ -255,10 +250,9 @@ class Authenticator:
             )
             if verified.key_sid is None:
                 # An ES256 signature stays valid for the token's life: remember it (its kid is
-                # re-checked on every hit). HS256 tokens depend on their API key still existing.
+                # re-checked on every hit). HS256 tokens are not remembered: they depend on their
+                # API key still existing, which the 1 s API-key cache already bounds.
                 self._verified.put(token, (verified, _kid(token)))
-            else:
-                self._verified_hs.put(token, (verified, None))
         svc = await self.service(verified.service_sid)
         if svc is None or svc["account_sid"] != verified.account_sid:
             raise errors.invalid_token("Access Token is for a service of another account")
