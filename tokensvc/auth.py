@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .models import accounts, api_keys, services
 from .sids import is_sid
 from .signing import Keyring
-from .tokens import LEEWAY, Verified, api_key_issuer, parse, verify
+from .tokens import Verified, api_key_issuer, verify
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -151,9 +151,6 @@ class Authenticator:
         self._credentials: TTLCache[str, Any] = TTLCache(ttl)
         self._api_keys: TTLCache[str, Any] = TTLCache(ttl)
         self._services: TTLCache[str, Any] = TTLCache(ttl)
-        # Verified access tokens: a client presents the same token on every request and
-        # reconnect, and the ECDSA check is the largest single cost of a connect.
-        self._verified: TTLCache[str, Any] = TTLCache(settings.max_ttl + LEEWAY, maxsize=10_000)
         self.limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window)
 
     def _failed(self, kind: str) -> None:
@@ -223,36 +220,17 @@ class Authenticator:
             self._failed("token")
             raise
 
-    def _cached_verification(self, token: str) -> Verified | None:
-        """An ES256 token verified before, if it is still valid: unexpired, its key not retired."""
-        hit = self._verified.get(token)
-        if hit is _MISSING:
-            return None
-        verified, kid = hit
-        if verified.expires_at + LEEWAY <= time.time():
-            return None
-        if kid is None or self.keyring.current().verification_key(kid) is None:
-            return None
-        return verified
-
     async def _verify_token(self, token: str) -> Verified:
-        verified = self._cached_verification(token)
-        if verified is None:
-            prefetched: dict[str, Any] = {}
-            issuer = api_key_issuer(token)
-            if issuer is not None:
-                prefetched[issuer] = await self.api_key_secret(issuer)
-            verified = verify(
-                token,
-                snapshot=self.keyring.current(),
-                lookup_api_key=lambda sid: prefetched.get(sid),
-                refresh_snapshot=lambda: self.keyring.current(urgent=True),
-            )
-            if verified.key_sid is None:
-                # An ES256 signature stays valid for the token's life: remember it (its kid is
-                # re-checked on every hit). HS256 tokens are not remembered: they depend on their
-                # API key still existing, which the 1 s API-key cache already bounds.
-                self._verified.put(token, (verified, _kid(token)))
+        prefetched: dict[str, Any] = {}
+        issuer = api_key_issuer(token)
+        if issuer is not None:
+            prefetched[issuer] = await self.api_key_secret(issuer)
+        verified = verify(
+            token,
+            snapshot=self.keyring.current(),
+            lookup_api_key=lambda sid: prefetched.get(sid),
+            refresh_snapshot=lambda: self.keyring.current(urgent=True),
+        )
         svc = await self.service(verified.service_sid)
         if svc is None or svc["account_sid"] != verified.account_sid:
             raise errors.invalid_token("Access Token is for a service of another account")
@@ -262,9 +240,3 @@ class Authenticator:
         verified = await self.verify_token(token)
         return Principal("client", verified.account_sid, key_sid=verified.key_sid, token=verified)
 
-
-def _kid(token: str) -> str | None:
-    """The kid of a token that parse() already accepted."""
-    header, _, _, _ = parse(token)
-    kid = header.get("kid")
-    return kid if isinstance(kid, str) else None

@@ -52,14 +52,13 @@ def mint(snapshot: Snapshot, *, issuer: str, account_sid: str, service_sid: str,
     return Minted(snapshot.active.sign(claims), iat + ttl, jti)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verified:
     account_sid: str
     service_sid: str
     identity: str
     expires_at: int
     key_sid: str | None  # the API key of an HS256 token, None for tokensvc-signed ones
-    claims: dict[str, Any]
 
 
 # Looks up an API key SID → (account SID, secret), or None when no such key exists (any more).
@@ -173,4 +172,4 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
     service_sid = chat.get("service_sid") if isinstance(chat, dict) else None
     if not isinstance(service_sid, str) or not is_sid("IS", service_sid):
         raise errors.invalid_token("Access Token has no Chat grant for a service")
-    return Verified(sub, service_sid, identity, exp, key_sid, claims)
+    return Verified(sub, service_sid, identity, exp, key_sid)

@@ -324,23 +324,3 @@ def test_malformed_jws_is_20101(api: Api, service: dict, mutate) -> None:
     r = api.client.get(f"/v2/Services/{service['sid']}/Users", headers={"X-Twilio-Token": token})
     assert_error(r, 401, 20101)
 
-
-def test_a_remembered_verification_ends_with_the_token_or_its_key(api: Api, service: dict, settings, monkeypatch) -> None:
-    from tokensvc import auth as auth_module
-    from tokensvc.signing import activate, generate_key, retire
-
-    token = issue(api, service, "cached", Ttl="60")["token"]
-    users = f"/v2/Services/{service['sid']}/Users"
-    assert api.client.get(users, headers={"X-Twilio-Token": token}).status_code == 200
-    authenticator = api.app.state.ctx.auth
-    assert authenticator._cached_verification(token) is not None
-    real = time.time
-    monkeypatch.setattr(auth_module.time, "time", lambda: real() + 60 + 31)
-    assert authenticator._cached_verification(token) is None  # expired, leeway included
-    monkeypatch.setattr(auth_module.time, "time", real)
-    kid = jwt.get_unverified_header(token)["kid"]
-    activate(settings.keys_dir, generate_key(settings.keys_dir))
-    retire(settings.keys_dir, kid, max_ttl=60, force=True)
-    api.app.state.ctx.keyring.request_reload()
-    assert authenticator._cached_verification(token) is None
-    assert_error(api.client.get(users, headers={"X-Twilio-Token": token}), 401, 20101)
