@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .models import accounts, api_keys, services
 from .sids import is_sid
 from .signing import Keyring
-from .tokens import Verified, api_key_issuer, verify
+from .tokens import Verified, api_key_issuer, parse, verify
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -222,11 +222,12 @@ class Authenticator:
 
     async def _verify_token(self, token: str) -> Verified:
         prefetched: dict[str, Any] = {}
-        issuer = api_key_issuer(token)
+        jws = parse(token)  # taken apart once, for the issuer lookup and for verify
+        issuer = api_key_issuer(jws)
         if issuer is not None:
             prefetched[issuer] = await self.api_key_secret(issuer)
         verified = verify(
-            token,
+            jws,
             snapshot=self.keyring.current(),
             lookup_api_key=lambda sid: prefetched.get(sid),
             refresh_snapshot=lambda: self.keyring.current(urgent=True),

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Column, Connection, Select
 
 from .errors import TwilioError, invalid_page_token, invalid_param
+from .validation import integer
 
 MAX_OFFSET_ROWS = 10_000
 # The largest id an Integer primary key can hold on PostgreSQL: a cursor beyond it was not made
@@ -30,16 +31,6 @@ class PageRequest:
     token: str | None
     after: int | None = None  # rows with id > after
     before: int | None = None  # rows with id < before (a previous page)
-
-
-def _parse_int(name: str, raw: str) -> int:
-    text = raw.strip()
-    digits = text[1:] if text[:1] in "+-" else text
-    if not digits.isascii() or not digits.isdigit():
-        raise invalid_param(name, "must be an integer")
-    if len(digits) > 18:  # huge: saturate rather than convert thousands of digits
-        return -(10**18) if text.startswith("-") else 10**18
-    return int(text)
 
 
 def encode_token(direction: str, row_id: int) -> str:
@@ -63,13 +54,13 @@ def parse_page_request(query: Mapping[str, str], *, max_size: int = 100, default
     """PageSize (1..; above max_size is clamped), Page (>= 0) and PageToken from a query string."""
     size = default_size
     if "PageSize" in query:
-        size = _parse_int("PageSize", query["PageSize"])
+        size = integer("PageSize", query["PageSize"], saturate=True)
         if size < 1:
             raise invalid_param("PageSize", "must be at least 1")
         size = min(size, max_size)
     page = 0
     if "Page" in query:
-        page = _parse_int("Page", query["Page"])
+        page = integer("Page", query["Page"], saturate=True)
         if page < 0:
             raise invalid_param("Page", "must not be negative")
     token = query.get("PageToken") or None

@@ -55,11 +55,16 @@ def boolean(name: str, value: str) -> bool:
     raise errors.invalid_param(name, "must be true or false")
 
 
-def integer(name: str, value: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def integer(name: str, value: str, *, minimum: int | None = None, maximum: int | None = None,
+            saturate: bool = False) -> int:
+    """An ASCII decimal integer within bounds. More than 18 digits is refused, or with
+    `saturate` taken as ±10**18 (PageSize: however large, it is clamped, SPEC §3)."""
     text = value.strip()
     digits = text[1:] if text[:1] in "+-" else text
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 18:
+    if not digits.isascii() or not digits.isdigit() or (len(digits) > 18 and not saturate):
         raise errors.invalid_param(name, "must be an integer")
+    if len(digits) > 18:  # never convert thousands of digits
+        return -(10**18) if text.startswith("-") else 10**18
     number = int(text)
     if minimum is not None and number < minimum:
         raise errors.invalid_param(name, f"must be at least {minimum}")
