@@ -452,6 +452,15 @@ def print_round(r: int, label: str, res: dict[str, Any]) -> None:
           f"machine {res['machine_cores']:.2f} cores{errors}", flush=True)
 
 
+def exit_status(rows: dict[str, list[dict[str, Any]]]) -> int:
+    """1 (and a warning) when any request of any measurement failed, else 0."""
+    bad = sum(r["bad_status"] + r["errors"] for rs in rows.values() for r in rs)
+    if bad:
+        print(f"WARNING: {bad} requests failed; see the server logs")
+        return 1
+    return 0
+
+
 def print_results(rows: dict[str, list[dict[str, Any]]]) -> None:
     """Median of each measurement over the rounds."""
     print(f"{'measurement':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'srv µs/req':>12}"

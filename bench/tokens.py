@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, print_round, Server, bulk_users_pg, bulk_users_sqlite, have_wrk, median, new_sid,  # noqa: E402
+from harness import (Load, exit_status, print_round, Server, bulk_users_pg, bulk_users_sqlite, have_wrk, median, new_sid,  # noqa: E402
                      pg_database, print_results, run_load, start_baseline, start_tokensvc, temp_postgres,
                      set_source, tokensvc_database, verdict)
 
@@ -220,11 +220,7 @@ def main() -> int:
             ratio(f"{name} new", "tokensvc new", None, "(gain of the variant)")
         print("  (cpu = the inverse ratio of server CPU µs per request: what the ratio would be with a whole "
               "core each, untouched by noise)")
-        bad = sum(r["bad_status"] + r["errors"] for rs in results.values() for r in rs)
-        if bad:
-            print(f"WARNING: {bad} requests failed; see the server logs")
-            return 1
-        return 0
+        return exit_status(results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

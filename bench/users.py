@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, print_round, Server, bulk_users_sqlite, have_wrk, median, new_sid, print_results,  # noqa: E402
+from harness import (Load, exit_status, print_round, Server, bulk_users_sqlite, have_wrk, median, new_sid, print_results,  # noqa: E402
                      run_load, set_source, start_baseline, start_tokensvc, tokensvc_database, verdict)
 
 
@@ -183,11 +183,7 @@ def main() -> int:
         print(f"  fetch by identity, tokensvc / bare       {median(tp):5.2f} [{' '.join(f'{x:.2f}' for x in tp)}]"
               f"   cpu {median(cpu):.2f}   {verdict(median(tp), 0.5)}")
         print("  (cpu = the same ratio from server CPU µs per request, which noise from other processes barely moves)")
-        bad = sum(r["bad_status"] + r["errors"] for rs in results.values() for r in rs)
-        if bad:
-            print(f"WARNING: {bad} requests failed; see the server logs")
-            return 1
-        return 0
+        return exit_status(results)
     finally:
         for server in servers:
             server.stop()
