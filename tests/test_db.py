@@ -72,6 +72,32 @@ def test_a_refused_job_does_not_fail_its_batch(sqlite_db: Database) -> None:
     assert created and user["identity"] == "ok"
 
 
+def test_a_constraint_violation_fails_only_its_own_job(sqlite_db: Database) -> None:
+    """SQLite aborts only the violating statement: the batch's other writes commit (presence rows
+    of a user deleted a moment ago must not fail the first encounters sharing their batch)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from tokensvc.models import connections
+
+    acc = sqlite_db.call(lambda conn: create_account(conn))
+    svc = sqlite_db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
+
+    def orphan(conn, cid):  # its user does not exist: the foreign key refuses it
+        conn.execute(connections.insert(), {"id": cid, "user_sid": "US" + "0" * 32, "service_sid": svc["sid"],
+                                            "node": "n", "heartbeat_at": 1, "date_created": 1})
+
+    async def main():
+        return await asyncio.gather(ensure_user(sqlite_db, service=svc, identity="before"),
+                                    sqlite_db.write(orphan, "CN1"),
+                                    ensure_user(sqlite_db, service=svc, identity="after"), return_exceptions=True)
+
+    before, refused, after = asyncio.run(main())
+    assert isinstance(refused, IntegrityError)
+    assert before[1] and after[1]
+    names = sqlite_db.call(lambda conn: conn.execute(select(users.c.identity)).scalars().all())
+    assert sorted(names) == ["after", "before"]
+
+
 def test_a_failed_transaction_fails_every_job_in_it(sqlite_db: Database) -> None:
     def broken(conn):
         conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")

@@ -114,6 +114,10 @@ class GroupCommit:
                     outcomes.append((True, job(conn)))
                 except TwilioError as exc:  # a domain refusal, decided before the job wrote anything
                     outcomes.append((False, exc))
+                except IntegrityError as exc:
+                    # SQLite aborts only the failing statement of a constraint violation: the
+                    # transaction, and the other jobs' writes in it, go on.
+                    outcomes.append((False, exc))
         return outcomes
 
 
@@ -199,12 +203,14 @@ class Database:
         self.apg = (AsyncPostgres(engine.url.render_as_string(hide_password=False))
                     if engine.dialect.name == "postgresql" else None)
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run a small write job: on SQLite group-committed with concurrent ones off the loop,
-        elsewhere like `run` (PostgreSQL commits concurrent transactions in parallel anyway)."""
+    async def write(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Run a small write job fn(conn, *args): on SQLite group-committed with concurrent ones
+        off the loop (its fsync too), elsewhere like `run` (PostgreSQL commits concurrent
+        transactions in parallel anyway). A job that raises anything but a TwilioError fails
+        the whole group's transaction, so jobs must not raise for an expected refusal."""
         if self._group is not None:
-            return await self._group.submit(fn)
-        return await self.run(fn)
+            return await self._group.submit((lambda conn: fn(conn, *args)) if args else fn)
+        return await self.run(fn, *args)
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run fn(conn, ...) in one transaction, synchronously."""

@@ -236,7 +236,7 @@ class Presence:
                     await self._beat()
                     if t >= next_sweep:
                         next_sweep = t + self.timeout
-                        await self._guard("sweep", self.db.run(_sweep, now() - self.timeout))
+                        await self._guard("sweep", self.db.write(_sweep, now() - self.timeout))
             except Exception:
                 # The writer must outlive any bug: sessions wait on it.
                 log.exception("presence writer failed; continuing")
@@ -256,7 +256,7 @@ class Presence:
         ts = now()
         items = [(j.session.id, j.service, j.identity) for j in batch]
         try:
-            results = await self.db.run(_join_rows, items, self.node, ts)
+            results = await self.db.write(_join_rows, items, self.node, ts)
         except Exception as exc:
             if len(batch) == 1:
                 results = [exc]
@@ -265,7 +265,7 @@ class Presence:
                 results = []
                 for item in items:
                     try:
-                        results.extend(await self.db.run(_join_rows, [item], self.node, ts))
+                        results.extend(await self.db.write(_join_rows, [item], self.node, ts))
                     except Exception as single:
                         results.append(single)
         self.writes.labels("join").inc()
@@ -291,18 +291,18 @@ class Presence:
         mine = [cid for cid in ids if self.rows.pop(cid, None) is not None]
         if mine:
             # On failure the rows stay: the heartbeat's repair or the sweep removes them.
-            await self._guard("leave", self.db.run(_delete_rows, mine))
+            await self._guard("leave", self.db.write(_delete_rows, mine))
 
     async def _beat(self) -> None:
         if not self.rows:
             return
         expected = dict(self.rows)
-        present = await self._guard("heartbeat", self.db.run(_renew, self.node, now(), len(expected)))
+        present = await self._guard("heartbeat", self.db.write(_renew, self.node, now(), len(expected)))
         if present is None:
             return
         missing = {cid: (s.user_sid or "", s.service_sid or "") for cid, s in expected.items() if cid not in present}
         extra = [cid for cid in present if cid not in self.rows]
-        gone = await self._guard("repair", self.db.run(_repair, missing, extra, self.node, now()))
+        gone = await self._guard("repair", self.db.write(_repair, missing, extra, self.node, now()))
         for cid in gone or ():
             session = self.rows.pop(cid, None)
             if session is not None:
