@@ -44,6 +44,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import wsclient  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 CONNECTED = '{"type":"connected","user":{}}'
@@ -172,23 +175,31 @@ class Baseline(Server):
 
 # --- the client -------------------------------------------------------------------------------
 
-async def open_all(url: str, tokens: list[str], concurrency: int, compression: str | None,
+async def open_all(url: str, tokens: list[str], args: argparse.Namespace,
                    deadline: float) -> tuple[list[Any], float, int]:
-    """One connection per token, `concurrency` handshakes in flight; each counts once its
+    """One connection per token, `--concurrency` handshakes in flight; each counts once its
     `connected` frame arrived. Returns (connections, seconds, failures)."""
-    from websockets.asyncio.client import connect
-
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(args.concurrency)
     opened: list[Any] = []
     failures = 0
+    parts = urllib.parse.urlsplit(url)
+
+    async def open_one(token: str) -> tuple[Any, str]:
+        if args.client == "raw":
+            return await wsclient.connect(parts.hostname, parts.port, parts.path, {"X-Twilio-Token": token},
+                                          offer_deflate=args.client_compression is not None)
+        from websockets.asyncio.client import connect
+
+        ws = await connect(url, additional_headers={"X-Twilio-Token": token}, compression=args.client_compression,
+                           proxy=None, open_timeout=30, max_queue=4)
+        return ws, await asyncio.wait_for(ws.recv(), 30)
 
     async def one(token: str) -> None:
         nonlocal failures
         async with gate:
             try:
-                ws = await connect(url, additional_headers={"X-Twilio-Token": token}, compression=compression,
-                                   proxy=None, open_timeout=30, max_queue=4)
-                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                ws, text = await asyncio.wait_for(open_one(token), 30)
+                frame = json.loads(text)
                 if frame.get("type") != "connected":
                     raise RuntimeError(frame)
                 opened.append(ws)
@@ -229,8 +240,7 @@ class Round:
         pid = self.server.pid
         spy = await start_profile(args.profile, self.name, pid) if args.profile else None
         self.rss0, cpu0, client0 = rss_kib(pid), cpu_seconds(pid), client_cpu()
-        conns, self.seconds, self.failed = await open_all(url, tokens, args.concurrency, args.client_compression,
-                                                          deadline)
+        conns, self.seconds, self.failed = await open_all(url, tokens, args, deadline)
         self.server_cpu, self.client_cpu = cpu_seconds(pid) - cpu0, client_cpu() - client0
         stop_profile(spy)
         await asyncio.sleep(1)
@@ -302,7 +312,7 @@ async def bench(args: argparse.Namespace) -> None:
                            identity=f"bench-{i}", ttl=3600).token for i in range(n + args.warmup)]
             url = server.base.replace("http://", "ws://") + "/v2/Connect"
 
-            warm, _, _ = await open_all(url, tokens[n:], args.concurrency, args.client_compression, deadline)
+            warm, _, _ = await open_all(url, tokens[n:], args, deadline)
             await close_all(warm)
             await wait_gauge(server, 0, 10)
             await asyncio.sleep(1)
@@ -330,8 +340,7 @@ async def bench(args: argparse.Namespace) -> None:
         base = Round(Baseline(workdir), "baseline")
         try:
             burl = base.server.base.replace("http://", "ws://") + "/v2/Connect"
-            await close_all((await open_all(burl, tokens[n:], args.concurrency, args.client_compression,
-                                            deadline))[0])
+            await close_all((await open_all(burl, tokens[n:], args, deadline))[0])
             await asyncio.sleep(1)
             await close_all(await base.run(burl, tokens[:n], args, deadline))
         finally:
@@ -342,7 +351,7 @@ async def bench(args: argparse.Namespace) -> None:
     other = sum(writes1.values()) - sum(writes0.values()) - beats
     print(f"\n{first.n} concurrent connections to one tokensvc serve process ({first.failed} failed; server gauge "
           f"{gauge:.0f}, {left:.0f} after closing), RLIMIT_NOFILE {limit}, client offers "
-          f"{args.client_compression or 'no'} compression, {os.cpu_count()} cores shared with the client")
+          f"{args.client_compression or 'no'} compression, {args.client} client on the same {os.cpu_count()} cores")
     print(f"\n{'':<34}{'wall':>10}{'server CPU':>12}{'=per core':>10}{'client':>12}{'failed':>7}")
     print(first.line("connect, first-time identities"))
     print(again.line("connect, returning identities"))
@@ -369,6 +378,9 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=35.0, help="idle seconds for counting heartbeats")
     parser.add_argument("--compression", choices=["deflate", "none"], default="deflate",
                         help="what the client offers (browsers offer permessage-deflate)")
+    parser.add_argument("--client", choices=["raw", "websockets"], default="raw",
+                        help="raw: bench/wsclient.py, ~10x less client CPU per connect than the websockets "
+                             "package, which would otherwise take half the cores the server is measured on")
     parser.add_argument("--profile", metavar="PATH", help="py-spy the server during each round (PATH-NAME.txt)")
     parser.add_argument("--max-seconds", type=float, default=400.0, help="bound on the whole run")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -377,7 +389,12 @@ def main() -> None:
         serve_baseline(args.serve_baseline)
         return
     args.client_compression = None if args.compression == "none" else "deflate"
-    asyncio.run(bench(args))
+    try:  # the server runs on uvloop (uvicorn's default when installed); so does the client
+        import uvloop
+    except ImportError:
+        asyncio.run(bench(args))
+    else:
+        uvloop.run(bench(args))
 
 
 if __name__ == "__main__":
