@@ -206,8 +206,9 @@ class Database:
     async def write(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run a small write job fn(conn, *args): on SQLite group-committed with concurrent ones
         off the loop (its fsync too), elsewhere like `run` (PostgreSQL commits concurrent
-        transactions in parallel anyway). A job that raises anything but a TwilioError fails
-        the whole group's transaction, so jobs must not raise for an expected refusal."""
+        transactions in parallel anyway). A TwilioError or a constraint violation is the job's own
+        failure; anything else fails the whole group's transaction, so jobs must not raise it
+        for an expected refusal."""
         if self._group is not None:
             return await self._group.submit((lambda conn: fn(conn, *args)) if args else fn)
         return await self.run(fn, *args)
