@@ -164,13 +164,17 @@ class TokensvcApp(Starlette):
     for the route list (OpenAPI) and as the path any other WebSocket scope takes."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette.__call__'s three lines, inlined: a super() call would add a coroutine to
+        # every HTTP request.
+        scope["app"] = self
         if scope["type"] == "websocket" and scope["path"] == "/v2/Connect":
             hub = self.state.ctx.extras.get("hub")
             if hub is not None:
-                scope["app"] = self
                 await hub.serve(WebSocket(scope, receive, send))
                 return
-        await super().__call__(scope, receive, send)
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
 
 
 def build_context(settings: Settings) -> Context:
