@@ -1,10 +1,12 @@
 """Idle client connections on one `tokensvc serve` process (issue 4).
 
     python bench/connect.py [--connections 5000] [--concurrency 200] [--hold 35] [--compression none]
+                            [--client raw|websockets]
 
 Starts a real `tokensvc serve` on 127.0.0.1 (SQLite, the product defaults) and opens
-`--connections` concurrent WebSocket connections to /v2/Connect with the `websockets` client, each
-with a token for a new identity (so every connect verifies an ES256 token, provisions a user and
+`--connections` concurrent WebSocket connections to /v2/Connect with bench/wsclient.py (a minimal
+client, so that the client does not take the cores the server is measured on; `--client
+websockets` for the websockets package), each with a token for a new identity (so every connect verifies an ES256 token, provisions a user and
 writes its presence row), then prints:
 
 - RSS per connection: the server's VmRSS (/proc) with all connections open, minus before, / N;
