@@ -107,3 +107,55 @@ def test_a_failed_transaction_fails_every_job_in_it(sqlite_db: Database) -> None
 
     outcomes = asyncio.run(main())
     assert all(isinstance(o, Exception) for o in outcomes), outcomes  # one transaction, rolled back
+
+
+def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) -> None:
+    """PostgreSQL: concurrent reads by identity go out as a few `identity = ANY(…)` statements,
+    each caller getting its own row (or None), whatever the mix of services."""
+    if db.apg is None:
+        pytest.skip("needs PostgreSQL: run under scripts/with-postgres (sets TOKENSVC_TEST_DATABASE_URL)")
+    from tokensvc.users import IdentityReads, get_or_create_user
+
+    acc = db.call(lambda conn: create_account(conn))
+    one = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="one")))
+    two = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="two")))
+    sids = {}
+    for svc in (one, two):
+        for i in range(30):
+            user, _ = db.call(lambda conn: get_or_create_user(conn, service=svc, identity=f"id-{i}"))
+            sids[(svc["sid"], f"id-{i}")] = user["sid"]
+    apg = db.apg
+    statements = []
+    fetchall = apg.fetchall
+
+    async def counting(sql, params):
+        statements.append(len(params["identities"]))
+        return await fetchall(sql, params)
+
+    async def main():
+        apg.fetchall = counting
+        try:
+            reads = IdentityReads(apg)
+            wanted = [(svc["sid"], f"id-{i}") for i in range(40) for svc in (one, two)]  # 30..39 do not exist
+            found = await asyncio.gather(*(reads.get(s, i) for s, i in wanted))
+
+            async def broken(sql, params):
+                raise RuntimeError("database gone")
+
+            apg.fetchall = broken
+            failed = await asyncio.gather(*(reads.get(one["sid"], "id-1") for _ in range(5)), return_exceptions=True)
+            return wanted, found, failed
+        finally:
+            apg.fetchall = fetchall
+            await apg.aclose()
+
+    wanted, found, failed = asyncio.run(main())
+    for (service_sid, identity), row in zip(wanted, found):
+        if (service_sid, identity) in sids:
+            assert row is not None and row["sid"] == sids[(service_sid, identity)]
+            assert row["identity"] == identity and row["service_sid"] == service_sid
+        else:
+            assert row is None
+    assert len(statements) <= 4, statements  # 80 reads: a batch per service, per lane at most
+    assert sum(statements) == 80
+    assert all(isinstance(f, RuntimeError) for f in failed), failed  # every read of a failed batch learns it

@@ -139,6 +139,7 @@ class AsyncPostgres:
         self._idle: list[Any] = []
         self._open = 0
         self._waiters: asyncio.Queue[Any] | None = None
+        self.batchers: dict[str, Any] = {}  # callers' statement batchers, one per kind, on this loop
 
     async def _acquire(self) -> Any:
         import psycopg
@@ -172,11 +173,22 @@ class AsyncPostgres:
 
     async def fetchone(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
         """One statement's first row; a connection a server restart broke is replaced once."""
+        rows = await self._rows(sql, params, one=True)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One statement's rows, as fetchone."""
+        return await self._rows(sql, params, one=False)
+
+    async def _rows(self, sql: str, params: dict[str, Any], *, one: bool) -> list[dict[str, Any]]:
         for attempt in (1, 2):
             conn = await self._acquire()
             try:
                 cur = await conn.execute(sql, params)
-                return await cur.fetchone()  # every statement sent here returns rows
+                if one:  # every statement sent here returns rows
+                    row = await cur.fetchone()
+                    return [] if row is None else [row]
+                return await cur.fetchall()
             except OperationalError:
                 await conn.close()
                 if attempt == 2:

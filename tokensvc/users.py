@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Mapping
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import Boolean, Connection, RowMapping, bindparam, delete, func, select
+from sqlalchemy import Boolean, Connection, RowMapping, any_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -130,14 +131,85 @@ _INSERT_PG = str(pg_insert(users).values({c.name: bindparam(c.name) for c in use
                  .on_conflict_do_nothing().returning(users.c.id).compile(dialect=_PG))
 
 
+_BY_IDENTITIES_PG = str(select(users).where(users.c.service_sid == bindparam("service_sid"),
+                                            users.c.identity == any_(bindparam("identities")))
+                        .compile(dialect=_PG))
+
+
+class IdentityReads:
+    """Concurrent reads of users by identity on PostgreSQL, one statement per batch.
+
+    Each statement is a round trip that costs PostgreSQL (and psycopg) far more than the index
+    lookup inside it, and PostgreSQL is what every replica shares. Reads that arrive while
+    LANES batches are in flight wait for the next batch, which takes all of them (up to
+    MAX_BATCH) as one `identity = ANY(…)` per service. No timer: a read that finds a lane free
+    goes at once, so a quiet server answers as fast as with one statement per read, and a busy
+    one sends a fraction of the statements (bench/tokens.py --database postgresql)."""
+
+    LANES = 2
+    MAX_BATCH = 256
+
+    def __init__(self, apg: Any):
+        self.apg = apg
+        self._pending: list[tuple[str, str, asyncio.Future[Mapping[str, Any] | None]]] = []
+        self._lanes = 0
+
+    async def get(self, service_sid: str, identity: str) -> Mapping[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Mapping[str, Any] | None] = loop.create_future()
+        self._pending.append((service_sid, identity, future))
+        if self._lanes < self.LANES:
+            self._lanes += 1
+            loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[str, str, asyncio.Future[Mapping[str, Any] | None]]] = []
+        try:
+            while self._pending:
+                batch = self._pending[: self.MAX_BATCH]
+                del self._pending[: self.MAX_BATCH]
+                wanted: dict[str, set[str]] = {}
+                for service_sid, identity, _ in batch:
+                    wanted.setdefault(service_sid, set()).add(identity)
+                found: dict[tuple[str, str], Mapping[str, Any]] = {}
+                try:
+                    for service_sid, identities in wanted.items():
+                        rows = await self.apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid,
+                                                                           "identities": list(identities)})
+                        for row in rows:
+                            found[(service_sid, row["identity"])] = row
+                except Exception as exc:  # every read of the batch learns it
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for service_sid, identity, future in batch:
+                    if not future.done():  # its caller may have gone (cancelled)
+                        future.set_result(found.get((service_sid, identity)))
+        finally:
+            self._lanes -= 1
+            for _, _, future in batch:  # cancelled mid-batch (shutdown): nobody waits forever
+                if not future.done():
+                    future.cancel()
+
+
+def _identity_reads(apg: Any) -> IdentityReads:
+    reads = apg.batchers.get("users")
+    if reads is None:
+        reads = apg.batchers["users"] = IdentityReads(apg)
+    return reads
+
+
 async def _ensure_user_pg(db: Database, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
-    """get_or_create_user on the async connections: read; on a miss INSERT … ON CONFLICT DO
-    NOTHING RETURNING (the unique constraint decides the race), the loser reading the winner."""
+    """get_or_create_user on the async connections: read (batched with concurrent reads); on a
+    miss INSERT … ON CONFLICT DO NOTHING RETURNING (the unique constraint decides the race), the
+    loser reading the winner."""
     assert db.apg is not None
-    key = {"service_sid": service["sid"], "identity": identity}
-    found = await db.apg.fetchone(_BY_IDENTITY_PG, key)
+    found = await _identity_reads(db.apg).get(service["sid"], identity)
     if found is not None:
         return found, False
+    key = {"service_sid": service["sid"], "identity": identity}
     row = _new_row(service, identity, None, None, None)
     try:
         inserted = await db.apg.fetchone(_INSERT_PG, row)
