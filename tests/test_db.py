@@ -109,12 +109,30 @@ def test_a_failed_transaction_fails_every_job_in_it(sqlite_db: Database) -> None
     assert all(isinstance(o, Exception) for o in outcomes), outcomes  # one transaction, rolled back
 
 
+def _pg(db: Database) -> None:
+    if db.apg is None:
+        pytest.skip("needs PostgreSQL: run under scripts/with-postgres (sets TOKENSVC_TEST_DATABASE_URL)")
+
+
+def _count_statements(apg) -> list[dict]:
+    """Record the parameters of each statement the async connections send."""
+    sent: list[dict] = []
+    fetchall = apg.fetchall
+
+    async def counting(sql, params):
+        sent.append(params)
+        return await fetchall(sql, params)
+
+    apg.fetchall = counting
+    return sent
+
+
 def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) -> None:
     """PostgreSQL: concurrent reads by identity go out as a few `identity = ANY(…)` statements,
     each caller getting its own row (or None), whatever the mix of services."""
-    if db.apg is None:
-        pytest.skip("needs PostgreSQL: run under scripts/with-postgres (sets TOKENSVC_TEST_DATABASE_URL)")
-    from tokensvc.users import IdentityReads, get_or_create_user
+    _pg(db)
+    from tokensvc.db import Batcher
+    from tokensvc.users import _read_batch, get_or_create_user
 
     acc = db.call(lambda conn: create_account(conn))
     one = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="one")))
@@ -125,28 +143,21 @@ def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) 
             user, _ = db.call(lambda conn: get_or_create_user(conn, service=svc, identity=f"id-{i}"))
             sids[(svc["sid"], f"id-{i}")] = user["sid"]
     apg = db.apg
-    statements = []
-    fetchall = apg.fetchall
-
-    async def counting(sql, params):
-        statements.append(len(params["identities"]))
-        return await fetchall(sql, params)
+    statements = _count_statements(apg)
 
     async def main():
-        apg.fetchall = counting
         try:
-            reads = IdentityReads(apg)
+            reads = Batcher(lambda items: _read_batch(apg, items))
             wanted = [(svc["sid"], f"id-{i}") for i in range(40) for svc in (one, two)]  # 30..39 do not exist
-            found = await asyncio.gather(*(reads.get(s, i) for s, i in wanted))
+            found = await asyncio.gather(*(reads(key) for key in wanted))
 
             async def broken(sql, params):
                 raise RuntimeError("database gone")
 
             apg.fetchall = broken
-            failed = await asyncio.gather(*(reads.get(one["sid"], "id-1") for _ in range(5)), return_exceptions=True)
+            failed = await asyncio.gather(*(reads((one["sid"], "id-1")) for _ in range(5)), return_exceptions=True)
             return wanted, found, failed
         finally:
-            apg.fetchall = fetchall
             await apg.aclose()
 
     wanted, found, failed = asyncio.run(main())
@@ -157,5 +168,45 @@ def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) 
         else:
             assert row is None
     assert len(statements) <= 4, statements  # 80 reads: a batch per service, per lane at most
-    assert sum(statements) == 80
+    assert sum(len(p["identities"]) for p in statements) == 80
     assert all(isinstance(f, RuntimeError) for f in failed), failed  # every read of a failed batch learns it
+
+
+def test_concurrent_first_encounters_share_inserts_on_postgresql(db: Database) -> None:
+    """PostgreSQL: concurrent first encounters are inserted a batch per service; each identity
+    gets one user and exactly one creator, an identity created meanwhile elsewhere is found, and
+    a deleted service refuses its own items (404) without failing the others'."""
+    _pg(db)
+    from tokensvc.services import delete_service
+    from tokensvc.users import ensure_user, get_or_create_user
+
+    acc = db.call(lambda conn: create_account(conn))
+    one = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="one")))
+    gone = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="gone")))
+    earlier, _ = db.call(lambda conn: get_or_create_user(conn, service=one, identity="earlier"))
+    db.call(lambda conn: delete_service(conn, account_sid=acc.sid, sid=gone["sid"]))
+    apg = db.apg
+    statements = _count_statements(apg)
+
+    async def main():
+        try:
+            calls = [ensure_user(db, service=one, identity=f"new-{i % 20}") for i in range(60)]  # each 3 times
+            calls += [ensure_user(db, service=one, identity="earlier") for _ in range(3)]
+            calls += [ensure_user(db, service=gone, identity="orphan") for _ in range(2)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await apg.aclose()
+
+    results = asyncio.run(main())
+    new, found, orphans = results[:60], results[60:63], results[63:]
+    by_identity: dict[str, set[str]] = {}
+    for user, _ in new:
+        by_identity.setdefault(user["identity"], set()).add(user["sid"])
+    assert len(by_identity) == 20 and all(len(s) == 1 for s in by_identity.values())
+    assert sum(created for _, created in new) == 20  # one creator per identity
+    assert all(user["sid"] == earlier["sid"] and not created for user, created in found)
+    assert all(isinstance(o, errors.TwilioError) and o.code == 20404 for o in orphans), orphans
+    count = db.call(lambda conn: conn.execute(select(func.count()).select_from(users)
+                                              .where(users.c.service_sid == one["sid"])).scalar())
+    assert count == 21
+    assert len(statements) < 20, len(statements)  # far fewer statements than the 65 calls

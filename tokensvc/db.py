@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import anyio.to_thread
 from psycopg import OperationalError
@@ -20,6 +20,7 @@ from sqlalchemy.pool import QueuePool
 from .config import Settings
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def now() -> int:
@@ -121,6 +122,56 @@ class GroupCommit:
         return outcomes
 
 
+class Batcher(Generic[T, R]):
+    """Concurrent calls of one kind of statement, sent together: `run(items)` executes a batch
+    and returns each item's result (or the exception to raise for it), in order.
+
+    For PostgreSQL, which every replica shares: a statement is a round trip that costs the
+    server (and psycopg) far more than the row work inside it. Calls that arrive while `lanes`
+    batches are in flight wait for the next batch, which takes all of them (up to `max_batch`).
+    There is no timer: a call that finds a lane free goes at once, so a quiet server answers as
+    fast as with one statement per call, and a busy one sends a fraction of the statements."""
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[Any]]], *, lanes: int = 2, max_batch: int = 256):
+        self.run = run
+        self.lanes = lanes
+        self.max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._busy = 0
+
+    async def __call__(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        if self._busy < self.lanes:
+            self._busy += 1
+            loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                try:
+                    results = await self.run([item for item, _ in batch])
+                except Exception as exc:  # every call of the batch learns it
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # its caller went away (cancelled)
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._busy -= 1
+            for _, future in batch:  # cancelled mid-batch (shutdown): nobody waits forever
+                if not future.done():
+                    future.cancel()
+
+
 _PG_IDLE = 0  # libpq PQTRANS_IDLE: no statement in flight, no transaction open
 
 
@@ -139,7 +190,7 @@ class AsyncPostgres:
         self._idle: list[Any] = []
         self._open = 0
         self._waiters: asyncio.Queue[Any] | None = None
-        self.batchers: dict[str, Any] = {}  # callers' statement batchers, one per kind, on this loop
+        self.batchers: dict[str, Batcher[Any, Any]] = {}  # callers' batchers by kind, for this loop
 
     async def _acquire(self) -> Any:
         import psycopg
@@ -171,24 +222,13 @@ class AsyncPostgres:
         else:
             self._idle.append(conn)
 
-    async def fetchone(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
-        """One statement's first row; a connection a server restart broke is replaced once."""
-        rows = await self._rows(sql, params, one=True)
-        return rows[0] if rows else None
-
     async def fetchall(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """One statement's rows, as fetchone."""
-        return await self._rows(sql, params, one=False)
-
-    async def _rows(self, sql: str, params: dict[str, Any], *, one: bool) -> list[dict[str, Any]]:
+        """One statement's rows; a connection a server restart broke is replaced once."""
         for attempt in (1, 2):
             conn = await self._acquire()
             try:
                 cur = await conn.execute(sql, params)
-                if one:  # every statement sent here returns rows
-                    row = await cur.fetchone()
-                    return [] if row is None else [row]
-                return await cur.fetchall()
+                return await cur.fetchall()  # every statement sent here returns rows
             except OperationalError:
                 await conn.close()
                 if attempt == 2:

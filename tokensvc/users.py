@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Mapping
 
 from psycopg.errors import ForeignKeyViolation
 from sqlalchemy import Boolean, Connection, RowMapping, any_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import is_foreign_key_violation, Database, insert_ignore, now
+from .db import Batcher, Database, insert_ignore, is_foreign_key_violation, now
 from .formats import iso8601
 from .models import connections, users
 from .paging import Page, PageRequest, fetch_page
@@ -126,101 +124,89 @@ def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity
 
 
 _PG = postgresql_dialect.psycopg.dialect()
-_BY_IDENTITY_PG = str(_BY_IDENTITY.compile(dialect=_PG))
-_INSERT_PG = str(pg_insert(users).values({c.name: bindparam(c.name) for c in users.c if c.name != "id"})
-                 .on_conflict_do_nothing().returning(users.c.id).compile(dialect=_PG))
-
-
 _BY_IDENTITIES_PG = str(select(users).where(users.c.service_sid == bindparam("service_sid"),
                                             users.c.identity == any_(bindparam("identities")))
                         .compile(dialect=_PG))
+# First encounters of one service in one statement (one commit): only sid and identity vary.
+_INSERT_MANY_PG = (
+    "INSERT INTO users (sid, account_sid, service_sid, role_sid, identity, attributes, friendly_name, "
+    "joined_channels_count, was_online, date_created, date_updated) "
+    "SELECT u.sid, %(account_sid)s, %(service_sid)s, %(role_sid)s, u.identity, NULL, NULL, 0, false, %(ts)s, %(ts)s "
+    "FROM unnest(%(sids)s::varchar[], %(identities)s::varchar[]) AS u(sid, identity) "
+    "ON CONFLICT DO NOTHING RETURNING id, sid, identity"
+)
 
 
-class IdentityReads:
-    """Concurrent reads of users by identity on PostgreSQL, one statement per batch.
+async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Mapping[str, Any] | None]:
+    """Users of (service_sid, identity) pairs, None where there is none: one statement per service."""
+    wanted: dict[str, set[str]] = {}
+    for service_sid, identity in items:
+        wanted.setdefault(service_sid, set()).add(identity)
+    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for service_sid, identities in wanted.items():
+        for row in await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": list(identities)}):
+            found[(service_sid, row["identity"])] = row
+    return [found.get(item) for item in items]
 
-    Each statement is a round trip that costs PostgreSQL (and psycopg) far more than the index
-    lookup inside it, and PostgreSQL is what every replica shares. Reads that arrive while
-    LANES batches are in flight wait for the next batch, which takes all of them (up to
-    MAX_BATCH) as one `identity = ANY(…)` per service. No timer: a read that finds a lane free
-    goes at once, so a quiet server answers as fast as with one statement per read, and a busy
-    one sends a fraction of the statements (bench/tokens.py --database postgresql)."""
 
-    LANES = 2
-    MAX_BATCH = 256
-
-    def __init__(self, apg: Any):
-        self.apg = apg
-        self._pending: list[tuple[str, str, asyncio.Future[Mapping[str, Any] | None]]] = []
-        self._lanes = 0
-
-    async def get(self, service_sid: str, identity: str) -> Mapping[str, Any] | None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Mapping[str, Any] | None] = loop.create_future()
-        self._pending.append((service_sid, identity, future))
-        if self._lanes < self.LANES:
-            self._lanes += 1
-            loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        batch: list[tuple[str, str, asyncio.Future[Mapping[str, Any] | None]]] = []
+async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) -> list[Any]:
+    """get-or-create's second half for (service, identity) pairs not found a moment ago: one
+    INSERT … ON CONFLICT DO NOTHING per service; who lost a race (or asked twice) reads the
+    winner. Per item (user, created), or the TwilioError to raise for it."""
+    by_service: dict[str, tuple[Mapping[str, Any], dict[str, dict[str, Any]]]] = {}
+    for svc, identity in items:
+        rows = by_service.setdefault(svc["sid"], (svc, {}))[1]
+        if identity not in rows:
+            rows[identity] = _new_row(svc, identity, None, None, None)
+    outcome: dict[tuple[str, str], Any] = {}
+    for service_sid, (svc, rows) in by_service.items():
+        sample = next(iter(rows.values()))
         try:
-            while self._pending:
-                batch = self._pending[: self.MAX_BATCH]
-                del self._pending[: self.MAX_BATCH]
-                wanted: dict[str, set[str]] = {}
-                for service_sid, identity, _ in batch:
-                    wanted.setdefault(service_sid, set()).add(identity)
-                found: dict[tuple[str, str], Mapping[str, Any]] = {}
-                try:
-                    for service_sid, identities in wanted.items():
-                        rows = await self.apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid,
-                                                                           "identities": list(identities)})
-                        for row in rows:
-                            found[(service_sid, row["identity"])] = row
-                except Exception as exc:  # every read of the batch learns it
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for service_sid, identity, future in batch:
-                    if not future.done():  # its caller may have gone (cancelled)
-                        future.set_result(found.get((service_sid, identity)))
-        finally:
-            self._lanes -= 1
-            for _, _, future in batch:  # cancelled mid-batch (shutdown): nobody waits forever
-                if not future.done():
-                    future.cancel()
+            inserted = await apg.fetchall(_INSERT_MANY_PG, {
+                "account_sid": sample["account_sid"], "service_sid": service_sid, "role_sid": sample["role_sid"],
+                "ts": sample["date_created"], "sids": [r["sid"] for r in rows.values()], "identities": list(rows)})
+        except ForeignKeyViolation:  # the service was deleted a moment ago
+            for identity in rows:
+                outcome[(service_sid, identity)] = errors.not_found()
+            continue
+        for created in inserted:
+            outcome[(service_sid, created["identity"])] = (dict(rows[created["identity"]], id=created["id"]), True)
+        lost = [identity for identity in rows if (service_sid, identity) not in outcome]
+        if lost:
+            winners = await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": lost})
+            for row in winners:
+                outcome[(service_sid, row["identity"])] = (row, False)
+            for identity in lost:  # created and deleted again between our statements
+                outcome.setdefault((service_sid, identity), errors.TwilioError(
+                    409, 50201, "User was concurrently created and deleted; retry"))
+    results = []
+    for svc, identity in items:
+        result = outcome[(svc["sid"], identity)]
+        if isinstance(result, tuple) and result[1]:
+            outcome[(svc["sid"], identity)] = (result[0], False)  # one creator; the rest found it
+        results.append(result)
+    return results
 
 
-def _identity_reads(apg: Any) -> IdentityReads:
-    reads = apg.batchers.get("users")
-    if reads is None:
-        reads = apg.batchers["users"] = IdentityReads(apg)
-    return reads
+def _batchers(apg: Any) -> tuple[Batcher[tuple[str, str], Mapping[str, Any] | None],
+                                 Batcher[tuple[Mapping[str, Any], str], tuple[Mapping[str, Any], bool]]]:
+    found = apg.batchers.get("users.read")
+    if found is None:
+        found = apg.batchers["users.read"] = Batcher(lambda items: _read_batch(apg, items))
+        apg.batchers["users.create"] = Batcher(lambda items: _create_batch(apg, items))
+    return found, apg.batchers["users.create"]
 
 
 async def _ensure_user_pg(db: Database, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
-    """get_or_create_user on the async connections: read (batched with concurrent reads); on a
-    miss INSERT … ON CONFLICT DO NOTHING RETURNING (the unique constraint decides the race), the
-    loser reading the winner."""
+    """get_or_create_user on the async connections, batched with concurrent callers (Batcher):
+    a read; on a miss INSERT … ON CONFLICT DO NOTHING (the unique constraint decides the race),
+    the loser reading the winner."""
     assert db.apg is not None
-    found = await _identity_reads(db.apg).get(service["sid"], identity)
+    read, create = _batchers(db.apg)
+    found = await read((service["sid"], identity))
     if found is not None:
         return found, False
-    key = {"service_sid": service["sid"], "identity": identity}
-    row = _new_row(service, identity, None, None, None)
-    try:
-        inserted = await db.apg.fetchone(_INSERT_PG, row)
-    except ForeignKeyViolation:  # the service was deleted a moment ago
-        raise errors.not_found() from None
-    if inserted is not None:
-        return dict(row, id=inserted["id"]), True
-    winner = await db.apg.fetchone(_BY_IDENTITY_PG, key)
-    if winner is None:  # created and deleted again between our statements, as in get_or_create_user
-        raise errors.TwilioError(409, 50201, "User was concurrently created and deleted; retry")
-    return winner, False
+    return await create((service, identity))
 
 
 async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
