@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from . import errors
 from .signing import Snapshot
 from .sids import is_sid
+from .validation import is_text
 
 LEEWAY = 30  # seconds of clock skew allowed
 
@@ -170,7 +171,8 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
         raise errors.invalid_token("Access Token has no grants")
     identity = grants.get("identity")
     if (not isinstance(identity, str) or not identity or len(identity) > 256 or "\x00" in identity
-            or is_sid("US", identity)):  # could never be fetched by identity (SPEC §2, 50206)
+            or is_sid("US", identity)  # could never be fetched by identity (SPEC §2, 50206)
+            or not is_text(identity)):
         raise errors.invalid_token("Access Token has no valid identity")
     chat = grants.get("chat")
     service_sid = chat.get("service_sid") if isinstance(chat, dict) else None

@@ -12,6 +12,18 @@ MAX_FRIENDLY_NAME = 256
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 
 
+def is_text(value: str) -> bool:
+    """Encodable as UTF-8: JSON escapes (a token's claims) can carry lone surrogates, which no
+    database driver can send and which would fail whatever statement shares their batch."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def identity(value: str | None) -> str:
     """A valid identity, or the SPEC §2 error for why not."""
     if value is None:
@@ -22,6 +34,8 @@ def identity(value: str | None) -> str:
         raise errors.identity_too_long()
     if is_sid("US", value):
         raise errors.identity_looks_like_sid()
+    if not is_text(value):
+        raise errors.invalid_param("Identity", "must be Unicode text")
     return value
 
 

@@ -216,6 +216,9 @@ def forged_tokens(api: Api, service: dict, settings) -> dict[str, tuple[str, int
         "missing exp": (es256({k: v for k, v in base.items() if k != "exp"}), 20101),
         "missing identity": (es256(dict(base, grants={"chat": {"service_sid": service["sid"]}})), 20101),
         "missing chat grant": (es256(dict(base, grants={"identity": "victim"})), 20101),
+        # JSON can escape a lone surrogate; no database can store it (and the statement batched with it would fail)
+        "identity not Unicode text": (es256(dict(base, grants=grants(service["sid"], "vic\ud800tim")),
+                                            kid=header["kid"], cty="twilio-fpa;v=1"), 20101),
         "not yet valid": (es256(dict(base, nbf=now + 600, exp=now + 1200)), 20101),
         "expired": (es256(dict(base, iat=now - 700, nbf=now - 700, exp=now - 60)), 20104),
         "expired twilio token": (twilio_token(api.account_sid, key, service["sid"], "victim", ttl=-60), 20104),
