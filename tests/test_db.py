@@ -12,7 +12,7 @@ from tokensvc.accounts import create_account
 from tokensvc.db import Database, GroupCommit, make_engine
 from tokensvc.models import users
 from tokensvc.services import create_service
-from tokensvc.users import ensure_user
+from tokensvc.users import ensure_user, get_or_create_user
 
 
 @pytest.fixture
@@ -98,12 +98,33 @@ def test_a_constraint_violation_fails_only_its_own_job(sqlite_db: Database) -> N
     assert sorted(names) == ["after", "before"]
 
 
-def test_a_failed_transaction_fails_every_job_in_it(sqlite_db: Database) -> None:
-    def broken(conn):
+def test_a_failed_job_is_rolled_back_alone(sqlite_db: Database) -> None:
+    """Whatever a job raises, its writes go and the other jobs' stay (a savepoint each)."""
+    acc = sqlite_db.call(lambda conn: create_account(conn))
+    svc = sqlite_db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
+
+    def half_then_broken(conn):
+        get_or_create_user(conn, service=svc, identity="half")  # written, then undone with its job
         conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
 
     async def main():
-        return await asyncio.gather(sqlite_db.write(broken), sqlite_db.write(lambda conn: 1), return_exceptions=True)
+        return await asyncio.gather(sqlite_db.write(half_then_broken), ensure_user(sqlite_db, service=svc, identity="ok"),
+                                    return_exceptions=True)
+
+    broken, (user, created) = asyncio.run(main())
+    assert isinstance(broken, Exception) and "no_such_table" in str(broken)
+    assert created and user["identity"] == "ok"
+    names = sqlite_db.call(lambda conn: conn.execute(select(users.c.identity)).scalars().all())
+    assert names == ["ok"]
+
+
+def test_a_failed_transaction_fails_every_job_in_it(sqlite_db: Database) -> None:
+    def breaks_the_transaction(conn):
+        conn.exec_driver_sql("ROLLBACK")  # the savepoints go with it
+
+    async def main():
+        return await asyncio.gather(sqlite_db.write(lambda conn: 1), sqlite_db.write(breaks_the_transaction),
+                                    sqlite_db.write(lambda conn: 2), return_exceptions=True)
 
     outcomes = asyncio.run(main())
     assert all(isinstance(o, Exception) for o in outcomes), outcomes  # one transaction, rolled back
@@ -210,3 +231,43 @@ def test_concurrent_first_encounters_share_inserts_on_postgresql(db: Database) -
                                               .where(users.c.service_sid == one["sid"])).scalar())
     assert count == 21
     assert len(statements) < 20, len(statements)  # far fewer statements than the 65 calls
+
+
+def test_batched_first_encounters_never_deadlock_across_processes(db: Database, settings, monkeypatch) -> None:
+    """Two workers (each its own connections and batches) meeting the same new identities in
+    opposite orders: the batched INSERTs lock them in one order, so PostgreSQL never has to
+    break a deadlock (each would stall its batch for deadlock_timeout)."""
+    _pg(db)
+    import psycopg
+
+    other = Database(make_engine(settings))
+    acc = db.call(lambda conn: create_account(conn))
+    svc = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
+    deadlocks = []
+    execute = psycopg.AsyncConnection.execute
+
+    async def watching(self, query, params=None, **kw):
+        try:
+            return await execute(self, query, params, **kw)
+        except psycopg.errors.DeadlockDetected:
+            deadlocks.append(query)
+            raise
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", watching)
+
+    async def main():
+        try:
+            for r in range(5):
+                ids = [f"r{r}-{i:04d}" for i in range(200)]
+                results = await asyncio.gather(*(ensure_user(db, service=svc, identity=i) for i in ids),
+                                               *(ensure_user(other, service=svc, identity=i) for i in ids[::-1]))
+                assert sum(created for _, created in results) == 200  # one creator each
+        finally:
+            await db.apg.aclose()
+            await other.apg.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.dispose()
+    assert deadlocks == []

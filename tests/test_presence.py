@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import delete, select
 
@@ -83,3 +84,69 @@ def test_heartbeat_renews_restores_swept_rows_and_reports_deleted_users(db: Data
         assert _rows(db, "node-beat") == {}  # a stopping process takes its rows with it
 
     asyncio.run(scenario())
+
+
+def test_a_vanished_user_fails_only_its_own_join(db: Database, monkeypatch) -> None:
+    """A batch where one row's user is gone by the insert (deleted by another request): that
+    join fails, the others succeed as if alone (the failed attempt left nothing behind)."""
+    import tokensvc.presence as presence_mod
+
+    svc = _service(db)
+    real = presence_mod.get_or_create_user
+
+    def vanishing(conn, *, service, identity):
+        if identity == "ghost":  # read a moment ago; deleted before this batch's insert
+            return {"sid": "US" + "0" * 32, "identity": "ghost", "was_online": False}, False
+        return real(conn, service=service, identity=identity)
+
+    monkeypatch.setattr(presence_mod, "get_or_create_user", vanishing)
+    writes = Counter("w", "w", ["kind"], registry=CollectorRegistry())
+
+    async def scenario():
+        presence = Presence(db, node="node-ghost", timeout=30, interval=10, writes=writes, on_gone=lambda s: None)
+        presence.start()
+        alice, ghost = Session(None), Session(None)  # type: ignore[arg-type]
+        results = await asyncio.gather(presence.join(alice, svc, "alice"), presence.join(ghost, svc, "ghost"),
+                                       return_exceptions=True)
+        rows = _rows(db, "node-ghost")
+        await presence.stop()
+        return results, rows, alice
+
+    (alice_result, ghost_result), rows, alice = asyncio.run(scenario())
+    assert isinstance(ghost_result, Exception)
+    assert isinstance(alice_result, tuple) and alice_result[1] is True, alice_result  # created by this join
+    assert set(rows) == {alice.id}
+
+
+def test_stop_settles_waiting_joins_and_leaves_no_rows(db: Database) -> None:
+    """stop() while a join waits behind another write: the join is refused (Stopping), and no row
+    of this node is written after stop() removed them."""
+    import time
+
+    from tokensvc.presence import Stopping
+
+    if not db.is_sqlite:
+        pytest.skip("the SQLite writer queue")
+    svc = _service(db)
+    writes = Counter("w", "w", ["kind"], registry=CollectorRegistry())
+
+    def slow(conn):  # a group-committed write in progress (e.g. a burst of first encounters)
+        conn.exec_driver_sql("UPDATE accounts SET date_updated = date_updated")
+        time.sleep(0.3)
+
+    async def scenario():
+        presence = Presence(db, node="node-stop", timeout=30, interval=10, writes=writes, on_gone=lambda s: None)
+        presence.start()
+        busy = asyncio.ensure_future(db.write(slow))
+        await asyncio.sleep(0.05)
+        joining = asyncio.ensure_future(presence.join(Session(None), svc, "late"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)  # the writer submitted the join; it waits behind `slow`
+        await presence.stop()
+        done, _ = await asyncio.wait([joining], timeout=2)
+        await busy
+        await asyncio.sleep(0.3)
+        return done, joining
+
+    done, joining = asyncio.run(scenario())
+    assert done and isinstance(joining.exception(), Stopping)
+    assert _rows(db, "node-stop") == {}

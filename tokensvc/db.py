@@ -66,10 +66,12 @@ def make_engine(settings: Settings) -> Engine:
 
 
 class GroupCommit:
-    """SQLite writes that may come in bursts (first encounters): jobs queued while one batch is
-    being written share the next transaction, so N new users cost one fsync instead of N, and
-    the fsync happens on a worker thread instead of stalling the event loop. Each caller gets
-    its own job's result (or exception) once the transaction holding it has committed."""
+    """SQLite writes that may come in bursts (first encounters, presence): jobs queued while one
+    batch is being written share the next transaction, so N new users cost one fsync instead of
+    N, and the fsync happens on a worker thread instead of stalling the event loop. Each job runs
+    in a savepoint: one that raises is rolled back alone and its caller gets the exception; the
+    others commit (unless the transaction itself broke: then every job fails). Each caller gets its own job's result
+    once the transaction holding it has committed; a job whose caller went away is not run."""
 
     MAX_BATCH = 256
 
@@ -91,6 +93,9 @@ class GroupCommit:
             while self._pending:
                 batch = self._pending[: self.MAX_BATCH]
                 del self._pending[: self.MAX_BATCH]
+                batch = [(fn, future) for fn, future in batch if not future.done()]  # callers gone: skip
+                if not batch:
+                    continue
                 try:
                     outcomes = await anyio.to_thread.run_sync(self._write, [fn for fn, _ in batch])
                 except BaseException as exc:  # the whole transaction failed: every job learns it
@@ -110,15 +115,19 @@ class GroupCommit:
 
         outcomes: list[tuple[bool, Any]] = []
         with self.engine.begin() as conn:
+            # IMMEDIATE: the write lock from the start, so what a job reads is still true when it
+            # writes (pysqlite would otherwise begin only at the first write, after the reads).
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
             for job in jobs:
+                savepoint = conn.begin_nested()  # a failed job leaves nothing behind
                 try:
-                    outcomes.append((True, job(conn)))
-                except TwilioError as exc:  # a domain refusal, decided before the job wrote anything
+                    result = job(conn)
+                except Exception as exc:  # the job's own failure (if the savepoint is gone, everyone's)
+                    savepoint.rollback()
                     outcomes.append((False, exc))
-                except IntegrityError as exc:
-                    # SQLite aborts only the failing statement of a constraint violation: the
-                    # transaction, and the other jobs' writes in it, go on.
-                    outcomes.append((False, exc))
+                else:
+                    savepoint.commit()
+                    outcomes.append((True, result))
         return outcomes
 
 
@@ -137,36 +146,42 @@ class Batcher(Generic[T, R]):
         self.lanes = lanes
         self.max_batch = max_batch
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._busy = 0
+        self._drains: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, item: T) -> R:
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests, a restarted app): start afresh
+            self._loop, self._pending, self._drains = loop, [], set()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
-        if self._busy < self.lanes:
-            self._busy += 1
-            loop.create_task(self._drain())
+        if len(self._drains) < self.lanes:
+            task = loop.create_task(self._drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)  # the lane frees however the task ends
         return await future
 
     async def _drain(self) -> None:
         batch: list[tuple[T, asyncio.Future[R]]] = []
         try:
             while self._pending:
-                batch = self._pending[: self.max_batch]
+                batch = [(item, future) for item, future in self._pending[: self.max_batch]
+                         if not future.done()]  # callers gone (cancelled): not run
                 del self._pending[: self.max_batch]
+                if not batch:
+                    continue
                 try:
                     results = await self.run([item for item, _ in batch])
                 except Exception as exc:  # every call of the batch learns it
                     results = [exc] * len(batch)
                 for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # its caller went away (cancelled)
+                    if future.done():  # its caller went away meanwhile
                         continue
                     if isinstance(result, BaseException):
                         future.set_exception(result)
                     else:
                         future.set_result(result)
         finally:
-            self._busy -= 1
             for _, future in batch:  # cancelled mid-batch (shutdown): nobody waits forever
                 if not future.done():
                     future.cancel()
@@ -196,31 +211,39 @@ class AsyncPostgres:
         import psycopg
         from psycopg.rows import dict_row
 
-        if self._idle:
-            return self._idle.pop()
-        if self._open < self.size:
-            self._open += 1
-            try:
-                return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, row_factory=dict_row)
-            except BaseException:
-                self._open -= 1
-                raise
-        if self._waiters is None:
-            self._waiters = asyncio.Queue()
-        return await self._waiters.get()
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self.size:
+                self._open += 1
+                try:
+                    return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+                except BaseException:
+                    self._open -= 1
+                    raise
+            if self._waiters is None:
+                self._waiters = asyncio.Queue()
+            conn = await self._waiters.get()
+            if conn is not None:
+                return conn
+            # None: a connection was dropped, so there is room to open one (next turn)
 
     def _release(self, conn: Any) -> None:
         if not conn.closed and conn.pgconn.transaction_status != _PG_IDLE:
             # cancelled mid-statement: its state is unknown, so it is not reused
             asyncio.get_running_loop().create_task(conn.close())
-            self._open -= 1
-            return
-        if conn.closed:
-            self._open -= 1
+            self._drop()
+        elif conn.closed:
+            self._drop()
         elif self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
             self._waiters.put_nowait(conn)
         else:
             self._idle.append(conn)
+
+    def _drop(self) -> None:
+        self._open -= 1
+        if self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
+            self._waiters.put_nowait(None)  # a waiter opens the replacement
 
     async def fetchall(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """One statement's rows; a connection a server restart broke is replaced once."""
@@ -230,9 +253,9 @@ class AsyncPostgres:
                 cur = await conn.execute(sql, params)
                 return await cur.fetchall()  # every statement sent here returns rows
             except OperationalError:
-                await conn.close()
-                if attempt == 2:
+                if not conn.broken or attempt == 2:  # e.g. a deadlock: the statement failed, not the link
                     raise
+                await conn.close()
             finally:
                 self._release(conn)
         raise AssertionError("unreachable")
@@ -258,9 +281,8 @@ class Database:
     async def write(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run a small write job fn(conn, *args): on SQLite group-committed with concurrent ones
         off the loop (its fsync too), elsewhere like `run` (PostgreSQL commits concurrent
-        transactions in parallel anyway). A TwilioError or a constraint violation is the job's own
-        failure; anything else fails the whole group's transaction, so jobs must not raise it
-        for an expected refusal."""
+        transactions in parallel anyway). On SQLite a job that raises is rolled back alone
+        (GroupCommit)."""
         if self._group is not None:
             return await self._group.submit((lambda conn: fn(conn, *args)) if args else fn)
         return await self.run(fn, *args)

@@ -191,7 +191,8 @@ class Presence:
         self._leaves.clear()
         self.rows.clear()
         try:
-            await self.db.run(_delete_node, self.node)
+            # Through the writer's queue: after any batch still being written for this node.
+            await self.db.write(_delete_node, self.node)
             self.writes.labels("leave").inc()
         except Exception:
             log.warning("could not remove this process's connection rows; they expire with their heartbeat")
@@ -253,23 +254,9 @@ class Presence:
 
     async def _flush_joins(self) -> None:
         batch, self._joins = self._joins, []
-        ts = now()
-        items = [(j.session.id, j.service, j.identity) for j in batch]
         try:
-            results = await self.db.write(_join_rows, items, self.node, ts)
-        except Exception as exc:
-            if len(batch) == 1:
-                results = [exc]
-            else:
-                # One bad item (e.g. its user deleted meanwhile) must not fail the others.
-                results = []
-                for item in items:
-                    try:
-                        results.extend(await self.db.write(_join_rows, [item], self.node, ts))
-                    except Exception as single:
-                        results.append(single)
-        self.writes.labels("join").inc()
-        try:
+            results = await self._write_joins(batch)
+            self.writes.labels("join").inc()
             for join, result in zip(batch, results):
                 if isinstance(result, tuple):
                     join.session.user_sid = result[0]["sid"]
@@ -281,10 +268,32 @@ class Presence:
                     join.future.set_exception(result)
                 else:
                     join.future.set_result(result)
+        except asyncio.CancelledError:  # stop(): the sessions close as the server goes away
+            for join in batch:
+                if not join.future.done():
+                    join.future.set_exception(Stopping())
+            raise
         finally:  # no session may wait forever, whatever went wrong above
             for join in batch:
                 if not join.future.done():
                     join.future.set_exception(RuntimeError("presence write failed"))
+
+    async def _write_joins(self, batch: list[_Join]) -> list[Any]:
+        ts = now()
+        items = [(j.session.id, j.service, j.identity) for j in batch]
+        try:
+            return await self.db.write(_join_rows, items, self.node, ts)
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+        # One bad item (e.g. its user deleted meanwhile) must not fail the others.
+        results: list[Any] = []
+        for item in items:
+            try:
+                results.extend(await self.db.write(_join_rows, [item], self.node, ts))
+            except Exception as single:
+                results.append(single)
+        return results
 
     async def _flush_leaves(self) -> None:
         ids, self._leaves = self._leaves, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Mapping
 
 from psycopg.errors import ForeignKeyViolation
@@ -137,53 +138,74 @@ _INSERT_MANY_PG = (
 )
 
 
-async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Mapping[str, Any] | None]:
-    """Users of (service_sid, identity) pairs, None where there is none: one statement per service."""
+async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
+    """Users of (service_sid, identity) pairs, None where there is none: one statement per
+    service, the services' statements concurrent; a failed statement fails only its items."""
     wanted: dict[str, set[str]] = {}
     for service_sid, identity in items:
         wanted.setdefault(service_sid, set()).add(identity)
+
+    async def one(service_sid: str, identities: set[str]) -> list[dict[str, Any]]:
+        return await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": sorted(identities)})
+
+    outcomes = await asyncio.gather(*(one(s, ids) for s, ids in wanted.items()), return_exceptions=True)
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for service_sid, identities in wanted.items():
-        for row in await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": list(identities)}):
+    failed: dict[str, BaseException] = {}
+    for service_sid, outcome in zip(wanted, outcomes):
+        if isinstance(outcome, BaseException):
+            failed[service_sid] = outcome
+            continue
+        for row in outcome:
             found[(service_sid, row["identity"])] = row
-    return [found.get(item) for item in items]
+    return [failed[item[0]] if item[0] in failed else found.get(item) for item in items]
+
+
+async def _create_service_batch(apg: Any, svc: Mapping[str, Any], identities: list[str]) -> dict[str, Any]:
+    """First encounters of one service: one INSERT … ON CONFLICT DO NOTHING (identities sorted,
+    so two batches taking the same new identities lock them in the same order and cannot
+    deadlock); who lost a race reads the winner. Per identity (user, created) or a TwilioError."""
+    ts = now()
+    rows = {identity: dict(_new_row(svc, identity, None, None, None), date_created=ts, date_updated=ts)
+            for identity in identities}
+    try:
+        inserted = await apg.fetchall(_INSERT_MANY_PG, {
+            "account_sid": svc["account_sid"], "service_sid": svc["sid"], "role_sid": svc["default_service_role_sid"],
+            "ts": ts, "sids": [rows[i]["sid"] for i in identities], "identities": identities})
+    except ForeignKeyViolation:  # the service was deleted a moment ago
+        return {identity: None for identity in identities}
+    outcome: dict[str, Any] = {r["identity"]: (dict(rows[r["identity"]], id=r["id"]), True) for r in inserted}
+    lost = [identity for identity in identities if identity not in outcome]
+    if lost:
+        for row in await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": svc["sid"], "identities": lost}):
+            outcome[row["identity"]] = (row, False)
+    return outcome
 
 
 async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) -> list[Any]:
-    """get-or-create's second half for (service, identity) pairs not found a moment ago: one
-    INSERT … ON CONFLICT DO NOTHING per service; who lost a race (or asked twice) reads the
-    winner. Per item (user, created), or the TwilioError to raise for it."""
-    by_service: dict[str, tuple[Mapping[str, Any], dict[str, dict[str, Any]]]] = {}
+    """get-or-create's second half for (service, identity) pairs not found a moment ago, a
+    statement per service (concurrently). Per item (user, created), or the error to raise for
+    it; of several callers for one identity, one is its creator."""
+    services: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
     for svc, identity in items:
-        rows = by_service.setdefault(svc["sid"], (svc, {}))[1]
-        if identity not in rows:
-            rows[identity] = _new_row(svc, identity, None, None, None)
-    outcome: dict[tuple[str, str], Any] = {}
-    for service_sid, (svc, rows) in by_service.items():
-        sample = next(iter(rows.values()))
-        try:
-            inserted = await apg.fetchall(_INSERT_MANY_PG, {
-                "account_sid": sample["account_sid"], "service_sid": service_sid, "role_sid": sample["role_sid"],
-                "ts": sample["date_created"], "sids": [r["sid"] for r in rows.values()], "identities": list(rows)})
-        except ForeignKeyViolation:  # the service was deleted a moment ago
-            for identity in rows:
-                outcome[(service_sid, identity)] = errors.not_found()
+        services.setdefault(svc["sid"], (svc, set()))[1].add(identity)
+    outcomes = await asyncio.gather(*(_create_service_batch(apg, svc, sorted(identities))
+                                      for svc, identities in services.values()), return_exceptions=True)
+    by_service = dict(zip(services, outcomes))
+    results: list[Any] = []
+    for svc, identity in items:
+        outcome = by_service[svc["sid"]]
+        if isinstance(outcome, BaseException):
+            results.append(outcome)
             continue
-        for created in inserted:
-            outcome[(service_sid, created["identity"])] = (dict(rows[created["identity"]], id=created["id"]), True)
-        lost = [identity for identity in rows if (service_sid, identity) not in outcome]
-        if lost:
-            winners = await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": lost})
-            for row in winners:
-                outcome[(service_sid, row["identity"])] = (row, False)
-            for identity in lost:  # created and deleted again between our statements
-                outcome.setdefault((service_sid, identity), errors.TwilioError(
-                    409, 50201, "User was concurrently created and deleted; retry"))
-    results = []
-    for svc, identity in items:
-        result = outcome[(svc["sid"], identity)]
-        if isinstance(result, tuple) and result[1]:
-            outcome[(svc["sid"], identity)] = (result[0], False)  # one creator; the rest found it
+        if identity not in outcome:  # created and deleted again between our statements
+            results.append(errors.TwilioError(409, 50201, "User was concurrently created and deleted; retry"))
+            continue
+        result = outcome[identity]
+        if result is None:
+            results.append(errors.not_found())
+            continue
+        if result[1]:
+            outcome[identity] = (result[0], False)  # one creator; the others found it
         results.append(result)
     return results
 
