@@ -118,15 +118,20 @@ class GroupCommit:
             # IMMEDIATE: the write lock from the start, so what a job reads is still true when it
             # writes (pysqlite would otherwise begin only at the first write, after the reads).
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Savepoints on the sqlite3 connection itself: SQLAlchemy's begin_nested() costs
+            # ~10x more per job, on the first-encounter path. (sqlite3 begins implicitly only
+            # before DML, and the transaction is already open.)
+            raw = conn.connection.driver_connection
             for job in jobs:
-                savepoint = conn.begin_nested()  # a failed job leaves nothing behind
+                raw.execute("SAVEPOINT job")  # a failed job leaves nothing behind
                 try:
                     result = job(conn)
                 except Exception as exc:  # the job's own failure (if the savepoint is gone, everyone's)
-                    savepoint.rollback()
+                    raw.execute("ROLLBACK TO job")
+                    raw.execute("RELEASE job")
                     outcomes.append((False, exc))
                 else:
-                    savepoint.commit()
+                    raw.execute("RELEASE job")
                     outcomes.append((True, result))
         return outcomes
 
