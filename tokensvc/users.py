@@ -138,6 +138,17 @@ _INSERT_MANY_PG = (
 )
 
 
+async def _each(*calls: Any) -> list[Any]:
+    """Each call's result or exception: concurrently when several (a batch spanning services),
+    directly for the usual one (gather would cost a task and a future per batch)."""
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
 async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
     """Users of (service_sid, identity) pairs, None where there is none: one statement per
     service, the services' statements concurrent; a failed statement fails only its items."""
@@ -148,7 +159,7 @@ async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
     async def one(service_sid: str, identities: set[str]) -> list[dict[str, Any]]:
         return await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": sorted(identities)})
 
-    outcomes = await asyncio.gather(*(one(s, ids) for s, ids in wanted.items()), return_exceptions=True)
+    outcomes = await _each(*(one(s, ids) for s, ids in wanted.items()))
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
     failed: dict[str, BaseException] = {}
     for service_sid, outcome in zip(wanted, outcomes):
@@ -188,8 +199,8 @@ async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) ->
     services: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
     for svc, identity in items:
         services.setdefault(svc["sid"], (svc, set()))[1].add(identity)
-    outcomes = await asyncio.gather(*(_create_service_batch(apg, svc, sorted(identities))
-                                      for svc, identities in services.values()), return_exceptions=True)
+    outcomes = await _each(*(_create_service_batch(apg, svc, sorted(identities))
+                             for svc, identities in services.values()))
     by_service = dict(zip(services, outcomes))
     results: list[Any] = []
     for svc, identity in items:
