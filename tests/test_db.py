@@ -271,3 +271,22 @@ def test_batched_first_encounters_never_deadlock_across_processes(db: Database, 
     finally:
         other.dispose()
     assert deadlocks == []
+
+
+def test_a_batcher_call_right_after_a_batch_is_served() -> None:
+    """A call made as the previous batch's drain finishes gets a drain of its own (the lane must
+    be free by then, not only once the finished task's callbacks have run)."""
+    from tokensvc.db import Batcher
+
+    async def run(items):
+        await asyncio.sleep(0)
+        return [item * 2 for item in items]
+
+    async def calls():
+        batcher = Batcher(run, lanes=1)
+        return [await batcher(i) for i in range(20)]  # each call made straight after the last result
+
+    async def main():
+        return await asyncio.wait_for(calls(), 5)
+
+    assert asyncio.run(main()) == [i * 2 for i in range(20)]

@@ -163,7 +163,7 @@ class Batcher(Generic[T, R]):
         if len(self._drains) < self.lanes:
             task = loop.create_task(self._drain())
             self._drains.add(task)
-            task.add_done_callback(self._drains.discard)  # the lane frees however the task ends
+            task.add_done_callback(self._drains.discard)  # a task cancelled before it ever ran
         return await future
 
     async def _drain(self) -> None:
@@ -187,6 +187,9 @@ class Batcher(Generic[T, R]):
                     else:
                         future.set_result(result)
         finally:
+            # Free the lane now: a done callback runs a turn later, and a call made in between
+            # (by a caller this batch just woke) would find no lane and no drain to serve it.
+            self._drains.discard(asyncio.current_task())  # type: ignore[arg-type]
             for _, future in batch:  # cancelled mid-batch (shutdown): nobody waits forever
                 if not future.done():
                     future.cancel()
