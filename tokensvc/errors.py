@@ -78,6 +78,11 @@ def identity_taken() -> TwilioError:
     return TwilioError(409, 50201, "User already exists")
 
 
+def created_and_deleted() -> TwilioError:
+    """A get-or-create that lost its race to a user deleted again before it could be read."""
+    return TwilioError(409, 50201, "User was concurrently created and deleted; retry")
+
+
 def invalid_attributes() -> TwilioError:
     return TwilioError(400, 50304, "Attributes must be a valid JSON string")
 

@@ -120,7 +120,7 @@ def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity
         return row, True
     winner = find_by_identity(conn, service_sid=service["sid"], identity=identity)
     if winner is None:  # created and deleted again between our two statements
-        raise errors.TwilioError(409, 50201, "User was concurrently created and deleted; retry")
+        raise errors.created_and_deleted()
     return winner, False
 
 
@@ -149,6 +149,10 @@ async def _each(*calls: Any) -> list[Any]:
     return await asyncio.gather(*calls, return_exceptions=True)
 
 
+async def _by_identities(apg: Any, service_sid: str, identities: list[str]) -> list[dict[str, Any]]:
+    return await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": identities})
+
+
 async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
     """Users of (service_sid, identity) pairs, None where there is none: one statement per
     service, the services' statements concurrent; a failed statement fails only its items."""
@@ -156,10 +160,7 @@ async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
     for service_sid, identity in items:
         wanted.setdefault(service_sid, set()).add(identity)
 
-    async def one(service_sid: str, identities: set[str]) -> list[dict[str, Any]]:
-        return await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": sorted(identities)})
-
-    outcomes = await _each(*(one(s, ids) for s, ids in wanted.items()))
+    outcomes = await _each(*(_by_identities(apg, s, sorted(ids)) for s, ids in wanted.items()))
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
     failed: dict[str, BaseException] = {}
     for service_sid, outcome in zip(wanted, outcomes):
@@ -187,7 +188,7 @@ async def _create_service_batch(apg: Any, svc: Mapping[str, Any], identities: li
     outcome: dict[str, Any] = {r["identity"]: (dict(rows[r["identity"]], id=r["id"]), True) for r in inserted}
     lost = [identity for identity in identities if identity not in outcome]
     if lost:
-        for row in await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": svc["sid"], "identities": lost}):
+        for row in await _by_identities(apg, svc["sid"], lost):
             outcome[row["identity"]] = (row, False)
     return outcome
 
@@ -209,7 +210,7 @@ async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) ->
             results.append(outcome)
             continue
         if identity not in outcome:  # created and deleted again between our statements
-            results.append(errors.TwilioError(409, 50201, "User was concurrently created and deleted; retry"))
+            results.append(errors.created_and_deleted())
             continue
         result = outcome[identity]
         if result is None:
