@@ -28,6 +28,7 @@ from .api import system as system_api
 from .api import tokens as tokens_api
 from .api import users as users_api
 from .api.common import Context
+from .api.routing import DeclaredRoute, resource
 from .auth import Authenticator
 from .config import Settings
 from .crypto import SecretBox
@@ -51,25 +52,29 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _routes() -> list[Any]:
-    any_ = ["GET", "POST", "DELETE"]
+    """Every route with exactly the methods it serves, a handler each (SPEC §7)."""
     return [
         # The hot paths first: the router tries routes in order (each miss costs a regex match).
-        Route("/v2/Services/{service_sid}/Tokens", tokens_api.create_token, methods=["POST"]),
-        # Matched on the raw path in the handler, so an identity may contain an encoded slash.
-        Route("/v2/Services/{service_sid}/Users/{rest:anypath}", users_api.item,
-              methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
-        Route("/healthz", system_api.healthz, methods=["GET"]),
-        Route("/readyz", system_api.readyz, methods=["GET"]),
-        Route("/metrics", system_api.metrics, methods=["GET"]),
-        Route("/openapi.json", system_api.openapi, methods=["GET"]),
-        Route("/.well-known/jwks.json", system_api.jwks, methods=["GET"]),
-        Route("/v2/Services", services_api.list_or_create, methods=["GET", "POST"]),
-        Route("/v2/Services/{sid}", services_api.item, methods=any_),
-        Route("/v2/Services/{service_sid}/Roles", roles_api.list_or_create, methods=["GET", "POST"]),
-        Route("/v2/Services/{service_sid}/Roles/{sid}", roles_api.item, methods=any_),
-        Route("/v2/Services/{service_sid}/Users", users_api.list_or_create, methods=["GET", "POST"]),
-        Route("/2010-04-01/Accounts/{account_sid}/Keys.json", keys_api.list_or_create, methods=["GET", "POST"]),
-        Route("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", keys_api.item, methods=any_),
+        resource("/v2/Services/{service_sid}/Tokens", POST=tokens_api.create_token),
+        # Matched on the raw path in the handler, so an identity may contain an encoded slash;
+        # the handler tells the user from its sub-lists and dispatches on their own methods.
+        DeclaredRoute("/v2/Services/{service_sid}/Users/{rest:anypath}", users_api.item,
+                      declared=users_api.ITEM_METHODS),
+        resource("/healthz", GET=system_api.healthz),
+        resource("/readyz", GET=system_api.readyz),
+        resource("/metrics", GET=system_api.metrics),
+        resource("/openapi.json", GET=system_api.openapi),
+        resource("/.well-known/jwks.json", GET=system_api.jwks),
+        resource("/v2/Services", GET=services_api.list_, POST=services_api.create),
+        resource("/v2/Services/{sid}", GET=services_api.fetch, POST=services_api.update,
+                 DELETE=services_api.delete),
+        resource("/v2/Services/{service_sid}/Roles", GET=roles_api.list_, POST=roles_api.create),
+        resource("/v2/Services/{service_sid}/Roles/{sid}", GET=roles_api.fetch, POST=roles_api.update,
+                 DELETE=roles_api.delete),
+        resource("/v2/Services/{service_sid}/Users", GET=users_api.list_, POST=users_api.create),
+        resource("/2010-04-01/Accounts/{account_sid}/Keys.json", GET=keys_api.list_, POST=keys_api.create),
+        resource("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", GET=keys_api.fetch,
+                 POST=keys_api.update, DELETE=keys_api.delete),
         WebSocketRoute("/v2/Connect", system_api.connect),
     ]
 
@@ -84,9 +89,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return errors.error_response(errors.not_found())
     if exc.status_code == 405:
-        err = errors.method_not_allowed()
-        err.headers.update(exc.headers or {})
-        return errors.error_response(err)
+        allowed = (exc.headers or {}).get("Allow", "")
+        return errors.error_response(errors.method_not_allowed(
+            tuple(sorted(m.strip() for m in allowed.split(",") if m.strip()))))
     return errors.error_response(errors.TwilioError(exc.status_code, 20001, str(exc.detail)))
 
 

@@ -18,6 +18,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable
 
+from starlette.routing import WebSocketRoute
+
 VERSION = "0.1.0"
 CHAT_V2_DATA = "openapi_chat_v2.json"
 CHAT_V2_PATHS = (
@@ -351,12 +353,14 @@ def build_openapi(routes: list[Any]) -> dict[str, Any]:
         route_path = getattr(route, "path", None)
         if route_path is None:
             continue
-        methods = getattr(route, "methods", None)
-        if methods is None:  # a WebSocket route: OpenAPI 3.0 cannot describe it; say what it is
+        if isinstance(route, WebSocketRoute):  # OpenAPI 3.0 cannot describe it; say what it is
             if route_path not in _WEBSOCKETS:
                 raise ValueError(f"WebSocket route {route_path} is not described")
             websockets[route_path] = _WEBSOCKETS[route_path]
             continue
+        methods = getattr(route, "declared_methods", None)
+        if methods is None:
+            raise ValueError(f"route {route_path} declares no methods (build it with api.routing.resource)")
         allowed = {m.lower() for m in methods}
         for doc_path in doc_paths(route_path):
             source = chat["paths"].get(doc_path) or own.get(doc_path)

@@ -23,15 +23,20 @@ async def _account(request: Request) -> Principal:
     return principal
 
 
-async def list_or_create(request: Request) -> Response:
+async def create(request: Request) -> Response:
+    principal = await _account(request)
+    c = ctx(request)
+    form = await read_form(request)
+    name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    row, secret = await c.db.run(lambda conn: create_key(conn, account_sid=principal.account_sid,
+                                                         friendly_name=name, box=c.box))
+    return json_response(key_to_json(row, secret=secret), 201)
+
+
+async def list_(request: Request) -> Response:
     principal = await _account(request)
     c = ctx(request)
     account_sid = principal.account_sid
-    if request.method == "POST":
-        form = await read_form(request)
-        name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
-        row, secret = await c.db.run(lambda conn: create_key(conn, account_sid=account_sid, friendly_name=name, box=c.box))
-        return json_response(key_to_json(row, secret=secret), 201)
     req = parse_page_request(query(request))
     page = await c.db.run(lambda conn: list_keys(conn, account_sid=account_sid, req=req))
     uri = f"/2010-04-01/Accounts/{account_sid}/Keys.json"
@@ -57,19 +62,27 @@ async def list_or_create(request: Request) -> Response:
     })
 
 
-async def item(request: Request) -> Response:
+async def fetch(request: Request) -> Response:
+    principal = await _account(request)
+    sid = request.path_params["sid"]
+    row = await ctx(request).db.run(lambda conn: get_key(conn, account_sid=principal.account_sid, sid=sid))
+    return json_response(key_to_json(row))
+
+
+async def update(request: Request) -> Response:
+    principal = await _account(request)
+    sid = request.path_params["sid"]
+    form = await read_form(request)
+    name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    row = await ctx(request).db.run(lambda conn: update_key(conn, account_sid=principal.account_sid, sid=sid,
+                                                            friendly_name=name))
+    return json_response(key_to_json(row))
+
+
+async def delete(request: Request) -> Response:
     principal = await _account(request)
     c = ctx(request)
     sid = request.path_params["sid"]
-    account_sid = principal.account_sid
-    if request.method == "GET":
-        row = await c.db.run(lambda conn: get_key(conn, account_sid=account_sid, sid=sid))
-        return json_response(key_to_json(row))
-    if request.method == "POST":
-        form = await read_form(request)
-        name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
-        row = await c.db.run(lambda conn: update_key(conn, account_sid=account_sid, sid=sid, friendly_name=name))
-        return json_response(key_to_json(row))
-    await c.db.run(lambda conn: delete_key(conn, account_sid=account_sid, sid=sid))
+    await c.db.run(lambda conn: delete_key(conn, account_sid=principal.account_sid, sid=sid))
     c.auth.forget()  # this process stops honouring the key at once; others within cache_seconds
     return empty_response()

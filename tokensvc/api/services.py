@@ -19,20 +19,29 @@ _NOTIFICATION_PARAMS = {
 }
 
 
-async def list_or_create(request: Request) -> Response:
+async def _admin(request: Request):
     principal = await authenticate(request)
     require_admin(principal)
+    return principal
+
+
+async def list_(request: Request) -> Response:
+    principal = await _admin(request)
     c = ctx(request)
     base = base_url(request)
-    if request.method == "POST":
-        form = await read_form(request)
-        name = validation.friendly_name(form.require("FriendlyName"))
-        svc = await c.db.run(lambda conn: create_service(conn, account_sid=principal.account_sid, friendly_name=name))
-        return json_response(service_to_json(svc, base), 201)
     req = parse_page_request(query(request))
     page = await c.db.run(lambda conn: list_services(conn, account_sid=principal.account_sid, req=req))
     return json_response({"services": [service_to_json(s._mapping, base) for s in page.rows],
                           "meta": page_meta(f"{base}/v2/Services", "services", req, page)})
+
+
+async def create(request: Request) -> Response:
+    principal = await _admin(request)
+    c = ctx(request)
+    form = await read_form(request)
+    name = validation.friendly_name(form.require("FriendlyName"))
+    svc = await c.db.run(lambda conn: create_service(conn, account_sid=principal.account_sid, friendly_name=name))
+    return json_response(service_to_json(svc, base_url(request)), 201)
 
 
 def parse_service_update(form: Any) -> dict[str, Any]:
@@ -93,21 +102,28 @@ def parse_service_update(form: Any) -> dict[str, Any]:
     return changes
 
 
-async def item(request: Request) -> Response:
+async def fetch(request: Request) -> Response:
     sid = request.path_params["sid"]
-    principal = await authenticate(request)
-    require_admin(principal)
+    principal = await _admin(request)
+    svc = await ctx(request).db.run(lambda conn: get_service(conn, account_sid=principal.account_sid, sid=sid))
+    return json_response(service_to_json(svc, base_url(request)))
+
+
+async def update(request: Request) -> Response:
+    sid = request.path_params["sid"]
+    principal = await _admin(request)
     c = ctx(request)
-    base = base_url(request)
-    if request.method == "GET":
-        svc = await c.db.run(lambda conn: get_service(conn, account_sid=principal.account_sid, sid=sid))
-        return json_response(service_to_json(svc, base))
-    if request.method == "POST":
-        changes = parse_service_update(await read_form(request))
-        svc = await c.db.run(lambda conn: update_service(conn, account_sid=principal.account_sid, sid=sid,
-                                                         changes=changes))
-        c.auth.forget()
-        return json_response(service_to_json(svc, base))
+    changes = parse_service_update(await read_form(request))
+    svc = await c.db.run(lambda conn: update_service(conn, account_sid=principal.account_sid, sid=sid,
+                                                     changes=changes))
+    c.auth.forget()
+    return json_response(service_to_json(svc, base_url(request)))
+
+
+async def delete(request: Request) -> Response:
+    sid = request.path_params["sid"]
+    principal = await _admin(request)
+    c = ctx(request)
     await c.db.run(lambda conn: delete_service(conn, account_sid=principal.account_sid, sid=sid))
     c.auth.forget()
     hub = c.extras.get("hub")

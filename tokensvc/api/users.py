@@ -14,30 +14,34 @@ from ..paging import Page, page_meta, parse_page_request
 from ..roles import role_permissions
 from ..services import get_service
 from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
+from .routing import dispatch, method_table
 from .common import (authenticate, base_url, ctx, empty_response, json_response, query, read_form,
                      require_admin, service_list)
 
 
-async def list_or_create(request: Request) -> Response:
+async def list_(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    c = ctx(request)
-    base = base_url(request)
-    if request.method == "POST":
-        require_admin(principal)
-        form = await read_form(request)
-        identity = validation.identity(form.get("Identity"))
-        role_sid = form.get("RoleSid")  # present but empty is malformed (50102), as on update
-        attributes = validation.attributes(form.get("Attributes")) if "Attributes" in form else None
-        friendly_name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
-
-        def create(conn):
-            svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-            return create_user(conn, service=svc, identity=identity, role_sid=role_sid,
-                               attributes=attributes, friendly_name=friendly_name)
-
-        return json_response(user_to_json(await c.db.run(create), base), 201)
     return await service_list(request, principal, service_sid, "users", list_users, user_to_json)
+
+
+async def create(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    require_admin(principal)
+    c = ctx(request)
+    form = await read_form(request)
+    identity = validation.identity(form.get("Identity"))
+    role_sid = form.get("RoleSid")  # present but empty is malformed (50102), as on update
+    attributes = validation.attributes(form.get("Attributes")) if "Attributes" in form else None
+    friendly_name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+
+    def create_(conn: Any) -> Any:
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return create_user(conn, service=svc, identity=identity, role_sid=role_sid,
+                           attributes=attributes, friendly_name=friendly_name)
+
+    return json_response(user_to_json(await c.db.run(create_), base_url(request)), 201)
 
 
 def _user_path(request: Request) -> tuple[str, str | None]:
@@ -63,57 +67,79 @@ def _user_path(request: Request) -> tuple[str, str | None]:
 
 
 async def item(request: Request) -> Response:
-    service_sid = request.path_params["service_sid"]
+    """/Users/{key} and /Users/{key}/{Channels|Bindings}: one route (an identity may hold `%2F`),
+    two resources, each with its own declared methods."""
     key, sub = _user_path(request)
-    allowed = ("GET",) if sub else ("GET", "POST", "DELETE")
-    if request.method not in allowed:
-        raise errors.method_not_allowed(allowed)
-    principal = await authenticate(request, service_sid=service_sid)
+    request.state.user_key = key
+    if sub is None:
+        return await dispatch(request, _USER)
+    request.state.user_sub = sub
+    return await dispatch(request, _USER_LIST)
+
+
+async def _caller(request: Request) -> tuple[Principal, str]:
+    service_sid = request.path_params["service_sid"]
+    return await authenticate(request, service_sid=service_sid), service_sid
+
+
+async def sub_list(request: Request) -> Response:
+    principal, service_sid = await _caller(request)
+    key, sub = request.state.user_key, request.state.user_sub
     c = ctx(request)
     base = base_url(request)
-    account_sid = principal.account_sid
+    req = parse_page_request(query(request), max_size=50)
+
+    def find(conn: Any) -> Any:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return get_user(conn, service_sid=service_sid, key=key)
+
+    user = await c.db.run(find)
+    # Channels and bindings do not exist yet: a real, empty, paged list.
+    key_name = "channels" if sub == "Channels" else "bindings"
+    url = f"{base}/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
+    return json_response({key_name: [], "meta": page_meta(url, key_name, req, Page([], False, False))})
+
+
+async def fetch(request: Request) -> Response:
+    principal, service_sid = await _caller(request)
+    key = request.state.user_key
+    c = ctx(request)
+    svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
+    if svc is None or svc["account_sid"] != principal.account_sid:
+        raise errors.not_found()
     timeout = c.settings.presence_timeout
 
-    if sub is not None:
-        req = parse_page_request(query(request), max_size=50)
+    def fetch_(conn: Any) -> Any:
+        user = get_user(conn, service_sid=service_sid, key=key)
+        online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
+        return user, online
 
-        def sub_list(conn):
-            get_service(conn, account_sid=account_sid, sid=service_sid)
-            return get_user(conn, service_sid=service_sid, key=key)
+    user, online = await c.db.run(fetch_)
+    return json_response(user_to_json(user, base_url(request), is_online=online))
 
-        user = await c.db.run(sub_list)
-        # Channels and bindings do not exist yet: a real, empty, paged list.
-        key_name = "channels" if sub == "Channels" else "bindings"
-        url = f"{base}/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
-        return json_response({key_name: [], "meta": page_meta(url, key_name, req, Page([], False, False))})
 
-    if request.method == "GET":
-        svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
-        if svc is None or svc["account_sid"] != account_sid:
-            raise errors.not_found()
+async def delete(request: Request) -> Response:
+    principal, service_sid = await _caller(request)
+    require_admin(principal)
+    key = request.state.user_key
+    c = ctx(request)
 
-        def fetch(conn):
-            user = get_user(conn, service_sid=service_sid, key=key)
-            online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
-            return user, online
+    def remove(conn: Any) -> str:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return delete_user(conn, service_sid=service_sid, key=key)
 
-        user, online = await c.db.run(fetch)
-        return json_response(user_to_json(user, base, is_online=online))
+    user_sid = await c.db.run(remove)
+    c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
+    hub = c.extras.get("hub")
+    if hub is not None:
+        await hub.user_deleted(service_sid, user_sid)
+    return empty_response()
 
-    if request.method == "DELETE":
-        require_admin(principal)
 
-        def remove(conn):
-            get_service(conn, account_sid=account_sid, sid=service_sid)
-            return delete_user(conn, service_sid=service_sid, key=key)
-
-        user_sid = await c.db.run(remove)
-        c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
-        hub = c.extras.get("hub")
-        if hub is not None:
-            await hub.user_deleted(service_sid, user_sid)
-        return empty_response()
-
+async def update(request: Request) -> Response:
+    principal, service_sid = await _caller(request)
+    key = request.state.user_key
+    c = ctx(request)
     form = await read_form(request)
     changes: dict[str, Any] = {}
     if "RoleSid" in form:
@@ -124,8 +150,8 @@ async def item(request: Request) -> Response:
         changes["friendly_name"] = validation.friendly_name(form.get("FriendlyName"))
     caller = getattr(request.state, "user", None)
 
-    def update(conn):
-        get_service(conn, account_sid=account_sid, sid=service_sid)
+    def update_(conn: Any) -> Any:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         if principal.is_client:
             _check_client_update(conn, principal, caller, service_sid, key, changes)
         return update_user(conn, service_sid=service_sid, key=key,
@@ -133,7 +159,12 @@ async def item(request: Request) -> Response:
                            attributes=changes.get("attributes", Unset),
                            friendly_name=changes.get("friendly_name", Unset))
 
-    return json_response(user_to_json(await c.db.run(update), base))
+    return json_response(user_to_json(await c.db.run(update_), base_url(request)))
+
+
+_USER = method_table(GET=fetch, POST=update, DELETE=delete)
+_USER_LIST = method_table(GET=sub_list)
+ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_LIST)))
 
 
 def _check_client_update(conn: Any, principal: Principal, caller: Any, service_sid: str, key: str,
