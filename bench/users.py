@@ -10,7 +10,7 @@ from tokensvc's own domain functions, the users are bulk-inserted straight into 
 
   pages    `tokensvc serve`: GET /v2/Services/{IS}/Users?PageSize=50 at depth 0, N/2 and N - N/1000
            (999,000 for a million), a deep page reached by its PageToken (keyset on users.id,
-           tokensvc.paging.encode_token('n', id of the row before it)) as next_page_url would give;
+           tokensvc.paging.Cursors(...).encode('n', id of the row before it)) as next_page_url would give;
   fetch    GET /v2/Services/{IS}/Users/user-{random} on `tokensvc serve` and on a bare Starlette
            endpoint (bench/baseline.py: the same indexed SELECT on raw sqlite3, the same JSON),
            same uvicorn settings, same file.
@@ -131,14 +131,16 @@ def main() -> int:
         bare = start_baseline("bare", "users", logdir=tmp, db=str(db_path))
         servers.append(bare)
 
-        from tokensvc.paging import encode_token
+        from tokensvc.crypto import SecretBox
+        from tokensvc.paging import Cursors
 
         users_path = f"/v2/Services/{svc['sid']}/Users"
+        cursors = Cursors(SecretBox.load_or_create(keys), users_path)
         cases: list[tuple[str, Server, Load, int]] = []
         for d in depths:
             page = f"{users_path}?PageSize=50"
             if d:
-                page += f"&Page={d // 50}&PageToken={encode_token('n', before[d])}"
+                page += f"&Page={d // 50}&PageToken={cursors.encode('n', before[d])}"
             status, body = get(tokensvc, page, headers)
             assert status == 200, (status, body)
             got = [u["identity"] for u in body["users"]]

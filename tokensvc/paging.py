@@ -1,18 +1,21 @@
 """Keyset paging of every list (SPEC §3): PageSize / Page / PageToken and the `meta` block.
 
-The PageToken is an opaque cursor naming the row id a page starts after (or ends before), so a
-page a million rows deep costs what the first one does. OFFSET is used only for a bare `Page=N`
-without a token, and only while it stays shallow.
+The PageToken is a cursor naming the row id a page starts after (or ends before), so a page a
+million rows deep costs what the first one does. OFFSET is used only for a bare `Page=N` without a
+token, and only while it stays shallow. Row ids come from sequences every account shares, so a
+readable id would tell one account how many rows others created between two of its pages: the
+cursor is sealed (AES-GCM under the key that protects API key secrets, bound to the list it
+belongs to), opaque to the caller and refused (21481) when altered or replayed on another list.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 from urllib.parse import urlencode
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import Column, Connection, Select
 
 from .errors import TwilioError, invalid_page_token, invalid_param
@@ -33,24 +36,45 @@ class PageRequest:
     before: int | None = None  # rows with id < before (a previous page)
 
 
-def encode_token(direction: str, row_id: int) -> str:
-    return "PT" + base64.urlsafe_b64encode(f"{direction}{row_id}".encode()).decode().rstrip("=")
+class Sealer(Protocol):
+    """What seals cursors: crypto.SecretBox."""
+
+    def encrypt(self, plaintext: str, context: str) -> str: ...
+
+    def decrypt(self, token: str, context: str) -> str: ...
 
 
-def _decode_token(token: str) -> tuple[str, int]:
-    if not token.startswith("PT") or len(token) > 64:
-        raise invalid_page_token()
-    body = token[2:]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise invalid_page_token() from None
-    if len(raw) < 2 or raw[0] not in "np" or not raw[1:].isdigit() or int(raw[1:]) > MAX_ROW_ID:
-        raise invalid_page_token()
-    return raw[0], int(raw[1:])
+_SEALED = "v1:"  # SecretBox's format prefix, left out of the token
+MAX_TOKEN_LENGTH = 128
 
 
-def parse_page_request(query: Mapping[str, str], *, max_size: int = 100, default_size: int = 50) -> PageRequest:
+@dataclass(frozen=True)
+class Cursors:
+    """PageTokens of one list (`scope`: its path, e.g. /v2/Services/IS…/Users)."""
+
+    box: Sealer
+    scope: str
+
+    def encode(self, direction: str, row_id: int) -> str:
+        sealed = self.box.encrypt(f"{direction}{row_id}", f"page-token:{self.scope}")
+        return "PT" + sealed[len(_SEALED):].rstrip("=")
+
+    def decode(self, token: str) -> tuple[str, int]:
+        """(direction, row id) of a token this list issued; 21481 for anything else."""
+        if not token.startswith("PT") or len(token) > MAX_TOKEN_LENGTH:
+            raise invalid_page_token()
+        body = token[2:]
+        try:
+            raw = self.box.decrypt(_SEALED + body + "=" * (-len(body) % 4), f"page-token:{self.scope}")
+        except (InvalidTag, ValueError, binascii.Error, UnicodeDecodeError):
+            raise invalid_page_token() from None
+        if len(raw) < 2 or raw[0] not in "np" or not raw[1:].isdigit() or int(raw[1:]) > MAX_ROW_ID:
+            raise invalid_page_token()
+        return raw[0], int(raw[1:])
+
+
+def parse_page_request(query: Mapping[str, str], cursors: Cursors, *, max_size: int = 100,
+                       default_size: int = 50) -> PageRequest:
     """PageSize (1..; above max_size is clamped), Page (>= 0) and PageToken from a query string."""
     size = default_size
     if "PageSize" in query:
@@ -68,7 +92,7 @@ def parse_page_request(query: Mapping[str, str], *, max_size: int = 100, default
         if page * size > MAX_OFFSET_ROWS:
             raise TwilioError(400, 20001, "Page is too deep without a PageToken: follow next_page_url")
         return PageRequest(size, page, None)
-    direction, row_id = _decode_token(token)
+    direction, row_id = cursors.decode(token)
     if direction == "n":
         return PageRequest(size, page, token, after=row_id)
     return PageRequest(size, page, token, before=row_id)
@@ -95,8 +119,19 @@ def fetch_page(conn: Connection, stmt: Select, id_col: Column, req: PageRequest)
     return Page(rows[:n], len(rows) > n, req.page > 0)
 
 
-def page_meta(url: str, key: str, req: PageRequest, page: Page, row_id: Any = lambda r: r.id) -> dict[str, Any]:
-    """The `meta` block, with absolute URLs; next_page_url is null on the last page."""
+@dataclass(frozen=True)
+class Links:
+    """The first, previous, current and next page links of one page of a list."""
+
+    first: str
+    previous: str | None
+    current: str
+    next: str | None
+
+
+def page_links(url: str, cursors: Cursors, req: PageRequest, page: Page,
+               row_id: Any = lambda r: r.id) -> Links:
+    """Links for a page at `url` (absolute for Chat v2, a path for the 2010 API)."""
 
     def link(page_no: int, token: str | None) -> str:
         params: dict[str, Any] = {"PageSize": req.page_size, "Page": page_no}
@@ -106,15 +141,22 @@ def page_meta(url: str, key: str, req: PageRequest, page: Page, row_id: Any = la
 
     next_url = prev_url = None
     if page.has_next and page.rows:
-        next_url = link(req.page + 1, encode_token("n", row_id(page.rows[-1])))
+        next_url = link(req.page + 1, cursors.encode("n", row_id(page.rows[-1])))
     if page.has_previous and page.rows and req.page > 0:
-        prev_url = link(req.page - 1, encode_token("p", row_id(page.rows[0])))
+        prev_url = link(req.page - 1, cursors.encode("p", row_id(page.rows[0])))
+    return Links(link(0, None), prev_url, link(req.page, req.token), next_url)
+
+
+def page_meta(url: str, key: str, cursors: Cursors, req: PageRequest, page: Page,
+              row_id: Any = lambda r: r.id) -> dict[str, Any]:
+    """The Chat v2 `meta` block, with absolute URLs; next_page_url is null on the last page."""
+    links = page_links(url, cursors, req, page, row_id)
     return {
         "page": req.page,
         "page_size": req.page_size,
-        "first_page_url": link(0, None),
-        "previous_page_url": prev_url,
-        "url": link(req.page, req.token),
-        "next_page_url": next_url,
+        "first_page_url": links.first,
+        "previous_page_url": links.previous,
+        "url": links.current,
+        "next_page_url": links.next,
         "key": key,
     }

@@ -18,7 +18,7 @@ from ..crypto import SecretBox
 from ..db import Database
 from ..metrics import Metrics
 from ..signing import Keyring
-from ..paging import Page, PageRequest, page_meta, parse_page_request
+from ..paging import Cursors, Page, PageRequest, page_meta, parse_page_request
 from ..users import ensure_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -187,7 +187,9 @@ async def service_list(request: Request, principal: Principal, service_sid: str,
     """A paged list of a service's children (roles, users): the service must be the caller's."""
     from ..services import get_service
 
-    req: PageRequest = parse_page_request(query(request))
+    path = f"/v2/Services/{service_sid}/{key.capitalize()}"
+    cursors = page_cursors(request, path)
+    req: PageRequest = parse_page_request(query(request), cursors)
 
     def listing(conn: Any) -> Page:
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -196,4 +198,9 @@ async def service_list(request: Request, principal: Principal, service_sid: str,
     page = await ctx(request).db.run(listing)
     base = base_url(request)
     return json_response({key: [to_json(row._mapping, base) for row in page.rows],
-                          "meta": page_meta(f"{base}/v2/Services/{service_sid}/{key.capitalize()}", key, req, page)})
+                          "meta": page_meta(f"{base}{path}", key, cursors, req, page)})
+
+
+def page_cursors(request: Request, path: str) -> Cursors:
+    """The PageToken codec of the list at `path` (sealed with the app's secret box)."""
+    return Cursors(ctx(request).box, path)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
 from ..auth import Principal
 from ..keys import create_key, delete_key, get_key, key_to_json, list_keys, update_key
-from ..paging import encode_token, parse_page_request
-from .common import authenticate, ctx, empty_response, json_response, query, read_form
+from ..paging import page_links, parse_page_request
+from .common import authenticate, ctx, empty_response, json_response, page_cursors, query, read_form
 
 
 async def _account(request: Request) -> Principal:
@@ -37,24 +35,19 @@ async def list_(request: Request) -> Response:
     principal = await _account(request)
     c = ctx(request)
     account_sid = principal.account_sid
-    req = parse_page_request(query(request))
-    page = await c.db.run(lambda conn: list_keys(conn, account_sid=account_sid, req=req))
     uri = f"/2010-04-01/Accounts/{account_sid}/Keys.json"
-
-    def link(page_no: int, token: str | None) -> str:
-        params: dict[str, object] = {"PageSize": req.page_size, "Page": page_no}
-        if token:
-            params["PageToken"] = token
-        return f"{uri}?{urlencode(params)}"
-
+    cursors = page_cursors(request, uri)
+    req = parse_page_request(query(request), cursors)
+    page = await c.db.run(lambda conn: list_keys(conn, account_sid=account_sid, req=req))
+    links = page_links(uri, cursors, req, page)
     start = req.page * req.page_size
     rows = page.rows
     return json_response({
         "keys": [key_to_json(r._mapping) for r in rows],
-        "first_page_uri": link(0, None),
-        "next_page_uri": link(req.page + 1, encode_token("n", rows[-1].id)) if page.has_next and rows else None,
-        "previous_page_uri": link(req.page - 1, encode_token("p", rows[0].id)) if page.has_previous and rows else None,
-        "uri": link(req.page, req.token),
+        "first_page_uri": links.first,
+        "next_page_uri": links.next,
+        "previous_page_uri": links.previous,
+        "uri": links.current,
         "page": req.page,
         "page_size": req.page_size,
         "start": start,

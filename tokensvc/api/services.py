@@ -11,7 +11,8 @@ from .. import errors, validation
 from ..paging import page_meta, parse_page_request
 from ..services import (create_service, delete_service, get_service, list_services, service_to_json,
                         update_service)
-from .common import authenticate, base_url, ctx, empty_response, json_response, query, read_form, require_admin
+from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
+                     require_admin)
 
 _NOTIFICATION_PARAMS = {
     "NewMessage": "new_message", "AddedToChannel": "added_to_channel",
@@ -29,10 +30,11 @@ async def list_(request: Request) -> Response:
     principal = await _admin(request)
     c = ctx(request)
     base = base_url(request)
-    req = parse_page_request(query(request))
+    cursors = page_cursors(request, "/v2/Services")
+    req = parse_page_request(query(request), cursors)
     page = await c.db.run(lambda conn: list_services(conn, account_sid=principal.account_sid, req=req))
     return json_response({"services": [service_to_json(s._mapping, base) for s in page.rows],
-                          "meta": page_meta(f"{base}/v2/Services", "services", req, page)})
+                          "meta": page_meta(f"{base}/v2/Services", "services", cursors, req, page)})
 
 
 async def create(request: Request) -> Response:

@@ -15,7 +15,7 @@ from ..roles import role_permissions
 from ..services import get_service
 from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
 from .routing import dispatch, method_table
-from .common import (authenticate, base_url, ctx, empty_response, json_response, query, read_form,
+from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
                      require_admin, service_list)
 
 
@@ -87,17 +87,20 @@ async def sub_list(request: Request) -> Response:
     key, sub = request.state.user_key, request.state.user_sub
     c = ctx(request)
     base = base_url(request)
-    req = parse_page_request(query(request), max_size=50)
+    params = query(request)
 
     def find(conn: Any) -> Any:
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         return get_user(conn, service_sid=service_sid, key=key)
 
     user = await c.db.run(find)
+    path = f"/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
+    cursors = page_cursors(request, path)
+    req = parse_page_request(params, cursors, max_size=50)
     # Channels and bindings do not exist yet: a real, empty, paged list.
     key_name = "channels" if sub == "Channels" else "bindings"
-    url = f"{base}/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
-    return json_response({key_name: [], "meta": page_meta(url, key_name, req, Page([], False, False))})
+    return json_response({key_name: [], "meta": page_meta(f"{base}{path}", key_name, cursors, req,
+                                                          Page([], False, False))})
 
 
 async def fetch(request: Request) -> Response:
