@@ -187,6 +187,132 @@ def test_a_non_finite_number_anywhere_is_not_json(snapshot: Snapshot) -> None:
     refused(hs256(text), snapshot)
 
 
+# ---- B. one token, one string --------------------------------------------------------------------
+
+def _with_dash_and_underscore(snapshot: Snapshot) -> str:
+    """A minted token whose signature holds both '-' and '_' (most do)."""
+    for _ in range(200):
+        token = mint(snapshot, issuer="tokensvc", account_sid=ACCOUNT, service_sid=SERVICE, identity="alice",
+                     ttl=600).token
+        if "-" in token.split(".")[2] and "_" in token.split(".")[2]:
+            return token
+    raise AssertionError("no signature with both - and _")
+
+
+def _high_s(token: str) -> str:
+    head, body, sig = token.split(".")
+    raw = unb64(sig)
+    s = int.from_bytes(raw[32:], "big")
+    return f"{head}.{body}.{b64(raw[:32] + (N - s).to_bytes(32, 'big'))}"
+
+
+def _non_canonical_last_char(segment: str) -> str:
+    """The same bytes, spelled with unused low bits set in the last character."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare = {2: 0b1111, 3: 0b11}[len(segment) % 4]
+    value = alphabet.index(segment[-1])
+    assert value & spare == 0
+    changed = segment[:-1] + alphabet[value | 1]
+    assert unb64(changed) == unb64(segment)  # Python's decoder does not tell them apart
+    return changed
+
+
+def malleated(token: str, snapshot: Snapshot) -> dict[str, str]:
+    head, body, sig = token.split(".")
+    padded = lambda seg: seg + ("=" * (-len(seg) % 4) or "====")  # noqa: E731
+    std = lambda seg: seg.replace("-", "+").replace("_", "/")  # noqa: E731
+    header = json.loads(unb64(head))
+    claims = unb64(body).decode()
+    crit = es256(snapshot, claims, header=dict(header, crit=["exp"]))
+    crit_unknown = es256(snapshot, claims, header=dict(header, crit=["x-tokensvc"], **{"x-tokensvc": 1}))
+    variants = {
+        "padded signature": f"{head}.{body}.{padded(sig)}",
+        "padded header": f"{padded(head)}.{body}.{sig}",
+        "padded claims": f"{head}.{padded(body)}.{sig}",
+        "standard alphabet signature": f"{head}.{body}.{std(sig)}",
+        "non-canonical last char of the signature": f"{head}.{body}.{_non_canonical_last_char(sig)}",
+        # (a changed header or claims segment changes the signing input: the signature says no)
+        "non-alphabet characters inside": f"{head}.{body}.{sig[:8]}****{sig[8:]}",
+        "whitespace inside": f"{head}.{body}.{sig[:8]}\n\t  {sig[8:]}",
+        "high-S signature": _high_s(token),
+        "crit header": crit,
+        "crit with an unknown parameter": crit_unknown,
+    }
+    if len(body) % 4 in (2, 3):
+        variants["non-canonical last char of the claims"] = f"{head}.{_non_canonical_last_char(body)}.{sig}"
+    if len(head) % 4 in (2, 3):
+        variants["non-canonical last char of the header"] = f"{_non_canonical_last_char(head)}.{body}.{sig}"
+    return variants
+
+
+MALLEATIONS = ["padded signature", "padded header", "padded claims", "standard alphabet signature",
+               "non-canonical last char of the signature", "non-alphabet characters inside", "whitespace inside",
+               "high-S signature", "crit header", "crit with an unknown parameter"]
+
+
+@pytest.fixture(scope="module")
+def es_token(snapshot: Snapshot) -> str:
+    return _with_dash_and_underscore(snapshot)
+
+
+def test_the_original_spelling_verifies(snapshot: Snapshot, es_token: str) -> None:
+    assert check(es_token, snapshot).identity == "alice"
+    assert set(MALLEATIONS) <= set(malleated(es_token, snapshot))
+
+
+@pytest.mark.parametrize("name", MALLEATIONS)
+def test_every_other_spelling_of_a_valid_token_is_refused(snapshot: Snapshot, es_token: str, name: str) -> None:
+    variant = malleated(es_token, snapshot)[name]
+    assert variant != es_token
+    refused(variant, snapshot)
+
+
+def test_non_canonical_last_chars_of_header_and_claims_are_refused(snapshot: Snapshot) -> None:
+    tried = 0
+    for identity in ("a", "ab", "abc", "abcd"):  # one of these lengths leaves spare bits in each segment
+        token = mint(snapshot, issuer="tokensvc", account_sid=ACCOUNT, service_sid=SERVICE, identity=identity,
+                     ttl=600).token
+        for name, variant in malleated(token, snapshot).items():
+            if name.startswith("non-canonical last char of the") and not name.endswith("signature"):
+                tried += 1
+                refused(variant, snapshot)
+    assert tried >= 3
+
+
+def test_other_spellings_of_an_hs256_token_are_refused(snapshot: Snapshot) -> None:
+    token = twilio_token(600)
+    assert check(token, snapshot).identity == "alice"
+    head, body, sig = token.split(".")
+    for variant in (f"{head}.{body}.{sig}=", f"{head}.{body}.{_non_canonical_last_char(sig)}",
+                    f"{head}.{body}.{sig.replace('-', '+').replace('_', '/')}" if "-" in sig or "_" in sig else None,
+                    hs256(unb64(body).decode(), header=dict(json.loads(unb64(head)), crit=["cty"]))):
+        if variant is not None:
+            refused(variant, snapshot)
+
+
+def test_a_high_s_signature_verifies_with_plain_ecdsa_but_not_here(snapshot: Snapshot) -> None:
+    """The refusal is ours: the high-S twin is a mathematically valid ECDSA signature."""
+    import jwt
+
+    token = mint(snapshot, issuer="tokensvc", account_sid=ACCOUNT, service_sid=SERVICE, identity="alice", ttl=600).token
+    twin = _high_s(token)
+    jwt.decode(twin, snapshot.active.public, algorithms=["ES256"])
+    refused(twin, snapshot)
+
+
+def test_minted_signatures_are_low_s(snapshot: Snapshot) -> None:
+    for _ in range(1000):
+        sig = unb64(snapshot.active.sign({"jti": "x"}).split(".")[2])
+        assert len(sig) == 64 and int.from_bytes(sig[32:], "big") <= N // 2
+
+
+def test_parse_refuses_utf16_json() -> None:
+    body = b64(json.dumps({"a": 1}).encode("utf-16"))
+    with pytest.raises(errors.TwilioError) as caught:
+        parse(f"{b64(b'{}')}.{body}.AAAA")
+    assert caught.value.code == 20101
+
+
 # ---- end to end: a real server, HTTP and /v2/Connect ------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from .crypto import write_private_file
 
 STATE_FILE = "keyring.json"
+# The order n of P-256. ECDSA signatures (r, s) and (r, n - s) both verify: tokensvc signs and
+# accepts only s <= n/2, so a token has one signature (as Bitcoin's BIP 62 and libsecp256k1).
+ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+HALF_ORDER = ORDER // 2
 
 
 def b64url(data: bytes) -> str:
@@ -61,6 +65,8 @@ class SigningKey:
         signing_input = f"{self.header_b64}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
         der = self.private.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
+        if s > HALF_ORDER:
+            s = ORDER - s
         return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 

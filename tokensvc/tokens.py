@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from . import errors
 from .config import Settings
-from .signing import Snapshot
+from .signing import HALF_ORDER, Snapshot
 from .sids import is_sid
 from .validation import is_text
 
@@ -69,9 +69,15 @@ ApiKeyLookup = Callable[[str], "tuple[str, str] | None"]
 
 
 def _b64decode(segment: str) -> bytes:
-    if not segment or len(segment) % 4 == 1 or "=" in segment:
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """Strict base64url without padding (RFC 7515 §2), so one token has exactly one spelling.
+
+    Python's decoder skips characters outside the alphabet, takes `+/` as well as `-_` and
+    ignores the unused low bits of the last character; only the canonical spelling re-encodes
+    to itself, which rules out every variant at the cost of one encode."""
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))  # binascii.Error is a ValueError
+    if not segment or base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _no_constant(name: str) -> Any:
@@ -111,6 +117,10 @@ def parse(token: str) -> Jws:
         raise errors.invalid_token() from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise errors.invalid_token()
+    if "crit" in header:
+        # RFC 7515 §4.1.11: extensions a recipient does not understand make the token invalid;
+        # tokensvc understands none.
+        raise errors.invalid_token("Access Token has critical header parameters")
     return Jws(header, claims, f"{head}.{body}".encode("ascii"), signature)
 
 
@@ -143,7 +153,10 @@ def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup
         expected_sub = None
         if len(signature) != 64:
             raise errors.invalid_token()
-        der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+        s = int.from_bytes(signature[32:], "big")
+        if s > HALF_ORDER:  # (r, n - s) verifies too: only the low-S twin, the one we sign, is the token
+            raise errors.invalid_token()
+        der = encode_dss_signature(int.from_bytes(signature[:32], "big"), s)
         try:
             public.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
