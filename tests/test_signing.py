@@ -94,11 +94,20 @@ def test_unknown_kid_triggers_an_urgent_reload(tmp_path: Path) -> None:
     assert verified.identity == "a"
 
 
-def test_a_broken_pem_is_reported(tmp_path: Path) -> None:
+def test_a_broken_pem_is_skipped_and_reported(tmp_path: Path) -> None:
     signing.ensure_keys(tmp_path)
+    good = signing.load_snapshot(tmp_path).active.kid
     (tmp_path / "junk.pem").write_text("not a key")
-    with pytest.raises(signing.KeyringError, match="junk.pem"):
+    snap = signing.load_snapshot(tmp_path)
+    assert snap.active.kid == good and list(snap.keys) == [good]
+    assert [s.path.name for s in snap.skipped] == ["junk.pem"]
+
+
+def test_a_dir_of_broken_pems_is_an_error_naming_dir_and_files(tmp_path: Path) -> None:
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(signing.KeyringError, match="junk.pem") as caught:
         signing.load_snapshot(tmp_path)
+    assert str(tmp_path) in str(caught.value) and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("argv", [

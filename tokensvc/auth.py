@@ -231,6 +231,7 @@ class Authenticator:
             snapshot=self.keyring.current(),
             lookup_api_key=lambda sid: prefetched.get(sid),
             refresh_snapshot=lambda: self.keyring.current(urgent=True),
+            max_ttl=self.settings.max_ttl,
         )
         svc = await self.service(verified.service_sid)
         if svc is None or svc["account_sid"] != verified.account_sid:

@@ -52,13 +52,17 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     from .accounts import ensure_bootstrap_account
     from .db import Database, make_engine
     from .schema import SchemaOutOfDate, ensure_schema
-    from .signing import ensure_keys
+    from .signing import KeyringError, ensure_keys, load_snapshot
 
     try:
         ensure_schema(settings, migrate=migrate)
     except SchemaOutOfDate as exc:
         raise SystemExit(f"tokensvc: {exc}") from None
     ensure_keys(settings.keys_dir)
+    try:  # the workers would fail on it one by one, each with a traceback
+        load_snapshot(settings.keys_dir)
+    except KeyringError as exc:
+        raise SystemExit(f"tokensvc: {exc}") from None
     db = Database(make_engine(settings))
     try:
         made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from . import errors
-from .signing import Snapshot
+from .config import Settings
+from .signing import HALF_ORDER, Snapshot
 from .sids import is_sid
 from .validation import is_text
 
@@ -67,9 +69,30 @@ ApiKeyLookup = Callable[[str], "tuple[str, str] | None"]
 
 
 def _b64decode(segment: str) -> bytes:
-    if not segment or len(segment) % 4 == 1 or "=" in segment:
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """Strict base64url without padding (RFC 7515 §2), so one token has exactly one spelling.
+
+    Python's decoder skips characters outside the alphabet, takes `+/` as well as `-_` and
+    ignores the unused low bits of the last character; only the canonical spelling re-encodes
+    to itself, which rules out every variant at the cost of one encode."""
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))  # binascii.Error is a ValueError
+    if not segment or base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads takes NaN and ±Infinity by default
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise ValueError("number out of range")
+    return value
+
+
+# RFC 8259 JSON, UTF-8 only (json.loads also takes UTF-16/32 bytes), every number finite.
+_json = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float).decode
 
 
 class Jws(NamedTuple):
@@ -87,13 +110,17 @@ def parse(token: str) -> Jws:
         raise errors.invalid_token()
     head, body, sig = token.split(".")
     try:
-        header = json.loads(_b64decode(head))
-        claims = json.loads(_b64decode(body))
+        header = _json(_b64decode(head).decode("utf-8"))
+        claims = _json(_b64decode(body).decode("utf-8"))
         signature = _b64decode(sig)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError and binascii.Error are ValueErrors
         raise errors.invalid_token() from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise errors.invalid_token()
+    if "crit" in header:
+        # RFC 7515 §4.1.11: extensions a recipient does not understand make the token invalid;
+        # tokensvc understands none.
+        raise errors.invalid_token("Access Token has critical header parameters")
     return Jws(header, claims, f"{head}.{body}".encode("ascii"), signature)
 
 
@@ -104,11 +131,13 @@ def api_key_issuer(jws: Jws) -> str | None:
 
 
 def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup,
-           refresh_snapshot: Callable[[], Snapshot] | None = None, now: float | None = None) -> Verified:
+           refresh_snapshot: Callable[[], Snapshot] | None = None, now: float | None = None,
+           max_ttl: int = Settings.max_ttl) -> Verified:
     """Claims of a valid token; raises TwilioError 20101 (invalid) or 20104 (expired).
 
     The algorithm is pinned by the key, never taken from the header alone: ES256 only with a
-    keyring public key named by `kid`, HS256 only with the secret of the API key named by `iss`."""
+    keyring public key named by `kid`, HS256 only with the secret of the API key named by `iss`.
+    No token lives longer than `max_ttl` (TOKENSVC_MAX_TTL) + the clock skew, whoever signed it."""
     header, claims, signing_input, signature = token if isinstance(token, Jws) else parse(token)
     alg = header.get("alg")
     key_sid = None
@@ -124,7 +153,10 @@ def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup
         expected_sub = None
         if len(signature) != 64:
             raise errors.invalid_token()
-        der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+        s = int.from_bytes(signature[32:], "big")
+        if s > HALF_ORDER:  # (r, n - s) verifies too: only the low-S twin, the one we sign, is the token
+            raise errors.invalid_token()
+        der = encode_dss_signature(int.from_bytes(signature[:32], "big"), s)
         try:
             public.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
@@ -143,10 +175,11 @@ def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup
             raise errors.invalid_token()
     else:
         raise errors.invalid_token("Access Token algorithm not accepted")
-    return _claims(claims, expected_sub=expected_sub, key_sid=key_sid, now=now)
+    return _claims(claims, expected_sub=expected_sub, key_sid=key_sid, now=now, max_ttl=max_ttl)
 
 
-def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | None, now: float | None) -> Verified:
+def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | None, now: float | None,
+            max_ttl: int) -> Verified:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not is_sid("AC", sub):
         raise errors.invalid_token("Access Token has no account")
@@ -158,14 +191,25 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
     current = time.time() if now is None else now
     if exp + LEEWAY <= current:
         raise errors.expired_token()
-    for name in ("nbf", "iat"):
+    # Compared as Python ints/floats, never converted: exp may be 10**400 here.
+    longest = max_ttl + LEEWAY
+    if exp > current + longest:
+        raise errors.invalid_token(f"Access Token lives longer than the maximum of {max_ttl} seconds")
+    issued = None
+    for name in ("iat", "nbf"):
         value = claims.get(name)
         if value is None:
             continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        # json gives finite floats only (see _json); a date before 1970 is no date we issue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value:
             raise errors.invalid_token(f"Access Token has an invalid {name}")
-        if name == "nbf" and value > current + LEEWAY:
-            raise errors.invalid_token("Access Token is not yet valid")
+        if value > current + LEEWAY:
+            raise errors.invalid_token("Access Token is not yet valid" if name == "nbf" else
+                                       "Access Token is issued in the future")
+        if issued is None:
+            issued = value  # the lifetime runs from iat, else nbf (Twilio's helper writes no iat)
+    if issued is not None and exp - issued > longest:
+        raise errors.invalid_token(f"Access Token lives longer than the maximum of {max_ttl} seconds")
     grants = claims.get("grants")
     if not isinstance(grants, dict):
         raise errors.invalid_token("Access Token has no grants")

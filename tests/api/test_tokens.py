@@ -327,3 +327,45 @@ def test_malformed_jws_is_20101(api: Api, service: dict, mutate) -> None:
     r = api.client.get(f"/v2/Services/{service['sid']}/Users", headers={"X-Twilio-Token": token})
     assert_error(r, 401, 20101)
 
+
+
+# ---- one token, one spelling ---------------------------------------------------------------------
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _unb64(seg: str) -> bytes:
+    return base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4))
+
+
+def _respelled(token: str, how: str, settings) -> str:
+    h, p, s = token.split(".")
+    if how == "padding":
+        return f"{h}.{p}.{s}=="
+    if how == "standard alphabet":
+        return f"{h}.{p}.{s.replace('-', '+').replace('_', '/')}"
+    if how == "non-canonical last char":  # 64 bytes: the last character carries 4 unused bits
+        return f"{h}.{p}.{s[:-1]}{ALPHABET[ALPHABET.index(s[-1]) | 1]}"
+    if how == "high-S":
+        raw = _unb64(s)
+        high = P256_ORDER - int.from_bytes(raw[32:], "big")
+        return f"{h}.{p}.{base64.urlsafe_b64encode(raw[:32] + high.to_bytes(32, 'big')).rstrip(b'=').decode()}"
+    if how == "crit":
+        snap = load_snapshot(settings.keys_dir)
+        header = dict(json.loads(_unb64(h)), crit=["exp"])
+        return jwt.encode(json.loads(_unb64(p)), snap.active.private, "ES256", headers=header)
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["padding", "standard alphabet", "non-canonical last char", "high-S", "crit"])
+def test_other_spellings_of_a_valid_token_are_20101(api: Api, service: dict, settings, how: str) -> None:
+    users = f"/v2/Services/{service['sid']}/Users"
+    for _ in range(50):  # a token whose signature has a '-' or '_' to respell
+        token = issue(api, service, "spelled")["token"]
+        if how != "standard alphabet" or {"-", "_"} & set(token.split(".")[2]):
+            break
+    assert api.client.get(users, headers={"X-Twilio-Token": token}).status_code == 200
+    variant = _respelled(token, how, settings)
+    assert variant != token
+    assert_error(api.client.get(users, headers={"X-Twilio-Token": variant}), 401, 20101)

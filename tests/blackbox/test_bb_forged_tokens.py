@@ -75,9 +75,17 @@ def claims_for(bb: BB, svc_sid: str, identity: str = "victim", **over: Any) -> d
     return {k: v for k, v in claims.items() if v is not None}
 
 
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
 def es256(signer: tuple[str, Any], claims: dict[str, Any]) -> str:
+    """Signed as tokensvc signs: PyJWT leaves half its signatures high-S (s > n/2), and tokensvc
+    accepts only the low-S twin (README "Security model": one token, one spelling)."""
     kid, key = signer
-    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid, "cty": "twilio-fpa;v=1"})
+    h, p, s = jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid, "cty": "twilio-fpa;v=1"}).split(".")
+    raw = b64url_decode(s)
+    low = min(int.from_bytes(raw[32:], "big"), P256_ORDER - int.from_bytes(raw[32:], "big"))
+    return f"{h}.{p}.{b64url(raw[:32] + low.to_bytes(32, 'big'))}"
 
 
 def raw_jwt(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -> str:
