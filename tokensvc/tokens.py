@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class Verified:
     identity: str
     expires_at: int
     key_sid: str | None  # the API key of an HS256 token, None for tokensvc-signed ones
+    issued_at: int | None = None  # iat, else nbf (Twilio's helper writes only nbf); None without both
 
 
 # Looks up an API key SID → (account SID, secret), or None when no such key exists (any more).
@@ -158,14 +160,16 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
     current = time.time() if now is None else now
     if exp + LEEWAY <= current:
         raise errors.expired_token()
+    issued_at = None
     for name in ("nbf", "iat"):
         value = claims.get(name)
         if value is None:
             continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise errors.invalid_token(f"Access Token has an invalid {name}")
         if name == "nbf" and value > current + LEEWAY:
             raise errors.invalid_token("Access Token is not yet valid")
+        issued_at = math.floor(value)  # iat, read last, wins over nbf
     grants = claims.get("grants")
     if not isinstance(grants, dict):
         raise errors.invalid_token("Access Token has no grants")
@@ -178,4 +182,4 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
     service_sid = chat.get("service_sid") if isinstance(chat, dict) else None
     if not isinstance(service_sid, str) or not is_sid("IS", service_sid):
         raise errors.invalid_token("Access Token has no Chat grant for a service")
-    return Verified(sub, service_sid, identity, exp, key_sid)
+    return Verified(sub, service_sid, identity, exp, key_sid, issued_at)
