@@ -229,3 +229,42 @@ def test_expired_tombstones_are_swept(fresh_app: Any) -> None:
     c.db.call(lambda conn: graves.bury(conn, service_sid=svc, identity="ancient", at=long_ago))
     assert c.db.call(lambda conn: tombstones_module.sweep(conn, int(time.time()))) == 1  # the Hub's periodic sweep
     assert digests() == {graves.digest(svc, "recent")}
+
+
+def test_one_burst_of_connects_refuses_the_tokens_from_before_a_deletion_and_joins_the_others(
+        db: Any) -> None:
+    import asyncio
+    import os
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from tokensvc.connect import Session
+    from tokensvc.presence import Presence
+    from tokensvc.services import create_service
+    from tokensvc.tombstones import Tombstones
+
+    account = db.call(lambda conn: create_account(conn))
+    svc = db.call(lambda conn: dict(create_service(conn, account_sid=account.sid, friendly_name="burst")))
+    graves = Tombstones(os.urandom(32), max_ttl=3600)
+    deleted_at = int(time.time()) - 100
+    for i in range(10):
+        db.call(lambda conn, i=i: graves.bury(conn, service_sid=svc["sid"], identity=f"gone-{i}", at=deleted_at))
+    writes = Counter("w", "w", ["kind"], registry=CollectorRegistry())
+
+    async def scenario() -> list[Any]:
+        presence = Presence(db, node="node-graves", timeout=30, interval=10, writes=writes,
+                            on_gone=lambda s: None, graves=graves)
+        presence.start()
+        try:
+            joins = [presence.join(Session(None), svc, f"gone-{i % 10}",  # type: ignore[arg-type]
+                                   deleted_at - 1 if i < 10 else deleted_at + 1) for i in range(20)]
+            return await asyncio.gather(*joins, return_exceptions=True)
+        finally:
+            await presence.stop()
+
+    results = asyncio.run(scenario())
+    refused = [r for r in results[:10]]
+    assert all(getattr(r, "code", None) == 20101 and r.status == 401 for r in refused), refused
+    joined = results[10:]
+    assert all(isinstance(r, tuple) for r in joined), joined
+    assert sorted(user["identity"] for user, _ in joined) == sorted(f"gone-{i}" for i in range(10))

@@ -98,14 +98,23 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
             for row in conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
                                                          "b_identities": list(chunk)}).mappings():
                 known[(service_sid, row["identity"])] = row
+    # Tombstones are asked about only for users missing or younger than the token, in one read.
+    deleted: dict[tuple[str, str], int] = {}
+    if graves is not None:
+        asked = {(svc["sid"], identity) for _, svc, identity, issued_at in items if issued_at is not None
+                 and ((svc["sid"], identity) not in known or known[(svc["sid"], identity)]["date_created"] > issued_at)}
+        if asked:
+            deleted = graves.deleted_many(conn, asked)
     results: list[Any] = []
     rows: list[dict[str, Any]] = []
     first_online: set[str] = set()
     for cid, svc, identity, issued_at in items:
         user = known.get((svc["sid"], identity))
         created = False
-        if (graves is not None and issued_at is not None and (user is None or user["date_created"] > issued_at)
-                and graves.refuses(conn, service_sid=svc["sid"], identity=identity, issued_at=issued_at)):
+        deleted_at = deleted.get((svc["sid"], identity))
+        # Whole seconds: a token issued in the very second of the deletion counts as before it.
+        if deleted_at is not None and issued_at is not None and issued_at <= deleted_at and (
+                user is None or user["date_created"] > issued_at):
             results.append(tombstone_refusal())
             continue
         if user is None:
