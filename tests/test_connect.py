@@ -302,8 +302,12 @@ def test_deleting_the_user_closes_its_connections_with_4003(server: Server) -> N
         expect_close(first, 4003, timeout=2)
         expect_close(second, 4003, timeout=2)
     assert fetch_user(server, svc["sid"], "heidi").status_code == 404
-    # The identity is free again: the same (still valid) token provisions a new user.
+    # The identity stays deleted for the still valid token (SPEC §11); a token issued after the
+    # deletion provisions a new user.
     with open_ws(server, token) as ws:
+        expect_error_then_close(ws, 20101)
+    assert fetch_user(server, svc["sid"], "heidi").status_code == 404
+    with open_ws(server, issue(server, svc["sid"], "heidi")) as ws:
         assert recv(ws)["user"]["sid"] not in (sid, None)
 
 

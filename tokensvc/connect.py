@@ -8,6 +8,11 @@ token-expiry events or when another part of the process needs it closed.
 
 Presence (the `connections` rows that make `is_online` true on every process) is written by
 presence.Presence on the sessions' behalf.
+
+Sessions opened with a Twilio-format (HS256) token live only as long as the API key that signed
+it: the process deleting a key closes its own sessions at once, and every Hub holding such
+sessions asks the database every KEY_POLL seconds which of their keys still exist, so a key
+deleted through any replica closes its sessions everywhere within about a second.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from typing import Any, Mapping
 from prometheus_client import Counter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import errors
+from sqlalchemy import Connection, bindparam, select
+
+from . import errors, tombstones
+from .db import now
+from .models import api_keys
 from .presence import Presence, Stopping
 from .users import user_to_json
 
@@ -37,13 +46,17 @@ CLOSE_TOKEN = 4001  # bad or expired token
 CLOSE_DELETED = 4003  # the User was deleted
 CLOSE_ERROR = 1011
 CLOSE_GOING_AWAY = 1001
+KEY_POLL = 0.5  # seconds between checks that the API keys of open HS256 sessions still exist
+TOMBSTONE_SWEEP = 60.0  # seconds between sweeps of expired tombstones (deletions sweep too)
+_KEYS_CHUNK = 500
+_KEYS_PRESENT = select(api_keys.c.sid).where(api_keys.c.sid.in_(bindparam("b_sids", expanding=True)))
 
 
 class Session:
     """One client connection; slots keep idle connections small (bench/connect.py)."""
 
     __slots__ = ("ws", "id", "user_sid", "service_sid", "identity", "expires_at", "warned", "close_code",
-                 "waker")
+                 "close_error", "waker", "key_sid")
 
     def __init__(self, ws: WebSocket):
         self.ws = ws
@@ -54,12 +67,15 @@ class Session:
         self.expires_at = 0
         self.warned = False
         self.close_code: int | None = None
+        self.close_error: errors.TwilioError | None = None  # sent as an error frame before the close
         self.waker: asyncio.Timeout | None = None
+        self.key_sid: str | None = None  # the API key that signed the session's HS256 token
 
-    def kick(self, code: int) -> None:
+    def kick(self, code: int, err: errors.TwilioError | None = None) -> None:
         """Ask the session's task to close with `code` as soon as it is scheduled."""
         if self.close_code is None:
             self.close_code = code
+            self.close_error = err
         if self.waker is not None and self.waker.expired() is False:
             self.waker.reschedule(asyncio.get_running_loop().time())
 
@@ -80,6 +96,18 @@ def _bad_frame(detail: str) -> errors.TwilioError:
     return errors.TwilioError(400, 20001, detail)
 
 
+def _key_gone() -> errors.TwilioError:
+    return errors.invalid_token("Access Token signed by an unknown or deleted API key")
+
+
+def _keys_present(conn: Connection, sids: list[str]) -> set[str]:
+    """Which of these API key SIDs still exist (one indexed IN read per chunk)."""
+    present: set[str] = set()
+    for i in range(0, len(sids), _KEYS_CHUNK):
+        present.update(conn.execute(_KEYS_PRESENT, {"b_sids": sids[i:i + _KEYS_CHUNK]}).scalars())
+    return present
+
+
 class _Closed(Exception):
     """The session is over (closed by us or by the client)."""
 
@@ -91,6 +119,10 @@ class Hub:
         self.ctx = ctx
         self.node = _node_id()
         self.sessions: set[Session] = set()
+        self.by_key: dict[str, set[Session]] = {}  # sessions of HS256 tokens, by signing API key
+        self._keyed = asyncio.Event()  # the first HS256 session arrived: start polling keys
+        self._watcher: asyncio.Task | None = None
+        self.graves = tombstones.of(ctx)
         writes = ctx.extras.get("presence_writes")
         if writes is None:
             writes = Counter("tokensvc_presence_writes_total",
@@ -99,10 +131,11 @@ class Hub:
             ctx.extras["presence_writes"] = writes
         self.presence = Presence(ctx.db, node=self.node, timeout=ctx.settings.presence_timeout,
                                  interval=ctx.settings.heartbeat_interval, writes=writes,
-                                 on_gone=lambda s: s.kick(CLOSE_DELETED))
+                                 on_gone=lambda s: s.kick(CLOSE_DELETED), graves=self.graves)
 
     async def start(self) -> None:
         self.presence.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="tokensvc-hub-watch")
 
     async def stop(self) -> None:
         """Close every session (1001 going away), then drop this process's rows."""
@@ -111,6 +144,13 @@ class Hub:
         deadline = time.monotonic() + 2
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            try:
+                await self._watcher
+            except asyncio.CancelledError:
+                pass
+            self._watcher = None
         await self.presence.stop()
 
     async def user_deleted(self, service_sid: str, user_sid: str) -> None:
@@ -119,6 +159,64 @@ class Hub:
             if session.user_sid == user_sid and session.service_sid == service_sid:
                 self.presence.rows.pop(session.id, None)
                 session.kick(CLOSE_DELETED)
+
+    async def key_deleted(self, key_sid: str) -> None:
+        """Close this process's sessions of tokens the deleted API key signed (20101, 4001)."""
+        for session in list(self.by_key.pop(key_sid, ())):
+            session.kick(CLOSE_TOKEN, _key_gone())
+
+    def _track_key(self, session: Session, key_sid: str | None) -> None:
+        """Index the session under the API key of its (current) token; None for ES256 tokens."""
+        if session.key_sid == key_sid:
+            return
+        self._untrack_key(session)
+        session.key_sid = key_sid
+        if key_sid is not None:
+            self.by_key.setdefault(key_sid, set()).add(session)
+            self._keyed.set()
+
+    def _untrack_key(self, session: Session) -> None:
+        if session.key_sid is None:
+            return
+        held = self.by_key.get(session.key_sid)
+        if held is not None:
+            held.discard(session)
+            if not held:
+                del self.by_key[session.key_sid]
+        session.key_sid = None
+
+    async def _watch(self) -> None:
+        """While HS256 sessions are open, every KEY_POLL seconds: close those whose API key is
+        gone (deleted through any replica). Now and then: sweep expired tombstones."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + TOMBSTONE_SWEEP
+        while True:
+            try:
+                if not self.by_key:
+                    self._keyed.clear()
+                    try:
+                        async with asyncio.timeout_at(next_sweep):
+                            await self._keyed.wait()
+                    except TimeoutError:
+                        pass
+                if self.by_key:
+                    await asyncio.sleep(KEY_POLL)
+                    await self._check_keys()
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + TOMBSTONE_SWEEP
+                    await self.ctx.db.write(tombstones.sweep, now())
+            except Exception as exc:  # the database may be away for a moment: try again later
+                log.warning("session key check or tombstone sweep failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(KEY_POLL)
+
+    async def _check_keys(self) -> None:
+        held = sorted(self.by_key)
+        if not held:
+            return
+        present = await self.ctx.db.run(_keys_present, held)
+        for key_sid in held:
+            if key_sid not in present:
+                await self.key_deleted(key_sid)
 
     async def service_deleted(self, service_sid: str) -> None:
         """Close this process's sessions in a deleted service (4003); its users went with it."""
@@ -147,6 +245,7 @@ class Hub:
         finally:
             gauge.dec()
             self.sessions.discard(session)
+            self._untrack_key(session)
             if session.user_sid is not None:
                 self.presence.leave(session)
 
@@ -191,7 +290,7 @@ class Hub:
             message = await self._receive(session, loop.time() + AUTH_TIMEOUT)
             if message is None:
                 if session.close_code is not None:
-                    return await self._refuse(session, session.close_code)
+                    return await self._refuse(session, session.close_code, session.close_error)
                 return await self._refuse(session, CLOSE_TOKEN, errors.invalid_token(
                     f"No access token received within {AUTH_TIMEOUT:g} seconds"))
             data = _parse(message)
@@ -210,10 +309,14 @@ class Hub:
         session.service_sid = verified.service_sid
         session.identity = verified.identity
         session.expires_at = verified.expires_at
+        self._track_key(session, verified.key_sid)
         try:
-            user, created = await self.presence.join(session, svc, verified.identity)
+            user, created = await self.presence.join(session, svc, verified.identity,
+                                                     self.graves.issued_at(verified))
         except errors.TwilioError as exc:
-            return await self._refuse(session, CLOSE_ERROR, exc)
+            # 401: the token predates the identity's deletion; else the user or its service went
+            # away while we joined (a race with a delete, SPEC §5's 4003).
+            return await self._refuse(session, CLOSE_TOKEN if exc.status == 401 else CLOSE_DELETED, exc)
         except Stopping:
             return await self._refuse(session, CLOSE_GOING_AWAY)
         if created:
@@ -230,7 +333,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         while True:
             if session.close_code is not None:
-                return await self._close(session, session.close_code)
+                return await self._close(session, session.close_code, session.close_error)
             left = session.expires_at - time.time()
             if left <= 0:
                 await self._send(session, _frame("tokenExpired"))
@@ -265,6 +368,7 @@ class Hub:
                 "updateToken needs a token for the same identity and service")))
         session.expires_at = verified.expires_at
         session.warned = False
+        self._track_key(session, verified.key_sid)
         await self._send(session, _frame("tokenUpdated"))
 
     def _base_url(self, ws: WebSocket) -> str:

@@ -9,7 +9,9 @@ import os
 import secrets
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SECRET_KEY_FILE = "secrets.key"
 # Compared against when a credential's owner does not exist, so the timing says nothing.
@@ -57,6 +59,12 @@ class SecretBox:
 
     def __init__(self, key: bytes):
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, purpose: str) -> bytes:
+        """A 256-bit key for another use (HKDF-SHA256 of the box's key): one secret file to keep."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"tokensvc/" + purpose.encode()).derive(self._key)
 
     @classmethod
     def load_or_create(cls, keys_dir: Path) -> "SecretBox":

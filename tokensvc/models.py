@@ -118,9 +118,21 @@ class Connection(SQLModel, table=True):
     date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class Tombstone(SQLModel, table=True):
+    """A deleted identity, kept until every token issued before its deletion has expired (SPEC
+    §11): `digest` is an HMAC of service SID and identity (tombstones.py), never the identity."""
+
+    __tablename__ = "tombstones"
+    digest: str = Field(sa_column=Column(String(64), primary_key=True))
+    deleted_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # deleted_at + max_ttl + clock skew: swept after this
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
 accounts = Account.__table__
 api_keys = ApiKey.__table__
 services = Service.__table__
 roles = Role.__table__
 users = User.__table__
 connections = Connection.__table__
+tombstones = Tombstone.__table__

@@ -6,6 +6,10 @@ renews the heartbeat of all of this process's rows with one UPDATE every `heartb
 A process that dies without closing leaves rows whose heartbeat goes stale; `users.is_online`
 ignores them and any process sweeps them. A row that vanished under a live session tells the
 writer its user was deleted by another process (the foreign key cascades).
+
+A join that loses a race with the deletion of its user or service (the foreign key refuses the
+row) is refused with a TwilioError, as is a token issued before its identity was deleted
+(tombstones.py): the session closes with an error frame, never with a server error.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import insert_ignore, now
+from .db import insert_ignore, is_foreign_key_violation, now
 from .models import connections, users
+from .tombstones import Tombstones
+from .tombstones import refused as tombstone_refusal
 from .users import get_or_create_user
 
 if TYPE_CHECKING:
@@ -42,13 +49,20 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 
 class _Join:
-    __slots__ = ("session", "service", "identity", "future")
+    __slots__ = ("session", "service", "identity", "issued_at", "future")
 
-    def __init__(self, session: Session, service: Mapping[str, Any], identity: str, future: asyncio.Future):
+    def __init__(self, session: Session, service: Mapping[str, Any], identity: str, issued_at: int | None,
+                 future: asyncio.Future):
         self.session = session
         self.service = service
         self.identity = identity
+        self.issued_at = issued_at
         self.future = future
+
+
+def _gone() -> errors.TwilioError:
+    """A join that lost its race with the deletion of its user or service."""
+    return errors.not_found("The User or its Service was deleted while connecting")
 
 
 # ---- the store: plain functions of a Connection, run through Database.run -------------------
@@ -66,15 +80,17 @@ _DELETE_NODE = delete(connections).where(connections.c.node == bindparam("b_node
 _SWEEP = delete(connections).where(connections.c.heartbeat_at < bindparam("b_cutoff"))
 
 
-def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str]], node: str,
-               ts: int) -> list[Any]:
+def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, int | None]], node: str,
+               ts: int, graves: Tombstones | None = None) -> list[Any]:
     """Provision each identity and insert its connection row, in one transaction. Returns per
     item (user, created) or the TwilioError that refused it.
 
     Returning identities, the usual case, cost one SELECT … IN for the whole batch; only those not
-    found go through get_or_create_user, which settles races for them in the database."""
+    found go through get_or_create_user, which settles races for them in the database. An item
+    carries its token's issue time: one whose user is missing or younger than the token asks
+    `graves` whether the token predates the identity's deletion (SPEC §11)."""
     wanted: dict[str, set[str]] = {}
-    for _, svc, identity in items:
+    for _, svc, identity, _ in items:
         wanted.setdefault(svc["sid"], set()).add(identity)
     known: dict[tuple[str, str], Mapping[str, Any]] = {}
     for service_sid, identities in wanted.items():
@@ -82,12 +98,25 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str]]
             for row in conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
                                                          "b_identities": list(chunk)}).mappings():
                 known[(service_sid, row["identity"])] = row
+    # Tombstones are asked about only for users missing or younger than the token, in one read.
+    deleted: dict[tuple[str, str], int] = {}
+    if graves is not None:
+        asked = {(svc["sid"], identity) for _, svc, identity, issued_at in items if issued_at is not None
+                 and ((svc["sid"], identity) not in known or known[(svc["sid"], identity)]["date_created"] > issued_at)}
+        if asked:
+            deleted = graves.deleted_many(conn, asked)
     results: list[Any] = []
     rows: list[dict[str, Any]] = []
     first_online: set[str] = set()
-    for cid, svc, identity in items:
+    for cid, svc, identity, issued_at in items:
         user = known.get((svc["sid"], identity))
         created = False
+        deleted_at = deleted.get((svc["sid"], identity))
+        # Whole seconds: a token issued in the very second of the deletion counts as before it.
+        if deleted_at is not None and issued_at is not None and issued_at <= deleted_at and (
+                user is None or user["date_created"] > issued_at):
+            results.append(tombstone_refusal())
+            continue
         if user is None:
             try:
                 user, created = get_or_create_user(conn, service=svc, identity=identity)
@@ -150,6 +179,14 @@ def _delete_node(conn: Connection, node: str) -> None:
     conn.execute(_DELETE_NODE, {"b_node": node})
 
 
+def _refusal(exc: Exception) -> Exception:
+    """The error a join's session is closed with: a foreign key that refused its row means its
+    user or service was deleted meanwhile (PostgreSQL: between our read and our insert)."""
+    if isinstance(exc, IntegrityError) and is_foreign_key_violation(exc):
+        return _gone()
+    return exc
+
+
 # ---- the writer ------------------------------------------------------------------------------
 
 
@@ -158,7 +195,7 @@ class Presence:
     transaction each per wake-up, heartbeats are one UPDATE per interval for all rows."""
 
     def __init__(self, db: Any, *, node: str, timeout: int, interval: float, writes: Counter,
-                 on_gone: Callable[[Session], None]):
+                 on_gone: Callable[[Session], None], graves: Tombstones | None = None):
         self.db = db
         self.node = node
         self.timeout = timeout
@@ -166,6 +203,7 @@ class Presence:
         self.interval = max(0.2, min(float(interval), timeout / 2))
         self.writes = writes
         self.on_gone = on_gone
+        self.graves = graves
         self.rows: dict[str, Session] = {}  # committed rows of this node
         self._joins: list[_Join] = []
         self._leaves: list[str] = []
@@ -197,10 +235,12 @@ class Presence:
         except Exception:
             log.warning("could not remove this process's connection rows; they expire with their heartbeat")
 
-    async def join(self, session: Session, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
-        """Provision the identity's user and record the session as online; (user, created)."""
+    async def join(self, session: Session, service: Mapping[str, Any], identity: str,
+                   issued_at: int | None = None) -> tuple[Mapping[str, Any], bool]:
+        """Provision the identity's user (unless a token issued at `issued_at` predates its
+        deletion) and record the session as online; (user, created)."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._joins.append(_Join(session, service, identity, future))
+        self._joins.append(_Join(session, service, identity, issued_at, future))
         self._wake.set()
         return await future
 
@@ -280,19 +320,19 @@ class Presence:
 
     async def _write_joins(self, batch: list[_Join]) -> list[Any]:
         ts = now()
-        items = [(j.session.id, j.service, j.identity) for j in batch]
+        items = [(j.session.id, j.service, j.identity, j.issued_at) for j in batch]
         try:
-            return await self.db.write(_join_rows, items, self.node, ts)
+            return await self.db.write(_join_rows, items, self.node, ts, self.graves)
         except Exception as exc:
             if len(batch) == 1:
-                return [exc]
+                return [_refusal(exc)]
         # One bad item (e.g. its user deleted meanwhile) must not fail the others.
         results: list[Any] = []
         for item in items:
             try:
-                results.extend(await self.db.write(_join_rows, [item], self.node, ts))
+                results.extend(await self.db.write(_join_rows, [item], self.node, ts, self.graves))
             except Exception as single:
-                results.append(single)
+                results.append(_refusal(single))
         return results
 
     async def _flush_leaves(self) -> None:

@@ -62,6 +62,7 @@ class Verified:
     identity: str
     expires_at: int
     key_sid: str | None  # the API key of an HS256 token, None for tokensvc-signed ones
+    issued_at: int | None = None  # iat, else nbf (Twilio's helper writes only nbf); None without both
 
 
 # Looks up an API key SID → (account SID, secret), or None when no such key exists (any more).
@@ -208,6 +209,7 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
                                        "Access Token is issued in the future")
         if issued is None:
             issued = value  # the lifetime runs from iat, else nbf (Twilio's helper writes no iat)
+    issued_at = math.floor(issued) if issued is not None else None
     if issued is not None and exp - issued > longest:
         raise errors.invalid_token(f"Access Token lives longer than the maximum of {max_ttl} seconds")
     grants = claims.get("grants")
@@ -222,4 +224,4 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
     service_sid = chat.get("service_sid") if isinstance(chat, dict) else None
     if not isinstance(service_sid, str) or not is_sid("IS", service_sid):
         raise errors.invalid_token("Access Token has no Chat grant for a service")
-    return Verified(sub, service_sid, identity, exp, key_sid)
+    return Verified(sub, service_sid, identity, exp, key_sid, issued_at)

@@ -18,6 +18,8 @@ from .models import connections, users
 from .paging import Page, PageRequest, fetch_page
 from .roles import check_role
 from .sids import is_sid, new_sid
+from .tombstones import Tombstones
+from .tombstones import refused as tombstone_refusal
 
 Unset = object()
 
@@ -307,3 +309,46 @@ def is_online(conn: Connection, *, user: Mapping[str, Any], timeout: int) -> boo
     live = conn.execute(select(func.count()).select_from(connections).where(
         connections.c.user_sid == user["sid"], connections.c.heartbeat_at > now() - timeout)).scalar()
     return bool(live)
+
+
+# ---- a deleted user stays deleted (SPEC §11; tombstones.py) ---------------------------------
+
+
+def delete_and_bury_user(conn: Connection, *, service_sid: str, key: str, graves: Tombstones) -> str:
+    """delete_user, leaving a tombstone of the identity in the same transaction; returns its SID."""
+    user = get_user(conn, service_sid=service_sid, key=key)
+    sid = delete_user(conn, service_sid=service_sid, key=user["sid"])
+    graves.bury(conn, service_sid=service_sid, identity=user["identity"], at=now())
+    return sid
+
+
+def get_or_create_unburied(conn: Connection, *, service: Mapping[str, Any], identity: str, issued_at: int,
+                           graves: Tombstones) -> tuple[Mapping[str, Any], bool]:
+    """get_or_create_user for a presented token: 401 20101 when the identity was deleted at or
+    after the token's issue time. Asked in the writing transaction, so no deletion slips between."""
+    if graves.refuses(conn, service_sid=service["sid"], identity=identity, issued_at=issued_at):
+        raise tombstone_refusal()
+    return get_or_create_user(conn, service=service, identity=identity)
+
+
+async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identity: str, issued_at: int,
+                            graves: Tombstones) -> tuple[Mapping[str, Any], bool]:
+    """ensure_user for the holder of a token issued at `issued_at`. A user created no later than
+    that costs exactly what ensure_user costs; only a missing user or one created after the token
+    asks the tombstones whether the token predates a deletion (401 20101)."""
+    sid = service["sid"]
+    if db.apg is not None:
+        read, create = _batchers(db.apg)
+        found = await read((sid, identity))
+    else:
+        found = await db.run(lambda conn: find_by_identity(conn, service_sid=sid, identity=identity))
+    if found is not None and found["date_created"] <= issued_at:
+        return found, False
+    if found is None and db.apg is None:
+        return await db.write(lambda conn: get_or_create_unburied(conn, service=service, identity=identity,
+                                                                  issued_at=issued_at, graves=graves))
+    if await graves.refuses_async(db, service_sid=sid, identity=identity, issued_at=issued_at):
+        raise tombstone_refusal()
+    if found is not None:
+        return found, False
+    return await create((service, identity))

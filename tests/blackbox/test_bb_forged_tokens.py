@@ -323,13 +323,18 @@ def test_garbage_tokens_are_20101(bb: BB, svc: dict[str, Any], garbage: str) -> 
     assert_error(r, 401, 20101)
 
 
-def test_deleted_user_is_reprovisioned_by_a_valid_token(bb: BB, svc: dict[str, Any]) -> None:
+def test_deleted_user_is_not_reprovisioned_by_a_token_issued_before_its_deletion(
+        bb: BB, svc: dict[str, Any]) -> None:
+    # SPEC §11: a deleted user stays deleted; a token issued after the deletion provisions anew.
     tok = bb.token(svc["sid"], "phoenix")
     assert bb.http.delete(url(svc, "phoenix")).status_code == 204
-    r = present(bb, tok["token"], url(svc, "phoenix"))
+    assert_error(present(bb, tok["token"], url(svc, "phoenix")), 401, 20101)
+    assert bb.http.get(url(svc, "phoenix")).status_code == 404
+    fresh = bb.token(svc["sid"], "phoenix")
+    r = present(bb, fresh["token"], url(svc, "phoenix"))
     assert r.status_code == 200, r.text
     assert r.json()["identity"] == "phoenix"
-    assert r.json()["sid"] != tok["user_sid"]
+    assert r.json()["sid"] == fresh["user_sid"] != tok["user_sid"]
 
 
 @pytest.mark.parametrize("mutate", [

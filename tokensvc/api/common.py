@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import errors
+from .. import errors, tombstones
 from ..auth import Authenticator, Principal
 from ..config import Settings
 from ..crypto import SecretBox
@@ -19,7 +19,7 @@ from ..db import Database
 from ..metrics import Metrics
 from ..signing import Keyring
 from ..paging import Cursors, Page, PageRequest, page_meta, parse_page_request
-from ..users import ensure_user
+from ..users import ensure_token_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
@@ -161,14 +161,17 @@ async def authenticate(request: Request, *, service_sid: str | None = None) -> P
 
 
 async def provision(request: Request, principal: Principal) -> Mapping[str, Any]:
-    """The token holder's user, created on first encounter."""
+    """The token holder's user, created on first encounter unless the token predates the
+    identity's deletion (SPEC §11, 401 20101)."""
     c = ctx(request)
     verified = principal.token
     assert verified is not None
     svc = await c.auth.service(verified.service_sid)
     if svc is None:
         raise errors.invalid_token("Access Token is for a service that does not exist")
-    user, created = await ensure_user(c.db, service=svc, identity=verified.identity)
+    graves = tombstones.of(c)
+    user, created = await ensure_token_user(c.db, service=svc, identity=verified.identity,
+                                            issued_at=graves.issued_at(verified), graves=graves)
     if created:
         c.metrics.users_provisioned.inc()
     request.state.principal = principal

@@ -8,12 +8,12 @@ from urllib.parse import unquote_to_bytes
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import errors, validation
+from .. import errors, tombstones, validation
 from ..auth import Principal
 from ..paging import Page, page_meta, parse_page_request
 from ..roles import role_permissions
 from ..services import get_service
-from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
+from ..users import Unset, create_user, delete_and_bury_user, get_user, is_online, list_users, update_user, user_to_json
 from .routing import dispatch, method_table
 from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
                      require_admin, service_list)
@@ -126,10 +126,11 @@ async def delete(request: Request) -> Response:
     require_admin(principal)
     key = request.state.user_key
     c = ctx(request)
+    graves = tombstones.of(c)
 
     def remove(conn: Any) -> str:
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return delete_user(conn, service_sid=service_sid, key=key)
+        return delete_and_bury_user(conn, service_sid=service_sid, key=key, graves=graves)
 
     user_sid = await c.db.run(remove)
     c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL

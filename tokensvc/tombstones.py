@@ -1,0 +1,112 @@
+"""Tombstones of deleted users (SPEC §11: a deleted user stays deleted).
+
+Deleting a user leaves a row saying "this identity of this service was deleted at T" until every
+token issued before T has expired (T + max_ttl + clock skew); a token issued at or before T then
+cannot re-create the user, on any replica (the rows are in the shared database). The row holds
+an HMAC of service SID and identity, keyed by a key derived from keys/secrets.key, never the
+identity: the identity's PII is gone from the store (SPEC §3) and the digest cannot be reversed
+by guessing identities without that key.
+
+Only first encounters (and users created after the token) ask: a returning user created before
+its token was issued costs no read here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from . import errors
+from .models import tombstones
+from .tokens import LEEWAY, Verified
+
+_BY_DIGEST = select(tombstones.c.deleted_at).where(tombstones.c.digest == bindparam("b_digest"))
+_BY_DIGESTS = select(tombstones.c.digest, tombstones.c.deleted_at).where(
+    tombstones.c.digest.in_(bindparam("b_digests", expanding=True)))
+_CHUNK = 500
+_BY_DIGEST_PG = str(_BY_DIGEST.compile(dialect=postgresql_dialect.psycopg.dialect()))
+_SWEEP = delete(tombstones).where(tombstones.c.expires_at < bindparam("b_now"))
+
+
+def _upsert(dialect: Any) -> Any:
+    """INSERT, or on a second deletion of the identity move its row to the later time."""
+    stmt = dialect.insert(tombstones)
+    return stmt.on_conflict_do_update(index_elements=[tombstones.c.digest],
+                                      set_={"deleted_at": stmt.excluded.deleted_at,
+                                            "expires_at": stmt.excluded.expires_at})
+
+
+_UPSERT = {"sqlite": _upsert(sqlite_dialect), "postgresql": _upsert(postgresql_dialect)}
+
+
+def refused() -> errors.TwilioError:
+    return errors.invalid_token("Access Token was issued before its user was deleted")
+
+
+class Tombstones:
+    """Writes and asks about tombstones; one per process (see `of`)."""
+
+    def __init__(self, key: bytes, *, max_ttl: int):
+        self._key = key
+        self.max_ttl = max_ttl
+
+    def digest(self, service_sid: str, identity: str) -> str:
+        """HMAC-SHA256 (hex) of service SID and identity; the SID's fixed length keeps them apart."""
+        message = service_sid.encode() + identity.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def issued_at(self, verified: Verified) -> int:
+        """When the token was issued: iat, else nbf, else the earliest it could have been."""
+        if verified.issued_at is not None:
+            return verified.issued_at
+        return verified.expires_at - self.max_ttl - LEEWAY
+
+    def bury(self, conn: Connection, *, service_sid: str, identity: str, at: int) -> None:
+        """Record the deletion (in the deleting transaction) and drop tombstones that expired."""
+        conn.execute(_UPSERT[conn.dialect.name], {
+            "digest": self.digest(service_sid, identity), "deleted_at": at,
+            "expires_at": at + self.max_ttl + LEEWAY})
+        sweep(conn, at)
+
+    def refuses(self, conn: Connection, *, service_sid: str, identity: str, issued_at: int) -> bool:
+        """Whether the identity was deleted at or after `issued_at` (one primary-key read)."""
+        deleted_at = conn.execute(_BY_DIGEST, {"b_digest": self.digest(service_sid, identity)}).scalar()
+        # Whole seconds: a token issued in the very second of the deletion counts as before it.
+        return deleted_at is not None and issued_at <= deleted_at
+
+    def deleted_many(self, conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Deletion times of those (service SID, identity) pairs that have a tombstone, one IN
+        read per 500 (a burst of first connects asks once, not once each)."""
+        by_digest = {self.digest(service_sid, identity): (service_sid, identity) for service_sid, identity in pairs}
+        digests = sorted(by_digest)
+        found: dict[tuple[str, str], int] = {}
+        for i in range(0, len(digests), _CHUNK):
+            for digest, deleted_at in conn.execute(_BY_DIGESTS, {"b_digests": digests[i:i + _CHUNK]}):
+                found[by_digest[digest]] = deleted_at
+        return found
+
+    async def refuses_async(self, db: Any, *, service_sid: str, identity: str, issued_at: int) -> bool:
+        """`refuses` for request handlers: on PostgreSQL on the event loop's async connections."""
+        if db.apg is not None:
+            rows = await db.apg.fetchall(_BY_DIGEST_PG, {"b_digest": self.digest(service_sid, identity)})
+            return bool(rows) and issued_at <= rows[0]["deleted_at"]
+        return await db.run(lambda conn: self.refuses(conn, service_sid=service_sid, identity=identity,
+                                                      issued_at=issued_at))
+
+
+def sweep(conn: Connection, now: int) -> int:
+    """Delete tombstones no unexpired token can need any more."""
+    return conn.execute(_SWEEP, {"b_now": now}).rowcount
+
+
+def of(ctx: Any) -> Tombstones:
+    """The process's Tombstones, made once from the app context's secret box and settings."""
+    found = ctx.extras.get("tombstones")
+    if found is None:
+        found = ctx.extras["tombstones"] = Tombstones(ctx.box.derive("tombstones"), max_ttl=ctx.settings.max_ttl)
+    return found
