@@ -249,7 +249,7 @@ async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str
     an async autocommit connection, no threadpool hop."""
     if db.apg is not None:
         return await _ensure_user_pg(db, service, identity)
-    found = await db.run(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
+    found = await db.read(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
     if found is not None:
         return found, False
     return await db.write(lambda conn: get_or_create_user(conn, service=service, identity=identity))

@@ -113,5 +113,5 @@ async def item(request: Request) -> Response:
     hub = c.extras.get("hub")
     if hub is not None:
         await hub.service_deleted(sid)
-    c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL
+    await c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL
     return empty_response()

@@ -97,7 +97,7 @@ async def item(request: Request) -> Response:
             online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
             return user, online
 
-        user, online = await c.db.run(fetch)
+        user, online = await c.db.read(fetch)
         return json_response(user_to_json(user, base, is_online=online))
 
     if request.method == "DELETE":
@@ -108,7 +108,7 @@ async def item(request: Request) -> Response:
             return delete_user(conn, service_sid=service_sid, key=key)
 
         user_sid = await c.db.run(remove)
-        c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
+        await c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
         hub = c.extras.get("hub")
         if hub is not None:
             await hub.user_deleted(service_sid, user_sid)
