@@ -49,8 +49,12 @@ def tune_gc() -> None:
 
 def prepare(settings: Settings, *, migrate: bool) -> None:
     """Schema, signing keys and the bootstrap account, before any worker starts."""
+    from sqlalchemy import select
+
     from .accounts import ensure_bootstrap_account
+    from .crypto import SECRET_KEY_FILE, SecretBox
     from .db import Database, make_engine
+    from .models import api_keys
     from .schema import SchemaOutOfDate, ensure_schema
     from .signing import ensure_keys
 
@@ -59,12 +63,24 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     except SchemaOutOfDate as exc:
         raise SystemExit(f"tokensvc: {exc}") from None
     ensure_keys(settings.keys_dir)
+    box_path = settings.keys_dir / SECRET_KEY_FILE
+    try:
+        box = SecretBox.load_or_create(settings.keys_dir)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"tokensvc: cannot use {box_path}: {exc}") from None
     db = Database(make_engine(settings))
     try:
         made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,
                                                              auth_token=settings.auth_token))
+        # A replica given another secrets.key would start, then refuse every HS256 token of the
+        # existing API keys: the newest stored secret must open with this key.
+        newest = db.call(lambda conn: conn.execute(select(api_keys.c.sid, api_keys.c.secret_enc)
+                                                   .order_by(api_keys.c.id.desc()).limit(1)).first())
     finally:
         db.dispose()
+    if newest is not None and not box.opens(newest.secret_enc, newest.sid):
+        raise SystemExit(f"tokensvc: {box_path} is not the key the stored API key secrets were encrypted "
+                         "with: give every process sharing this database the same secrets.key")
     if made is not None and not settings.auth_token:
         print("tokensvc: created the bootstrap account; its auth token is shown only this once:\n"
               f"  TOKENSVC_ACCOUNT_SID={made.sid}\n  TOKENSVC_AUTH_TOKEN={made.auth_token}", flush=True)

@@ -9,6 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SECRET_KEY_FILE = "secrets.key"
@@ -78,6 +79,14 @@ class SecretBox:
         nonce = os.urandom(12)
         ct = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
         return "v1:" + base64.urlsafe_b64encode(nonce + ct).decode()
+
+    def opens(self, token: str, context: str) -> bool:
+        """Whether a stored ciphertext decrypts with this key (never raises)."""
+        try:
+            self.decrypt(token, context)
+        except (InvalidTag, ValueError):
+            return False
+        return True
 
     def decrypt(self, token: str, context: str) -> str:
         if not token.startswith("v1:"):
