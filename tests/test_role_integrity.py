@@ -91,36 +91,59 @@ def test_creating_a_user_with_a_role_racing_its_delete_never_leaves_the_user_wit
 
 
 def test_first_encounters_after_the_default_role_is_switched_and_deleted_get_the_new_one(tmp_path: Path) -> None:
-    srv = start_server(tmp_path, args=("--workers", "2"))
+    _switch_delete_then_first_encounters(start_server(tmp_path, args=("--workers", "2")))
+
+
+def test_a_replica_caching_the_old_default_role_gives_first_encounters_the_new_one(tmp_path: Path) -> None:
+    # Deterministic form of the test above: the switch goes to one process, the first
+    # encounters to another that cached the service a moment before.
+    a = start_server(tmp_path, name="a")
     try:
-        with httpx.Client(base_url=srv.base, auth=srv.auth, timeout=30) as client:
-            service = client.post("/v2/Services", data={"FriendlyName": "switch"}).json()["sid"]
-            old, new = _role(client, service, "old"), _role(client, service, "new")
-            assert client.post(f"/v2/Services/{service}", data={"DefaultServiceRoleSid": old}).status_code == 200
-            time.sleep(1.2)  # every worker's cached copy of the service has expired
-        # Each worker caches the service with `old` as its default (new connections spread
-        # over both workers).
-        started = time.monotonic()
-        while time.monotonic() - started < 0.3:
-            httpx.get(f"{srv.base}/v2/Services/{service}/Users/nobody", auth=srv.auth, timeout=10)
-        with httpx.Client(base_url=srv.base, auth=srv.auth, timeout=30) as client:
-            r = client.post(f"/v2/Services/{service}", data={"DefaultServiceRoleSid": new})
-            assert r.status_code == 200 and r.json()["default_service_role_sid"] == new
-            assert client.delete(f"/v2/Services/{service}/Roles/{old}").status_code == 204
-
-        def first_encounter(i: int) -> httpx.Response:
-            return httpx.post(f"{srv.base}/v2/Services/{service}/Tokens", data={"Identity": f"new-{i}"},
-                              auth=srv.auth, timeout=30)
-
-        with concurrent.futures.ThreadPoolExecutor(10) as pool:
-            answers = list(pool.map(first_encounter, range(50)))
-        assert all(a.status_code == 201 and a.json()["user_created"] for a in answers), [a.text for a in answers]
-        with httpx.Client(base_url=srv.base, auth=srv.auth, timeout=30) as client:
-            roles = [client.get(f"/v2/Services/{service}/Users/new-{i}").json()["role_sid"] for i in range(50)]
-        assert roles == [new] * 50, f"{roles.count(old)} of 50 got the deleted role"
+        b = start_server(tmp_path, database=a.env["TOKENSVC_DATABASE_URL"], keys_dir=Path(a.env["TOKENSVC_KEYS_DIR"]),
+                         account=a.auth, name="b")
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        _switch_delete_then_first_encounters(a, b, rounds=1)
     finally:
-        srv.stop()
-    assert "Traceback" not in srv.logs()
+        a.stop()
+
+
+def _switch_delete_then_first_encounters(srv: Server, other: Server | None = None, rounds: int = 3) -> None:
+    """Rounds of: default role `old`, every process caches the service, the default switched to
+    `new` and `old` deleted (through srv), 50 first encounters (through other, else srv)."""
+    wrong = 0
+    target = other or srv
+    try:
+        with httpx.Client(base_url=srv.base, auth=srv.auth, timeout=30) as client, \
+                concurrent.futures.ThreadPoolExecutor(10) as pool:
+            service = client.post("/v2/Services", data={"FriendlyName": "switch"}).json()["sid"]
+            for round in range(rounds):
+                old, new = _role(client, service, f"old{round}"), _role(client, service, f"new{round}")
+                assert client.post(f"/v2/Services/{service}", data={"DefaultServiceRoleSid": old}).status_code == 200
+                time.sleep(1.2)  # every worker's cached copy of the service has expired
+                # Each worker caches the service with `old` as its default: new connections,
+                # spread over both workers, within a few milliseconds of the window's start.
+                list(pool.map(lambda _: httpx.get(f"{target.base}/v2/Services/{service}/Users/nobody",
+                                                  auth=srv.auth, timeout=10), range(20)))
+                r = client.post(f"/v2/Services/{service}", data={"DefaultServiceRoleSid": new})
+                assert r.status_code == 200 and r.json()["default_service_role_sid"] == new
+                assert client.delete(f"/v2/Services/{service}/Roles/{old}").status_code == 204
+                answers = list(pool.map(lambda i: httpx.post(
+                    f"{target.base}/v2/Services/{service}/Tokens", data={"Identity": f"new-{round}-{i}"},
+                    auth=srv.auth, timeout=30), range(50)))
+                assert all(a.status_code == 201 and a.json()["user_created"] for a in answers), \
+                    [a.text for a in answers]
+                roles = [client.get(f"/v2/Services/{service}/Users/new-{round}-{i}").json()["role_sid"]
+                         for i in range(50)]
+                wrong += sum(role != new for role in roles)
+        assert wrong == 0, f"{wrong} of {50 * rounds} first encounters got a deleted default role"
+    finally:
+        for s in (srv, other):
+            if s is not None:
+                s.stop()
+    assert "Traceback" not in srv.logs() and (other is None or "Traceback" not in other.logs())
 
 
 @pytest.fixture(params=KINDS)

@@ -73,9 +73,12 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
         made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,
                                                              auth_token=settings.auth_token))
         # A replica given another secrets.key would start, then refuse every HS256 token of the
-        # existing API keys: the newest stored secret must open with this key.
-        newest = db.call(lambda conn: conn.execute(select(api_keys.c.sid, api_keys.c.secret_enc)
-                                                   .order_by(api_keys.c.id.desc()).limit(1)).first())
+        # existing API keys: the newest stored secret of the account it serves must open with
+        # this key (other accounts' keys may belong to other deployments sharing the database).
+        query = select(api_keys.c.sid, api_keys.c.secret_enc).order_by(api_keys.c.id.desc()).limit(1)
+        if settings.account_sid:
+            query = query.where(api_keys.c.account_sid == settings.account_sid)
+        newest = db.call(lambda conn: conn.execute(query).first())
     finally:
         db.dispose()
     if newest is not None and not box.opens(newest.secret_enc, newest.sid):
