@@ -97,6 +97,8 @@ def _insert(conn: Connection, row: dict[str, Any], *, role_sid: str | None) -> d
     except IntegrityError as exc:
         if is_role_violation(exc):
             raise (errors.invalid_role("RoleSid") if role_sid is not None else database_busy()) from None
+        if is_foreign_key_violation(exc):  # the service, deleted by a concurrent request
+            raise errors.not_found() from None
         raise
     if inserted is None:
         return None
