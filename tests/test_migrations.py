@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, Index, MetaData, inspect, text
@@ -30,7 +29,7 @@ from tokensvc.config import Settings
 from tokensvc.crypto import SecretBox, hash_secret
 from tokensvc.db import make_engine
 from tokensvc.models import metadata
-from tokensvc.schema import alembic_config, head_revision, upgrade
+from tokensvc.schema import downgrade, head_revision, upgrade
 from tokensvc.sids import new_sid
 
 PREVIOUS = "0001"  # the revision before head, which the data-carrying upgrade starts from
@@ -56,13 +55,6 @@ def differences(engine: Engine, target: MetaData = metadata) -> list[Any]:
 def revision_of(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
-
-
-def downgrade(engine: Engine, revision: str) -> None:
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
 
 
 def cli(url: str, *args: str, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -140,9 +132,9 @@ def _fill_previous_revision(engine: Engine, keys_dir: Path) -> dict[str, Any]:
             "INSERT INTO services (sid, account_sid, friendly_name, default_service_role_sid, read_status_enabled, "
             "reachability_enabled, typing_indicator_timeout, consumption_report_interval, webhook_method, "
             "pre_webhook_retry_count, post_webhook_retry_count, webhook_filters, limits, notifications, media, "
-            "date_created, date_updated) VALUES (:sid, :acc, 'old service', :role, :t, :f, 5, 10, 'POST', 0, 0, "
+            "date_created, date_updated) VALUES (:sid, :acc, 'old service', NULL, :t, :f, 5, 10, 'POST', 0, 0, "
             "'[]', :limits, :notes, :media, :ts, :ts)"),
-            {"sid": d["service"], "acc": d["account"], "role": d["role_user"], "t": True, "f": False,
+            {"sid": d["service"], "acc": d["account"], "t": True, "f": False,
              "limits": '{"channel_members": 100, "user_channels": 250}', "ts": ts,
              "notes": '{"log_enabled": false}', "media": '{"size_limit_mb": 150, "compatibility_message": null}'})
         for sid, name, perms in ((d["role_user"], "service user", '["editOwnUserInfo"]'),
@@ -151,6 +143,10 @@ def _fill_previous_revision(engine: Engine, keys_dir: Path) -> dict[str, Any]:
                 "INSERT INTO roles (sid, account_sid, service_sid, friendly_name, type, permissions, date_created, "
                 "date_updated) VALUES (:sid, :acc, :svc, :name, 'deployment', :perms, :ts, :ts)"),
                 {"sid": sid, "acc": d["account"], "svc": d["service"], "name": name, "perms": perms, "ts": ts})
+        # Its default role once the role exists (as create_service does): from 0003 on the
+        # database refuses a default role that does not exist.
+        conn.execute(text("UPDATE services SET default_service_role_sid = :role WHERE sid = :svc"),
+                     {"role": d["role_user"], "svc": d["service"]})
         for i, sid in enumerate(d["users"]):
             conn.execute(text(
                 "INSERT INTO users (sid, account_sid, service_sid, role_sid, identity, attributes, friendly_name, "

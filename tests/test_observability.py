@@ -151,7 +151,7 @@ def test_unexpected_failure_is_a_logged_500_with_its_request_id(api: Api, caplog
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database on fire")
 
-    api.app.state.ctx.db.run = broken
+    api.app.state.ctx.db.run = api.app.state.ctx.db.read = broken
     with caplog.at_level(logging.INFO):
         r = api.get("/v2/Services", headers={"X-Request-Id": "boom-1"})
     body = assert_error(r, 500, 20500)

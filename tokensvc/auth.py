@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Generic, Hashable, Mapping, TypeVar
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import Connection, select
 
 from . import errors
@@ -25,6 +27,8 @@ from .models import accounts, api_keys, services
 from .sids import is_sid
 from .signing import Keyring
 from .tokens import Verified, api_key_issuer, parse, verify
+
+log = logging.getLogger("tokensvc")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -170,7 +174,7 @@ class Authenticator:
         """A service row, cached briefly: the token hot path reads it on every request."""
         found = self._services.get(sid)
         if found is _MISSING:
-            found = await self.db.run(_service_row, sid)
+            found = await self.db.read(_service_row, sid)
             self._services.put(sid, found)
         return found
 
@@ -193,7 +197,7 @@ class Authenticator:
             raise errors.unauthorized("Malformed Basic credentials")
         cred = self._credentials.get(username)
         if cred is _MISSING:
-            cred = await self.db.run(_credential, username) if len(username) == 34 else None
+            cred = await self.db.read(_credential, username) if len(username) == 34 else None
             self._credentials.put(username, cred)
         if not secret_matches(secret, cred[2] if cred else None):
             self.limiter.failed(addr, username)
@@ -206,9 +210,17 @@ class Authenticator:
         """(account SID, secret) of an API key, decrypted, cached briefly."""
         found = self._api_keys.get(sid)
         if found is _MISSING:
-            row = await self.db.run(lambda conn: conn.execute(
+            row = await self.db.read(lambda conn: conn.execute(
                 select(api_keys.c.account_sid, api_keys.c.secret_enc).where(api_keys.c.sid == sid)).first())
-            found = (row.account_sid, self.box.decrypt(row.secret_enc, sid)) if row else None
+            found = None
+            if row is not None:
+                try:
+                    found = (row.account_sid, self.box.decrypt(row.secret_enc, sid))
+                except (InvalidTag, ValueError):
+                    # Stored with another secrets.key (a replica whose keys dir differs) or
+                    # damaged: the key cannot verify anything, so its tokens are invalid (401).
+                    log.warning("API key %s: its stored secret does not open with this process's "
+                                "secrets.key; tokens it signed are refused", sid)
             self._api_keys.put(sid, found)
         return found
 

@@ -49,8 +49,12 @@ def tune_gc() -> None:
 
 def prepare(settings: Settings, *, migrate: bool) -> None:
     """Schema, signing keys and the bootstrap account, before any worker starts."""
+    from sqlalchemy import select
+
     from .accounts import ensure_bootstrap_account
+    from .crypto import SECRET_KEY_FILE, SecretBox
     from .db import Database, make_engine
+    from .models import api_keys
     from .schema import SchemaOutOfDate, ensure_schema
     from .signing import KeyringError, ensure_keys, load_snapshot
 
@@ -63,12 +67,27 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
         load_snapshot(settings.keys_dir)
     except KeyringError as exc:
         raise SystemExit(f"tokensvc: {exc}") from None
+    box_path = settings.keys_dir / SECRET_KEY_FILE
+    try:
+        box = SecretBox.load_or_create(settings.keys_dir)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"tokensvc: cannot use {box_path}: {exc}") from None
     db = Database(make_engine(settings))
     try:
         made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,
                                                              auth_token=settings.auth_token))
+        # A replica given another secrets.key would start, then refuse every HS256 token of the
+        # existing API keys: the newest stored secret of the account it serves must open with
+        # this key (other accounts' keys may belong to other deployments sharing the database).
+        query = select(api_keys.c.sid, api_keys.c.secret_enc).order_by(api_keys.c.id.desc()).limit(1)
+        if settings.account_sid:
+            query = query.where(api_keys.c.account_sid == settings.account_sid)
+        newest = db.call(lambda conn: conn.execute(query).first())
     finally:
         db.dispose()
+    if newest is not None and not box.opens(newest.secret_enc, newest.sid):
+        raise SystemExit(f"tokensvc: {box_path} is not the key the stored API key secrets were encrypted "
+                         "with: give every process sharing this database the same secrets.key")
     if made is not None and not settings.auth_token:
         print("tokensvc: created the bootstrap account; its auth token is shown only this once:\n"
               f"  TOKENSVC_ACCOUNT_SID={made.sid}\n  TOKENSVC_AUTH_TOKEN={made.auth_token}", flush=True)

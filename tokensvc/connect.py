@@ -213,7 +213,7 @@ class Hub:
         held = sorted(self.by_key)
         if not held:
             return
-        present = await self.ctx.db.run(_keys_present, held)
+        present = await self.ctx.db.read(_keys_present, held)
         for key_sid in held:
             if key_sid not in present:
                 await self.key_deleted(key_sid)

@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -86,6 +87,14 @@ class SecretBox:
         nonce = os.urandom(12)
         ct = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
         return "v1:" + base64.urlsafe_b64encode(nonce + ct).decode()
+
+    def opens(self, token: str, context: str) -> bool:
+        """Whether a stored ciphertext decrypts with this key (never raises)."""
+        try:
+            self.decrypt(token, context)
+        except (InvalidTag, ValueError):
+            return False
+        return True
 
     def decrypt(self, token: str, context: str) -> str:
         if not token.startswith("v1:"):

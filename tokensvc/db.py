@@ -1,13 +1,19 @@
 """Engine creation and the one way request handlers reach the database.
 
-SQLite statements here are indexed and sub-millisecond, so they run inline on the event loop
-(bench/tokens.py shows that beats a threadpool hop); any network database goes through the
+SQLite reads here are indexed and sub-millisecond, so `Database.read` runs them inline on the
+event loop (bench/tokens.py shows that beats a threadpool hop), on a connection that cannot
+write and waits at most READ_BUSY_MS for a lock. Everything else (`run`, `write`,
+`checkpoint`) may wait for SQLite's write lock, which another process (a second worker, the
+CLI, a backup) can hold for seconds: it runs on a worker thread, waits at most WRITE_BUSY_MS,
+and then fails as 503 20503 (`database_busy`). Any network database goes through the
 threadpool so a slow query never stalls other requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from typing import Any, Awaitable, Callable, Generic, TypeVar
 
@@ -15,12 +21,38 @@ import anyio.to_thread
 from psycopg import OperationalError
 from sqlalchemy import Connection, Engine, create_engine, event, literal_column
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import QueuePool
 
 from .config import Settings
+from .errors import TwilioError
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger("tokensvc")
+
+# How long a statement waits for a SQLite lock another connection holds. A write waits a few
+# seconds (a burst of another worker's commits, the CLI, a backup), then answers 503; a read on
+# the event loop must never wait long, since every request waits with it (WAL readers are not
+# blocked by a writer; this only covers a checkpoint or a WAL recovery in progress).
+WRITE_BUSY_MS = 5000
+READ_BUSY_MS = 50
+BUSY_RETRY_AFTER = 1  # seconds, the 503's Retry-After
+
+
+def database_busy() -> TwilioError:
+    """The database stayed locked by another connection longer than a request may wait."""
+    return TwilioError(503, 20503, "Database busy: retry later", {"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether an error is SQLite's "database is locked"/busy (SQLITE_BUSY, SQLITE_LOCKED)."""
+    orig = exc.orig if isinstance(exc, SAOperationalError) else exc
+    if not isinstance(orig, sqlite3.OperationalError):
+        return False
+    text = str(orig)
+    return "locked" in text or "busy" in text
 
 
 def now() -> int:
@@ -34,10 +66,13 @@ def make_engine(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 10},
+            connect_args={"check_same_thread": False, "timeout": WRITE_BUSY_MS / 1000},
             poolclass=QueuePool,
             pool_size=4,
             max_overflow=16,
+            # An error's message would otherwise carry the statement's values (identities,
+            # attributes, friendly names) into the log.
+            hide_parameters=True,
         )
         sync = settings.sqlite_synchronous
 
@@ -51,7 +86,7 @@ def make_engine(settings: Settings) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute(f"PRAGMA busy_timeout={WRITE_BUSY_MS}")
             # Deleted users leave no PII in the file's free pages (SPEC §3).
             cur.execute("PRAGMA secure_delete=ON")
             cur.close()
@@ -276,12 +311,12 @@ class AsyncPostgres:
 
 
 class Database:
-    """The engine plus `run`, which executes a function in one transaction off or on the loop."""
+    """The engine plus `read`, `run` and `write`, each one transaction, on or off the loop."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._inline: Connection | None = None  # SQLite, used only on the event loop's thread
+        self._reader: Connection | None = None  # SQLite, used only on the event loop's thread
         self._group = GroupCommit(engine) if self.is_sqlite else None
         self.apg = (AsyncPostgres(engine.url.render_as_string(hide_password=False))
                     if engine.dialect.name == "postgresql" else None)
@@ -292,7 +327,12 @@ class Database:
         transactions in parallel anyway). On SQLite a job that raises is rolled back alone
         (GroupCommit)."""
         if self._group is not None:
-            return await self._group.submit((lambda conn: fn(conn, *args)) if args else fn)
+            try:
+                return await self._group.submit((lambda conn: fn(conn, *args)) if args else fn)
+            except (SAOperationalError, sqlite3.OperationalError) as exc:
+                if is_busy(exc):
+                    raise database_busy() from None
+                raise
         return await self.run(fn, *args)
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -301,21 +341,57 @@ class Database:
             return fn(conn, *args, **kwargs)
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run fn(conn, ...) in one transaction without blocking the loop on a network database."""
-        if self.is_sqlite:
-            # One connection kept for the loop: a pool checkout/return per request costs ~12 µs.
-            conn = self._inline
-            if conn is None or conn.closed or conn.invalidated:
-                conn = self._inline = self.engine.connect()
-            with conn.begin():
-                return fn(conn, *args, **kwargs)
+        """Run fn(conn, ...) in one transaction that may write, never blocking the loop. SQLite:
+        in the group commit (one writer thread, BEGIN IMMEDIATE, so what fn reads is still true
+        when it writes), 503 20503 after WRITE_BUSY_MS behind another process's lock."""
+        if self._group is not None:
+            return await self.write((lambda conn: fn(conn, *args, **kwargs)) if args or kwargs else fn)
         return await anyio.to_thread.run_sync(lambda: self.call(fn, *args, **kwargs))
 
-    def checkpoint(self) -> None:
-        """Fold the SQLite WAL into the main file and empty it, so deleted data leaves no copy."""
+    async def read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run fn(conn, ...), which only reads. SQLite: inline on the loop (a hot path's indexed
+        read costs less than a thread hop), on one connection kept for the loop that refuses
+        writes (`query_only`) and waits at most READ_BUSY_MS for a lock (503 20503 then)."""
+        if not self.is_sqlite:
+            return await self.run(fn, *args, **kwargs)
+        try:
+            # One connection kept for the loop: a pool checkout/return per request costs ~12 µs.
+            conn = self._reader
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._reader = self._open_reader()
+            with conn.begin():
+                return fn(conn, *args, **kwargs)
+        except (SAOperationalError, sqlite3.OperationalError) as exc:
+            if is_busy(exc):
+                raise database_busy() from None
+            raise
+
+    def _open_reader(self) -> Connection:
+        conn = self.engine.connect()
+        raw = conn.connection.driver_connection
+        raw.execute("PRAGMA query_only=ON")
+        raw.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")
+        return conn
+
+    async def checkpoint(self) -> None:
+        """Fold the SQLite WAL into the main file and empty it, so deleted data leaves no copy.
+        Off the loop: TRUNCATE waits for the write lock, which another process may hold. If it
+        stays held, the data already deleted is left in the WAL until the next checkpoint."""
         if self.is_sqlite:
+            busy = await anyio.to_thread.run_sync(self._checkpoint)
+            if busy:
+                log.warning("WAL checkpoint skipped: the database stayed locked by another connection; "
+                            "the next checkpoint folds the WAL")
+
+    def _checkpoint(self) -> bool:
+        try:
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+                return bool(row and row[0])
+        except SAOperationalError as exc:
+            if is_busy(exc):
+                return True
+            raise
 
     async def aclose(self) -> None:
         """Close what lives on the event loop (before the loop goes away)."""
@@ -323,9 +399,11 @@ class Database:
             await self.apg.aclose()
 
     def dispose(self) -> None:
-        if self._inline is not None:
-            self._inline.close()
-            self._inline = None
+        if self._reader is not None:
+            # Not back to the pool: it is read-only, and a writer would get it next.
+            self._reader.invalidate()
+            self._reader.close()
+            self._reader = None
         self.engine.dispose()
 
 

@@ -18,6 +18,13 @@ def _fk(target: str, *, index: bool = True) -> Column:  # a cascading foreign ke
     return Column(String(34), ForeignKey(target, ondelete="CASCADE"), nullable=False, index=index)
 
 
+def _role_fk(name: str, **kw: object) -> ForeignKey:
+    """A reference to a role the database refuses to leave dangling (migration 0003). NO ACTION,
+    not RESTRICT: it is checked at the end of the statement, so deleting a service, which
+    cascades to its roles and users (and takes the service row itself), passes."""
+    return ForeignKey("roles.sid", name=name, **kw)
+
+
 class Account(SQLModel, table=True):
     __tablename__ = "accounts"
     id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
@@ -48,9 +55,12 @@ class Service(SQLModel, table=True):
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=_fk("accounts.sid"))
     friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))
-    default_service_role_sid: Optional[str] = Field(default=None, sa_column=Column(String(34)))
-    default_channel_role_sid: Optional[str] = Field(default=None, sa_column=Column(String(34)))
-    default_channel_creator_role_sid: Optional[str] = Field(default=None, sa_column=Column(String(34)))
+    default_service_role_sid: Optional[str] = Field(default=None, sa_column=Column(
+        String(34), _role_fk("fk_services_default_service_role_sid", use_alter=True)))
+    default_channel_role_sid: Optional[str] = Field(default=None, sa_column=Column(
+        String(34), _role_fk("fk_services_default_channel_role_sid", use_alter=True)))
+    default_channel_creator_role_sid: Optional[str] = Field(default=None, sa_column=Column(
+        String(34), _role_fk("fk_services_default_channel_creator_role_sid", use_alter=True)))
     read_status_enabled: bool = True
     reachability_enabled: bool = False
     typing_indicator_timeout: int = 5
@@ -93,8 +103,9 @@ class User(SQLModel, table=True):
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=Column(String(34), nullable=False))
     service_sid: str = Field(sa_column=_fk("services.sid", index=False))
-    # Indexed: deleting a role asks whether any user still holds it (migration 0002).
-    role_sid: str = Field(sa_column=Column(String(34), nullable=False, index=True))
+    # Indexed: deleting a role asks whether any user still holds it (migration 0002), and so
+    # does the foreign key's check.
+    role_sid: str = Field(sa_column=Column(String(34), _role_fk("fk_users_role_sid"), nullable=False, index=True))
     identity: str = Field(sa_column=Column(String(256), nullable=False))
     attributes: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))

@@ -103,8 +103,11 @@ def check_role(conn: Connection, *, service_sid: str, role_sid: str, type: str, 
     """role_sid when it names a role of that type in the service; 50102 otherwise."""
     if not is_sid("RL", role_sid):
         raise errors.invalid_role(param)
-    found = conn.execute(select(roles.c.type).where(roles.c.sid == role_sid,
-                                                    roles.c.service_sid == service_sid)).scalar()
+    # FOR KEY SHARE (PostgreSQL; SQLite serializes writers anyway): the role cannot be deleted
+    # until the reference this check precedes has committed, and a delete that got there first
+    # makes the role missing here (50102) rather than a foreign-key error at the write.
+    found = conn.execute(select(roles.c.type).where(roles.c.sid == role_sid, roles.c.service_sid == service_sid)
+                         .with_for_update(read=True, key_share=True)).scalar()
     if found != type:
         raise errors.invalid_role(param)
     return role_sid
@@ -124,6 +127,10 @@ def update_role(conn: Connection, *, service_sid: str, sid: str, permissions: li
     return get_role(conn, service_sid=service_sid, sid=sid)
 
 
+def role_in_use() -> errors.TwilioError:
+    return errors.TwilioError(409, 50100, "Role is in use by the service or its users and cannot be deleted")
+
+
 def delete_role(conn: Connection, *, service_sid: str, sid: str) -> None:
     """Delete a role that no user holds and the service does not use as a default."""
     get_role(conn, service_sid=service_sid, sid=sid)
@@ -131,6 +138,14 @@ def delete_role(conn: Connection, *, service_sid: str, sid: str) -> None:
     in_use = sid in (svc["default_service_role_sid"], svc["default_channel_role_sid"],
                      svc["default_channel_creator_role_sid"])
     if in_use or conn.execute(select(users.c.id).where(users.c.role_sid == sid).limit(1)).first():
-        raise errors.TwilioError(409, 50100, "Role is in use by the service or its users and cannot be deleted")
-    if not conn.execute(roles.delete().where(roles.c.sid == sid)).rowcount:
+        raise role_in_use()
+    try:
+        deleted = conn.execute(roles.delete().where(roles.c.sid == sid)).rowcount
+    except IntegrityError as exc:
+        # A user or a service default that took the role meanwhile (PostgreSQL): the foreign
+        # key keeps the role, and the answer is the same as when the check above saw it.
+        if is_foreign_key_violation(exc):
+            raise role_in_use() from None
+        raise
+    if not deleted:
         raise errors.not_found()  # a concurrent request deleted it after we read it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from alembic import command
 from alembic.config import Config
@@ -51,11 +52,46 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade in one transaction. On PostgreSQL, processes that start together with `--migrate`
     take turns on an advisory lock; the later ones find the schema current and do nothing."""
     cfg = alembic_config()
+    if engine.dialect.name == "sqlite":
+        _migrate_sqlite(engine, cfg, lambda: command.upgrade(cfg, revision))
+        return
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade in one transaction (for operators rolling a release back, and the tests)."""
+    cfg = alembic_config()
+    if engine.dialect.name == "sqlite":
+        _migrate_sqlite(engine, cfg, lambda: command.downgrade(cfg, revision))
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def _migrate_sqlite(engine: Engine, cfg: Config, step: Callable[[], None]) -> None:
+    """SQLite adds a constraint by rebuilding the table (Alembic batch mode), and dropping the old
+    table would cascade to every row referencing it: foreign keys are off while migrating (the
+    pragma only takes effect outside a transaction), and every one is checked before commit."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.commit()
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                step()
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if broken:
+                    tables = sorted({row[0] for row in broken})
+                    raise RuntimeError(f"migration left rows whose references are missing in {', '.join(tables)}")
+        finally:
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            conn.commit()
 
 
 def _known(revision: str) -> bool:

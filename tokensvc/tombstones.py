@@ -95,7 +95,7 @@ class Tombstones:
         if db.apg is not None:
             rows = await db.apg.fetchall(_BY_DIGEST_PG, {"b_digest": self.digest(service_sid, identity)})
             return bool(rows) and issued_at <= rows[0]["deleted_at"]
-        return await db.run(lambda conn: self.refuses(conn, service_sid=service_sid, identity=identity,
+        return await db.read(lambda conn: self.refuses(conn, service_sid=service_sid, identity=identity,
                                                       issued_at=issued_at))
 
 

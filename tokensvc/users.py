@@ -6,15 +6,15 @@ import asyncio
 from typing import Any, Mapping
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import Boolean, Connection, RowMapping, any_, bindparam, delete, func, select
+from sqlalchemy import Boolean, Connection, RowMapping, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import Batcher, Database, insert_ignore, is_foreign_key_violation, now
+from .db import Batcher, Database, database_busy, is_foreign_key_violation, now
 from .formats import iso8601
-from .models import connections, users
+from .models import connections, services, users
 from .paging import Page, PageRequest, fetch_page
 from .roles import check_role
 from .sids import is_sid, new_sid
@@ -62,15 +62,53 @@ def _new_row(service: Mapping[str, Any], identity: str, role_sid: str | None,
     }
 
 
-def _insert(conn: Connection, row: dict[str, Any]) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING of a user row; 404 when a concurrent request deleted its
-    service (the foreign key refuses the row, which DO NOTHING does not cover)."""
+# A user row whose role, when none is given, is its service's default role as committed when
+# the statement runs (read in the statement itself, not from a cache another process may have
+# made stale); account and service come from the services row, so a deleted service inserts
+# nothing. RETURNING: what was inserted, nothing on a taken identity.
+_INSERT_FROM_SERVICE = text(
+    "INSERT INTO users (sid, account_sid, service_sid, role_sid, identity, attributes, friendly_name, "
+    "joined_channels_count, was_online, date_created, date_updated) "
+    "SELECT CAST(:sid AS VARCHAR), s.account_sid, s.sid, COALESCE(CAST(:role_sid AS VARCHAR), "
+    "s.default_service_role_sid), CAST(:identity AS VARCHAR), CAST(:attributes AS TEXT), "
+    "CAST(:friendly_name AS VARCHAR), 0, false, CAST(:ts AS BIGINT), CAST(:ts AS BIGINT) "
+    "FROM services s WHERE s.sid = :service_sid "
+    "ON CONFLICT DO NOTHING RETURNING id, account_sid, role_sid")
+
+
+def is_role_violation(exc: IntegrityError) -> bool:
+    """Whether a user insert or update named a role that is gone (users.role_sid's foreign key).
+    SQLite does not say which key failed, but a user written from its services row can only
+    break that one."""
+    if not is_foreign_key_violation(exc):
+        return False
+    diag = getattr(exc.orig, "diag", None)
+    return diag is None or getattr(diag, "constraint_name", None) in (None, "fk_users_role_sid")
+
+
+def _insert(conn: Connection, row: dict[str, Any], *, role_sid: str | None) -> dict[str, Any] | None:
+    """INSERT … SELECT … FROM services … ON CONFLICT DO NOTHING of a user row: the row as
+    inserted, or None (identity taken, or the service deleted by a concurrent request). A role
+    deleted meanwhile is 50102 when the caller named it; the service's default role switched and
+    deleted between the statement's read and its write is a conflict to retry (503 20503)."""
     try:
-        return insert_ignore(conn, users, row)
+        inserted = conn.execute(_INSERT_FROM_SERVICE, {
+            "sid": row["sid"], "role_sid": role_sid, "identity": row["identity"], "attributes": row["attributes"],
+            "friendly_name": row["friendly_name"], "ts": row["date_created"], "service_sid": row["service_sid"],
+        }).first()
     except IntegrityError as exc:
-        if is_foreign_key_violation(exc):
+        if is_role_violation(exc):
+            raise (errors.invalid_role("RoleSid") if role_sid is not None else database_busy()) from None
+        if is_foreign_key_violation(exc):  # the service, deleted by a concurrent request
             raise errors.not_found() from None
         raise
+    if inserted is None:
+        return None
+    return dict(row, id=inserted.id, account_sid=inserted.account_sid, role_sid=inserted.role_sid)
+
+
+def _service_exists(conn: Connection, service_sid: str) -> bool:
+    return conn.execute(select(services.c.id).where(services.c.sid == service_sid)).first() is not None
 
 
 def create_user(conn: Connection, *, service: Mapping[str, Any], identity: str, role_sid: str | None = None,
@@ -79,9 +117,12 @@ def create_user(conn: Connection, *, service: Mapping[str, Any], identity: str, 
     if role_sid is not None:
         check_role(conn, service_sid=service["sid"], role_sid=role_sid, type="deployment", param="RoleSid")
     row = _new_row(service, identity, role_sid, attributes, friendly_name)
-    if not _insert(conn, row):
+    made = _insert(conn, row, role_sid=role_sid)
+    if made is None:
+        if not _service_exists(conn, service["sid"]):
+            raise errors.not_found()  # a concurrent request deleted the service
         raise errors.identity_taken()
-    return row
+    return made
 
 
 # SQLite: the same statement compiled once and run on the DBAPI cursor of the SQLAlchemy
@@ -117,12 +158,14 @@ def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity
     found = find_by_identity(conn, service_sid=service["sid"], identity=identity)
     if found is not None:
         return found, False
-    row = _new_row(service, identity, None, None, None)
-    if _insert(conn, row):
-        return row, True
+    made = _insert(conn, _new_row(service, identity, None, None, None), role_sid=None)
+    if made is not None:
+        return made, True
     winner = find_by_identity(conn, service_sid=service["sid"], identity=identity)
-    if winner is None:  # created and deleted again between our two statements
-        raise errors.created_and_deleted()
+    if winner is None:
+        if not _service_exists(conn, service["sid"]):
+            raise errors.not_found()  # the service was deleted a moment ago
+        raise errors.created_and_deleted()  # created and deleted again between our two statements
     return winner, False
 
 
@@ -131,13 +174,19 @@ _BY_IDENTITIES_PG = str(select(users).where(users.c.service_sid == bindparam("se
                                             users.c.identity == any_(bindparam("identities")))
                         .compile(dialect=_PG))
 # First encounters of one service in one statement (one commit): only sid and identity vary.
+# The role is the service's default as committed when the statement runs, read from the
+# services row in the statement itself (the caller's service row may be a stale cache entry).
 _INSERT_MANY_PG = (
     "INSERT INTO users (sid, account_sid, service_sid, role_sid, identity, attributes, friendly_name, "
     "joined_channels_count, was_online, date_created, date_updated) "
-    "SELECT u.sid, %(account_sid)s, %(service_sid)s, %(role_sid)s, u.identity, NULL, NULL, 0, false, %(ts)s, %(ts)s "
-    "FROM unnest(%(sids)s::varchar[], %(identities)s::varchar[]) AS u(sid, identity) "
-    "ON CONFLICT DO NOTHING RETURNING id, sid, identity"
+    "SELECT u.sid, s.account_sid, s.sid, s.default_service_role_sid, u.identity, NULL, NULL, 0, false, "
+    "%(ts)s, %(ts)s "
+    "FROM services s, unnest(%(sids)s::varchar[], %(identities)s::varchar[]) AS u(sid, identity) "
+    "WHERE s.sid = %(service_sid)s "
+    "ON CONFLICT DO NOTHING RETURNING id, sid, identity, account_sid, role_sid"
 )
+_SERVICE_EXISTS_PG = "SELECT 1 AS found FROM services WHERE sid = %(service_sid)s"
+_ROLE_RACE_RETRIES = 3
 
 
 async def _each(*calls: Any) -> list[Any]:
@@ -181,17 +230,26 @@ async def _create_service_batch(apg: Any, svc: Mapping[str, Any], identities: li
     ts = now()
     rows = {identity: dict(_new_row(svc, identity, None, None, None), date_created=ts, date_updated=ts)
             for identity in identities}
-    try:
-        inserted = await apg.fetchall(_INSERT_MANY_PG, {
-            "account_sid": svc["account_sid"], "service_sid": svc["sid"], "role_sid": svc["default_service_role_sid"],
-            "ts": ts, "sids": [rows[i]["sid"] for i in identities], "identities": identities})
-    except ForeignKeyViolation:  # the service was deleted a moment ago
-        return {identity: None for identity in identities}
-    outcome: dict[str, Any] = {r["identity"]: (dict(rows[r["identity"]], id=r["id"]), True) for r in inserted}
+    for attempt in range(1, _ROLE_RACE_RETRIES + 1):
+        try:
+            inserted = await apg.fetchall(_INSERT_MANY_PG, {
+                "service_sid": svc["sid"], "ts": ts, "sids": [rows[i]["sid"] for i in identities],
+                "identities": identities})
+            break
+        except ForeignKeyViolation:
+            # The default role read by the statement was switched and deleted before its write
+            # (or the service deleted): the next statement reads the default committed now.
+            if attempt == _ROLE_RACE_RETRIES:
+                raise database_busy() from None
+    outcome: dict[str, Any] = {r["identity"]: (dict(rows[r["identity"]], id=r["id"], account_sid=r["account_sid"],
+                                                    role_sid=r["role_sid"]), True) for r in inserted}
     lost = [identity for identity in identities if identity not in outcome]
     if lost:
         for row in await _by_identities(apg, svc["sid"], lost):
             outcome[row["identity"]] = (row, False)
+        if any(identity not in outcome for identity in lost) and not await apg.fetchall(
+                _SERVICE_EXISTS_PG, {"service_sid": svc["sid"]}):
+            return {identity: None for identity in identities}  # the service was deleted a moment ago
     return outcome
 
 
@@ -251,7 +309,7 @@ async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str
     an async autocommit connection, no threadpool hop."""
     if db.apg is not None:
         return await _ensure_user_pg(db, service, identity)
-    found = await db.run(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
+    found = await db.read(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
     if found is not None:
         return found, False
     return await db.write(lambda conn: get_or_create_user(conn, service=service, identity=identity))
@@ -289,7 +347,12 @@ def update_user(conn: Connection, *, service_sid: str, key: str, role_sid: Any =
     if not values:
         return user
     values["date_updated"] = now()
-    conn.execute(users.update().where(users.c.sid == user["sid"]).values(**values))
+    try:
+        conn.execute(users.update().where(users.c.sid == user["sid"]).values(**values))
+    except IntegrityError as exc:
+        if is_role_violation(exc):  # the role was deleted after check_role saw it
+            raise errors.invalid_role("RoleSid") from None
+        raise
     return get_user(conn, service_sid=service_sid, key=user["sid"])
 
 
@@ -341,7 +404,7 @@ async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identit
         read, create = _batchers(db.apg)
         found = await read((sid, identity))
     else:
-        found = await db.run(lambda conn: find_by_identity(conn, service_sid=sid, identity=identity))
+        found = await db.read(lambda conn: find_by_identity(conn, service_sid=sid, identity=identity))
     if found is not None and found["date_created"] <= issued_at:
         return found, False
     if found is None and db.apg is None:

@@ -198,7 +198,7 @@ async def service_list(request: Request, principal: Principal, service_sid: str,
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         return lister(conn, service_sid=service_sid, req=req)
 
-    page = await ctx(request).db.run(listing)
+    page = await ctx(request).db.read(listing)
     base = base_url(request)
     return json_response({key: [to_json(row._mapping, base) for row in page.rows],
                           "meta": page_meta(f"{base}{path}", key, cursors, req, page)})

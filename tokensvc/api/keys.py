@@ -38,7 +38,7 @@ async def list_(request: Request) -> Response:
     uri = f"/2010-04-01/Accounts/{account_sid}/Keys.json"
     cursors = page_cursors(request, uri)
     req = parse_page_request(query(request), cursors)
-    page = await c.db.run(lambda conn: list_keys(conn, account_sid=account_sid, req=req))
+    page = await c.db.read(lambda conn: list_keys(conn, account_sid=account_sid, req=req))
     links = page_links(uri, cursors, req, page)
     start = req.page * req.page_size
     rows = page.rows
@@ -58,7 +58,7 @@ async def list_(request: Request) -> Response:
 async def fetch(request: Request) -> Response:
     principal = await _account(request)
     sid = request.path_params["sid"]
-    row = await ctx(request).db.run(lambda conn: get_key(conn, account_sid=principal.account_sid, sid=sid))
+    row = await ctx(request).db.read(lambda conn: get_key(conn, account_sid=principal.account_sid, sid=sid))
     return json_response(key_to_json(row))
 
 

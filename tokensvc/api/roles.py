@@ -43,7 +43,8 @@ async def create(request: Request) -> Response:
     return json_response(role_to_json(await ctx(request).db.run(create_), base_url(request)), 201)
 
 
-async def _in_service(request: Request, caller: tuple[Principal, str], act: Callable[[Any, str, str], Any]) -> Any:
+async def _in_service(request: Request, caller: tuple[Principal, str], act: Callable[[Any, str, str], Any], *,
+                      writes: bool = True) -> Any:
     """act(conn, service_sid, role_sid) in one transaction, once the service is the caller's."""
     principal, service_sid = caller
     sid = request.path_params["sid"]
@@ -52,11 +53,14 @@ async def _in_service(request: Request, caller: tuple[Principal, str], act: Call
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         return act(conn, service_sid, sid)
 
-    return await ctx(request).db.run(run)
+    db = ctx(request).db
+    return await (db.run(run) if writes else db.read(run))
 
 
 async def fetch(request: Request) -> Response:
-    role = await _in_service(request, await _admin(request), lambda conn, service_sid, sid: get_role(conn, service_sid=service_sid, sid=sid))
+    role = await _in_service(request, await _admin(request),
+                             lambda conn, service_sid, sid: get_role(conn, service_sid=service_sid, sid=sid),
+                             writes=False)
     return json_response(role_to_json(role, base_url(request)))
 
 

@@ -32,7 +32,7 @@ async def list_(request: Request) -> Response:
     base = base_url(request)
     cursors = page_cursors(request, "/v2/Services")
     req = parse_page_request(query(request), cursors)
-    page = await c.db.run(lambda conn: list_services(conn, account_sid=principal.account_sid, req=req))
+    page = await c.db.read(lambda conn: list_services(conn, account_sid=principal.account_sid, req=req))
     return json_response({"services": [service_to_json(s._mapping, base) for s in page.rows],
                           "meta": page_meta(f"{base}/v2/Services", "services", cursors, req, page)})
 
@@ -107,7 +107,7 @@ def parse_service_update(form: Any) -> dict[str, Any]:
 async def fetch(request: Request) -> Response:
     sid = request.path_params["sid"]
     principal = await _admin(request)
-    svc = await ctx(request).db.run(lambda conn: get_service(conn, account_sid=principal.account_sid, sid=sid))
+    svc = await ctx(request).db.read(lambda conn: get_service(conn, account_sid=principal.account_sid, sid=sid))
     return json_response(service_to_json(svc, base_url(request)))
 
 
@@ -131,5 +131,5 @@ async def delete(request: Request) -> Response:
     hub = c.extras.get("hub")
     if hub is not None:
         await hub.service_deleted(sid)
-    c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL
+    await c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL
     return empty_response()

@@ -17,7 +17,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     c = ctx(request)
     try:
-        await c.db.run(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
+        await c.db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
     except Exception:
         return json_response({"status": "unavailable", "database": "unreachable"}, 503)
     return json_response({"status": "ready"})

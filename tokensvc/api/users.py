@@ -93,7 +93,7 @@ async def sub_list(request: Request) -> Response:
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         return get_user(conn, service_sid=service_sid, key=key)
 
-    user = await c.db.run(find)
+    user = await c.db.read(find)
     path = f"/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
     cursors = page_cursors(request, path)
     req = parse_page_request(params, cursors, max_size=50)
@@ -117,7 +117,7 @@ async def fetch(request: Request) -> Response:
         online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
         return user, online
 
-    user, online = await c.db.run(fetch_)
+    user, online = await c.db.read(fetch_)
     return json_response(user_to_json(user, base_url(request), is_online=online))
 
 
@@ -133,7 +133,7 @@ async def delete(request: Request) -> Response:
         return delete_and_bury_user(conn, service_sid=service_sid, key=key, graves=graves)
 
     user_sid = await c.db.run(remove)
-    c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
+    await c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
     hub = c.extras.get("hub")
     if hub is not None:
         await hub.user_deleted(service_sid, user_sid)
