@@ -93,7 +93,18 @@ def get_with_headers(srv: Server, headers: dict[str, str]) -> httpx.Response:
 
 def test_a_header_flood_is_cut_off_quickly_without_growing_memory_or_slowing_others(default_server: Server) -> None:
     srv = default_server
-    httpx.get(f"{srv.base}/healthz")  # warm
+    probe = httpx.Client(base_url=srv.base, timeout=5)
+
+    def healthz_latencies(n: int) -> list[float]:
+        latencies = []
+        for _ in range(n):
+            started = time.monotonic()
+            assert probe.get("/healthz").status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.05)
+        return latencies
+
+    quiet = statistics.median(healthz_latencies(10))
     before = rss_kib(srv)
     flood_mib = 8
     outcomes: list[tuple[float, int]] = []  # (seconds until the server ended it, bytes sent)
@@ -127,16 +138,12 @@ def test_a_header_flood_is_cut_off_quickly_without_growing_memory_or_slowing_oth
 
     thread = threading.Thread(target=flood, daemon=True)
     thread.start()
-    latencies = []
     try:
-        for _ in range(40):
-            started = time.monotonic()
-            assert httpx.get(f"{srv.base}/healthz", timeout=5).status_code == 200
-            latencies.append(time.monotonic() - started)
-            time.sleep(0.05)
+        latencies = healthz_latencies(40)
     finally:
         stop.set()
         thread.join(10)
+        probe.close()
     assert outcomes, "the flood never ran"
     # each flood was ended by the server well before its 8 MiB went in, and far inside the
     # 10 s head deadline: the byte bound did it
@@ -144,7 +151,8 @@ def test_a_header_flood_is_cut_off_quickly_without_growing_memory_or_slowing_oth
     assert all(sent < flood_mib << 20 for _, sent in outcomes), outcomes
     for raw in answers:
         assert_head_refused(raw)
-    assert statistics.median(latencies) < 0.05, latencies
+    # (the flood runs in this process too, so the probe shares its CPU with the flood's client)
+    assert statistics.median(latencies) < 3 * quiet + 0.02, (quiet, latencies)
     assert max(latencies) < 0.5, latencies
     grown = rss_kib(srv) - before
     assert grown < 4 * 1024, f"RSS grew by {grown} KiB"
