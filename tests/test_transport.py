@@ -300,3 +300,22 @@ def test_a_websocket_outlives_the_head_and_body_deadlines(fast_server: Server) -
         time.sleep(max(HEAD_TIMEOUT, BODY_TIMEOUT) + 1)
         ws.send(json.dumps({"type": "updateToken", "token": mint_local(fast_server, svc["sid"], "alice")}))
         assert recv(ws)["type"] == "tokenUpdated"
+
+
+# ---- settings -----------------------------------------------------------------------------------
+
+
+def test_transport_limits_come_from_the_environment_with_sane_defaults() -> None:
+    from tokensvc.config import ConfigError, load_settings
+    from tokensvc.server import TransportLimits
+
+    assert TransportLimits.from_settings(load_settings({})) == TransportLimits(
+        max_line_bytes=16 * 1024, max_head_bytes=64 * 1024, head_timeout=10, body_timeout=30)
+    custom = load_settings({"TOKENSVC_HEAD_TIMEOUT": "2", "TOKENSVC_BODY_TIMEOUT": "5",
+                            "TOKENSVC_MAX_HEAD_BYTES": "32768", "TOKENSVC_MAX_HEADER_LINE_BYTES": "8192"})
+    assert TransportLimits.from_settings(custom) == TransportLimits(8192, 32768, 2, 5)
+    for bad in ({"TOKENSVC_HEAD_TIMEOUT": "0"}, {"TOKENSVC_BODY_TIMEOUT": "soon"},
+                {"TOKENSVC_MAX_HEAD_BYTES": "100"},
+                {"TOKENSVC_MAX_HEAD_BYTES": "8192", "TOKENSVC_MAX_HEADER_LINE_BYTES": "16384"}):
+        with pytest.raises(ConfigError):
+            load_settings(bad)
