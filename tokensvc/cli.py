@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -114,7 +115,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     from .users import get_or_create_user
 
     settings = _settings()
-    prepare(settings, migrate=settings.is_sqlite)
+    # stdout carries the token (or its JSON) alone, for scripts; the one-time bootstrap notice of
+    # a new database goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        prepare(settings, migrate=settings.is_sqlite)
     ttl = args.ttl or settings.default_ttl
     if not 0 < ttl <= settings.max_ttl:
         raise SystemExit(f"tokensvc: --ttl must be between 1 and {settings.max_ttl}")
