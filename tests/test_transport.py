@@ -319,3 +319,46 @@ def test_transport_limits_come_from_the_environment_with_sane_defaults() -> None
                 {"TOKENSVC_MAX_HEAD_BYTES": "8192", "TOKENSVC_MAX_HEADER_LINE_BYTES": "16384"}):
         with pytest.raises(ConfigError):
             load_settings(bad)
+
+
+def test_the_bounds_hold_in_every_worker_process(tmp_path: Path) -> None:
+    # uvicorn imports the protocol by name in each worker; each worker configures its limits.
+    srv = start_server(tmp_path, args=("--workers", "2"), extra_env={"TOKENSVC_HEAD_TIMEOUT": str(HEAD_TIMEOUT)})
+    try:
+        for _ in range(4):  # connections spread over the workers
+            assert get_with_headers(srv, {"X-Large": "a" * 17 * 1024}).status_code == 431
+        idle = [socket.create_connection(address(srv)) for _ in range(4)]
+        started = time.monotonic()
+        for sock in idle:
+            assert read_response(sock, timeout=HEAD_TIMEOUT + 3) == b""
+            sock.close()
+        assert time.monotonic() - started <= HEAD_TIMEOUT + 1.5
+    finally:
+        srv.stop()
+
+
+def test_the_protocol_copies_uvicorns_data_received_as_this_uvicorn_writes_it() -> None:
+    # BoundedHttpToolsProtocol.data_received is uvicorn's, with the counting around the parser:
+    # when uvicorn changes its own, ours must be reviewed against it.
+    import inspect
+    import textwrap
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert textwrap.dedent(inspect.getsource(HttpToolsProtocol.data_received)) == textwrap.dedent('''\
+        def data_received(self, data: bytes) -> None:
+            self._unset_keepalive_if_required()
+
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+                return
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+        ''')
