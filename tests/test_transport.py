@@ -222,6 +222,8 @@ def test_idle_slow_head_and_slow_body_connections_are_closed_at_their_deadlines(
     # unauthenticated, with a body that never comes: the transport must not wait for it forever
     slow_body.sendall(b"POST /v2/Services HTTP/1.1\r\nHost: x\r\nAuthorization: Basic eDp5\r\n"
                       b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendly")
+    blank_lines = socket.create_connection(address(srv))  # after a request: the parser skips them
+    blank_lines.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     closed: dict[str, float] = {}
 
     def trickle_and_wait(name: str, sock: socket.socket, dribble: bytes | None) -> None:
@@ -242,17 +244,19 @@ def test_idle_slow_head_and_slow_body_connections_are_closed_at_their_deadlines(
                 return
 
     threads = [threading.Thread(target=trickle_and_wait, args=a) for a in
-               (("idle", idle, None), ("slow head", slow_head, b"X"), ("slow body", slow_body, b"a"))]
+               (("idle", idle, None), ("slow head", slow_head, b"X"), ("slow body", slow_body, b"a"),
+                ("blank lines", blank_lines, b"\r\n"))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(15)
-    for sock in (idle, slow_head, slow_body):
+    for sock in (idle, slow_head, slow_body, blank_lines):
         sock.close()
-    assert set(closed) == {"idle", "slow head", "slow body"}, closed
+    assert set(closed) == {"idle", "slow head", "slow body", "blank lines"}, closed
     assert HEAD_TIMEOUT - 0.3 <= closed["idle"] <= HEAD_TIMEOUT + 1.5, closed
     assert HEAD_TIMEOUT - 0.3 <= closed["slow head"] <= HEAD_TIMEOUT + 1.5, closed
     assert BODY_TIMEOUT - 0.3 <= closed["slow body"] <= BODY_TIMEOUT + 1.5, closed
+    assert closed["blank lines"] <= HEAD_TIMEOUT + 1.5, closed
     assert httpx.get(f"{srv.base}/healthz").status_code == 200
     logs = srv.logs()
     assert "Traceback" not in logs and '"status": 500' not in logs, logs[-3000:]

@@ -129,13 +129,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._upgraded or self._refusing or self.transport.is_closing():
             return
-        if self._phase == _HEAD:
-            if self._head_bytes > self._limits.max_head_bytes:
-                self._refuse_head()
-            elif self._deadline is None:
-                self._deadline = self.loop.call_later(self._limits.head_timeout, self._expire)
-        elif self._phase == _BODY and self._deadline is None:
-            self._deadline = self.loop.call_later(self._limits.body_timeout, self._expire)
+        phase = self._phase
+        if phase == _BODY:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(self._limits.body_timeout, self._expire)
+        elif self._head_bytes > self._limits.max_head_bytes:
+            self._refuse_head()
+        elif self._deadline is None and (phase == _HEAD or self._answered_all()):
+            # a head under way; or bytes that start no request (the parser skips blank lines)
+            # on a connection with nothing left to answer: they must not keep it open either
+            self._deadline = self.loop.call_later(self._limits.head_timeout, self._expire)
 
     def handle_websocket_upgrade(self) -> None:
         # The WebSocket protocol takes the connection over, with its own timeouts.
