@@ -135,7 +135,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._deadline = self.loop.call_later(self._limits.body_timeout, self._expire)
         elif self._head_bytes > self._limits.max_head_bytes:
             self._refuse_head()
-        elif self._deadline is None and (phase == _HEAD or self._answered_all()):
+        elif self._deadline is None and (phase == _HEAD or (
+                (self.cycle is None or self.cycle.response_complete) and not self.pipeline)):
             # a head under way; or bytes that start no request (the parser skips blank lines)
             # on a connection with nothing left to answer: they must not keep it open either
             self._deadline = self.loop.call_later(self._limits.head_timeout, self._expire)
@@ -161,7 +162,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self._cancel_deadline()
+        if self._deadline is not None:  # (inline: this and the next two run for every request)
+            self._deadline.cancel()
+            self._deadline = None
         self._phase = _BODY
         limits = self._limits
         if (self._exact or self._head_bytes > limits.max_line_bytes) and self._oversized_head(limits):
@@ -170,7 +173,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._cancel_deadline()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self._phase = _IDLE
         self._head_bytes = 0
         super().on_message_complete()
