@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -130,6 +130,10 @@ class RequestMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # The client left (or the transport closed it: body deadline, server.py) before its
+            # body was read: nobody to answer, nothing broken. 499 as nginx logs it.
+            status = 499
         except Exception:
             log.exception("unhandled error in %s %s (request id %s)", scope["method"], _route(scope), request_id)
             status = 500

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -22,11 +23,13 @@ def _settings() -> Settings:
 
 def app_factory() -> Any:
     """The ASGI app for uvicorn (one per worker process); settings come from the environment."""
+    from . import server
     from .app import create_app
     from .logs import configure
 
     settings = _settings()
     configure(settings.log_level)  # worker processes (--workers N) start with no logging set up
+    server.configure(settings)  # the transport's limits, in this (worker) process
     app = create_app(settings, migrate=False)
     tune_gc()
     return app
@@ -107,9 +110,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare(settings, migrate=args.migrate or settings.is_sqlite)
     print(f"tokensvc: serving on http://{settings.host}:{settings.port} "
           f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}, keys in {settings.keys_dir})", flush=True)
+    from .server import PROTOCOL
+
     uvicorn.run("tokensvc.cli:app_factory", factory=True, host=settings.host, port=settings.port,
                 workers=args.workers, access_log=False, log_level="warning", lifespan="on",
                 timeout_graceful_shutdown=5,
+                # httptools with a bounded request head and head/body deadlines (server.py); by
+                # name, so that each worker process imports it
+                http=PROTOCOL,
+                # X-Forwarded-For / -Proto only from configured proxies: uvicorn's default trusts
+                # 127.0.0.1, where tokensvc listens, so any local client could pick its address.
+                proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=list(settings.trusted_proxies) or None,
                 # /v2/Connect frames are small JSON: permessage-deflate would cost ~34 KiB of zlib
                 # state per idle connection for nothing (bench/connect.py), so it is declined.
                 ws="websockets-sansio", ws_per_message_deflate=False,
@@ -120,12 +132,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from .app import build_context
+    from .formats import iso8601
     from .services import find_service
     from .tokens import mint
     from .users import get_or_create_user
 
     settings = _settings()
-    prepare(settings, migrate=settings.is_sqlite)
+    # stdout carries the token (or its JSON) alone, for scripts; the one-time bootstrap notice of
+    # a new database goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        prepare(settings, migrate=settings.is_sqlite)
     ttl = args.ttl or settings.default_ttl
     if not 0 < ttl <= settings.max_ttl:
         raise SystemExit(f"tokensvc: --ttl must be between 1 and {settings.max_ttl}")
@@ -140,8 +156,11 @@ def cmd_token(args: argparse.Namespace) -> int:
     minted = mint(c.keyring.current(), issuer=settings.issuer, account_sid=svc["account_sid"],
                   service_sid=svc["sid"], identity=args.identity, ttl=ttl)
     if args.json:
-        print(json.dumps({"token": minted.token, "user_sid": user["sid"], "user_created": created,
-                          "expires_at": minted.expires_at}))
+        # The fields and formats of POST /v2/Services/{IS}/Tokens (expires_at in ISO 8601), so a
+        # script reads the CLI's answer and the endpoint's alike.
+        print(json.dumps({"token": minted.token, "identity": args.identity, "user_sid": user["sid"],
+                          "service_sid": svc["sid"], "account_sid": svc["account_sid"], "ttl": ttl,
+                          "expires_at": iso8601(minted.expires_at), "user_created": created}))
     else:
         print(minted.token)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,15 @@ class Settings:
     # SQLite synchronous mode; FULL makes every commit durable across power loss.
     sqlite_synchronous: str = "FULL"
     log_level: str = "info"
+    # The request head (request line and headers): refused with 431 above these sizes, and the
+    # connection closed when its head (or its body) is not complete within these seconds.
+    max_head_bytes: int = 64 * 1024
+    max_header_line_bytes: int = 16 * 1024
+    head_timeout: int = 10
+    body_timeout: int = 30
+    # Peers (addresses or networks) whose X-Forwarded-For / X-Forwarded-Proto are believed;
+    # none by default, so the client address of the limits is always the TCP peer.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def is_sqlite(self) -> bool:
@@ -65,6 +75,22 @@ def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 
     return value
 
 
+def _networks(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks, normalized ("10.0.0.0/8", "::1")."""
+    raw = environ.get(name) or ""
+    networks = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False) if "/" in item
+                                else ipaddress.ip_address(item)))
+        except ValueError:
+            raise ConfigError(f"{name} must list IP addresses or networks (CIDR), got {item!r}") from None
+    return tuple(networks)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment (SPEC §6); raises ConfigError for unusable values."""
     env = os.environ if environ is None else environ
@@ -80,6 +106,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     sync = env.get("TOKENSVC_SQLITE_SYNCHRONOUS", "FULL").upper()
     if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigError("TOKENSVC_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+    max_head_bytes = _int(env, "TOKENSVC_MAX_HEAD_BYTES", 64 * 1024, minimum=4096)
+    max_header_line_bytes = _int(env, "TOKENSVC_MAX_HEADER_LINE_BYTES", 16 * 1024, minimum=1024)
+    if max_header_line_bytes > max_head_bytes:
+        raise ConfigError("TOKENSVC_MAX_HEADER_LINE_BYTES must not exceed TOKENSVC_MAX_HEAD_BYTES")
     return Settings(
         database_url=env.get("TOKENSVC_DATABASE_URL") or "sqlite:///./tokensvc.db",
         keys_dir=Path(env.get("TOKENSVC_KEYS_DIR") or "./keys"),
@@ -98,4 +128,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         heartbeat_interval=_int(env, "TOKENSVC_HEARTBEAT_INTERVAL", 15, minimum=1),
         sqlite_synchronous=sync,
         log_level=(env.get("TOKENSVC_LOG_LEVEL") or "info").lower(),
+        max_head_bytes=max_head_bytes,
+        max_header_line_bytes=max_header_line_bytes,
+        head_timeout=_int(env, "TOKENSVC_HEAD_TIMEOUT", 10, minimum=1),
+        body_timeout=_int(env, "TOKENSVC_BODY_TIMEOUT", 30, minimum=1),
+        trusted_proxies=_networks(env, "TOKENSVC_TRUSTED_PROXIES"),
     )

@@ -67,6 +67,17 @@ class BufferedLineHandler(logging.Handler):
         super().close()
 
 
+class AlembicPreamble(logging.Filter):
+    """Drops the two lines Alembic logs each time it opens a migration context ("Context impl
+    SQLiteImpl.", "Will assume non-transactional DDL."): every `tokensvc serve` checks the schema,
+    so they would open every log while saying nothing; "Running upgrade ..." lines pass."""
+
+    PREAMBLE = ("Context impl %s.", "Will assume %s DDL.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.PREAMBLE
+
+
 def configure(level: str) -> None:
     """Events to stderr as plain lines; access lines (JSON, already formatted) buffered to stderr."""
     access = logging.getLogger(ACCESS_LOGGER)
@@ -81,7 +92,10 @@ def configure(level: str) -> None:
                         format="%(message)s" if level != "debug" else "%(levelname)s %(name)s %(message)s")
     # Alembic narrates every plugin and step at INFO; only "Running upgrade" lines are news.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.migration").setLevel(numeric)
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.setLevel(numeric)
+    if not any(isinstance(f, AlembicPreamble) for f in migration.filters):
+        migration.addFilter(AlembicPreamble())
     access.propagate = False
     handler = BufferedLineHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
