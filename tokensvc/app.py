@@ -59,7 +59,7 @@ def _routes() -> list[Any]:
         # Matched on the raw path in the handler, so an identity may contain an encoded slash;
         # the handler tells the user from its sub-lists and dispatches on their own methods.
         DeclaredRoute("/v2/Services/{service_sid}/Users/{rest:anypath}", users_api.item,
-                      declared=users_api.ITEM_METHODS),
+                      declared=users_api.ITEM_METHODS, allow_for=users_api.item_allow),
         resource("/healthz", GET=system_api.healthz),
         resource("/readyz", GET=system_api.readyz),
         resource("/metrics", GET=system_api.metrics),

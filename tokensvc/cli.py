@@ -29,8 +29,8 @@ def app_factory() -> Any:
 
     settings = _settings()
     configure(settings.log_level)  # worker processes (--workers N) start with no logging set up
-    server.configure(settings)  # the transport's limits, in this (worker) process
     app = create_app(settings, migrate=False)
+    server.configure(settings, app.routes)  # the transport's limits, in this (worker) process
     tune_gc()
     return app
 

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from . import errors
+from .api.routing import allowed_methods
 from .config import Settings
+from .errors import TwilioError
 
 PROTOCOL = "tokensvc.server:BoundedHttpToolsProtocol"
 
@@ -51,21 +55,46 @@ class TransportLimits:
                    head_timeout=settings.head_timeout, body_timeout=settings.body_timeout)
 
 
-def configure(settings: Settings) -> None:
-    """Use the limits of these settings for the connections this process accepts from now on."""
+def configure(settings: Settings, routes: list[Any] | None = None) -> None:
+    """Use the limits of these settings for the connections this process accepts from now on;
+    `routes` (the app's) name the methods of a path whose method the parser refused."""
     BoundedHttpToolsProtocol.limits = TransportLimits.from_settings(settings)
+    if routes is not None:
+        BoundedHttpToolsProtocol.routes = list(routes)
+
+
+_REASONS = {400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            431: b"Request Header Fields Too Large"}
+_REQUEST_LINE = re.compile(rb"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}) (/[^ ?#\r\n]*)")
+
+
+def error_bytes(err: TwilioError) -> bytes:
+    """A whole HTTP/1.1 answer carrying a Twilio error body (SPEC §2), closing the connection:
+    for what the transport refuses before the app sees it."""
+    body = json.dumps(err.body()).encode()
+    head = [b"HTTP/1.1 %d %s" % (err.status, _REASONS.get(err.status, b"Error")),
+            b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+    head += [f"{name}: {value}".encode("latin-1") for name, value in err.headers.items()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 def _head_too_large(limits: TransportLimits) -> bytes:
-    body = json.dumps({
-        "code": 20001,
-        "message": f"Request head is larger than {limits.max_head_bytes} bytes, or has a line "
-                   f"longer than {limits.max_line_bytes} bytes",
-        "more_info": "https://www.twilio.com/docs/errors/20001",
-        "status": 431,
-    }).encode()
-    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+    return error_bytes(TwilioError(
+        431, 20001, f"Request head is larger than {limits.max_head_bytes} bytes, or has a line "
+                    f"longer than {limits.max_line_bytes} bytes"))
+
+
+def unparsable_request(data: bytes, routes: list[Any], invalid_method: bool) -> TwilioError:
+    """What a request the HTTP parser refused gets: an unknown method on a path we serve is
+    405 20004 with that resource's Allow (SPEC §7), on any other path 404; anything else 400."""
+    if invalid_method:
+        line = _REQUEST_LINE.match(data)
+        if line is not None:
+            allowed = allowed_methods(routes, line.group(2).decode("latin-1"))
+            if allowed is None:
+                return errors.not_found()
+            return errors.method_not_allowed(allowed)
+    return TwilioError(400, 20001, "Invalid HTTP request")
 
 
 class _HeadTooLarge(Exception):
@@ -76,6 +105,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with a bounded request head and head/body deadlines (module docstring)."""
 
     limits = TransportLimits()
+    routes: list[Any] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -120,12 +150,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self._refusing:  # _HeadTooLarge stopped the parser
                 return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            # A Twilio error body, not uvicorn's plain text; no warning per malformed request
+            # (a client could fill the log with them), and the request itself is never logged.
+            err = unparsable_request(data if self._phase == _IDLE or self.cycle is None else b"",
+                                     self.routes, isinstance(exc, httptools.HttpParserInvalidMethodError))
+            self._cancel_deadline()
+            self.transport.write(error_bytes(err))
+            self.transport.close()
             return
         if self._upgraded or self._refusing or self.transport.is_closing():
             return

@@ -8,6 +8,9 @@ is read back: nothing may change unless that method is the route's declared way 
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 from typing import Any
 from urllib.parse import quote
 
@@ -144,3 +147,44 @@ def test_head_on_a_real_server_deletes_nothing(server: Server, kind: str) -> Non
         for method in ("OPTIONS", "TRACE", "PUT", "PATCH"):
             assert_error(http.request(method, url), 405, 20004)
         assert http.get(url).status_code == 200
+
+
+def _raw(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    host, port = server.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_a_method_the_http_parser_does_not_know_is_405_with_allow_on_a_real_server(server: Server) -> None:
+    """httptools refuses methods outside its list before the app sees them: the answer is still
+    SPEC §7's 405 20004 with the resource's Allow (404 off any route, 400 for garbage)."""
+    with httpx.Client(base_url=server.base, auth=server.auth, timeout=10) as http:
+        svc = http.post("/v2/Services", data={"FriendlyName": "frob"}).json()
+        role = http.post(f"/v2/Services/{svc['sid']}/Roles",
+                         data={"FriendlyName": "r", "Type": "channel", "Permission": "sendMessage"}).json()
+        auth = base64.b64encode(f"{server.account_sid}:{server.auth_token}".encode()).decode()
+        cases = [
+            (f"/v2/Services/{svc['sid']}/Roles/{role['sid']}", 405, "DELETE, GET, HEAD, POST"),
+            (f"/v2/Services/{svc['sid']}", 405, "DELETE, GET, HEAD, POST"),
+            (f"/v2/Services/{svc['sid']}/Users/someone%2Felse/Channels", 405, "GET, HEAD"),
+            (f"/v2/Services/{svc['sid']}/Tokens", 405, "POST"),
+            ("/no/such/route", 404, None),
+        ]
+        for path, status, allow in cases:
+            code, headers, body = _raw(server, f"FROB {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+                                               "Content-Length: 0\r\n\r\n".encode())
+            parsed = json.loads(body)
+            assert (code, parsed["status"]) == (status, status), (path, code, body)
+            assert parsed["code"] == (20004 if status == 405 else 20404)
+            assert headers.get("allow") == allow, (path, headers)
+        code, _, body = _raw(server, b"\x01\x02garbage\r\n\r\n")
+        assert code == 400 and json.loads(body)["code"] == 20001
+        assert http.get(f"/v2/Services/{svc['sid']}/Roles/{role['sid']}").status_code == 200
+        assert http.get(f"/v2/Services/{svc['sid']}").status_code == 200

@@ -7,7 +7,8 @@ elimination ("not GET and not POST, so DELETE": that is how `HEAD` once deleted 
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,10 +54,26 @@ class DeclaredRoute(Route):
     resources (/Users/{key} and its sub-lists). `declared_methods` is what it serves, for the
     OpenAPI document."""
 
-    def __init__(self, path: str, endpoint: Handler, *, declared: tuple[str, ...]):
+    def __init__(self, path: str, endpoint: Handler, *, declared: tuple[str, ...],
+                 allow_for: Callable[[str], tuple[str, ...]] | None = None):
         super().__init__(path, endpoint, name=getattr(endpoint, "__name__", None))
         self.methods = None  # Starlette would default a function endpoint to GET only
         self.declared_methods = frozenset(declared)
+        self._allow_for = allow_for
+
+    def allow(self, raw_path: str) -> tuple[str, ...]:
+        """The Allow of the resource at `raw_path` (which this route matches)."""
+        return self._allow_for(raw_path) if self._allow_for else tuple(sorted(self.declared_methods))
+
+
+def allowed_methods(routes: list[Any], raw_path: str) -> tuple[str, ...] | None:
+    """The methods the resource at `raw_path` (still percent-encoded) answers, or None when no
+    route serves it: for a request the HTTP parser refused before the app could see it."""
+    path = unquote(raw_path)
+    for route in routes:
+        if isinstance(route, DeclaredRoute) and route.path_regex.match(path):
+            return route.allow(raw_path)
+    return None
 
 
 def resource(path: str, **handlers: Handler | None) -> Route:

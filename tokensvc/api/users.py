@@ -14,7 +14,7 @@ from ..paging import Page, page_meta, parse_page_request
 from ..roles import role_permissions
 from ..services import get_service
 from ..users import Unset, create_user, delete_and_bury_user, get_user, is_online, list_users, update_user, user_to_json
-from .routing import dispatch, method_table
+from .routing import allow_header, dispatch, method_table
 from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
                      require_admin, service_list)
 
@@ -169,6 +169,12 @@ async def update(request: Request) -> Response:
 _USER = method_table(GET=fetch, POST=update, DELETE=delete)
 _USER_LIST = method_table(GET=sub_list)
 ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_LIST)))
+
+
+def item_allow(raw_path: str) -> tuple[str, ...]:
+    """The Allow of /Users/{key} or of one of its sub-lists (the key still percent-encoded)."""
+    parts = raw_path.split("/Users/", 1)[-1].split("/")
+    return allow_header(_USER_LIST if len(parts) == 2 else _USER)
 
 
 def _check_client_update(conn: Any, principal: Principal, caller: Any, service_sid: str, key: str,
