@@ -49,11 +49,6 @@ def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: s
     return None
 
 
-def account_token_hash(conn: Connection, sid: str) -> str | None:
-    """The stored auth-token hash of an account, or None."""
-    return conn.execute(select(accounts.c.auth_token_hash).where(accounts.c.sid == sid)).scalar()
-
-
 def list_accounts(conn: Connection) -> list[dict]:
     rows = conn.execute(select(accounts.c.sid, accounts.c.friendly_name, accounts.c.date_created)
                         .order_by(accounts.c.id)).all()

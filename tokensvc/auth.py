@@ -23,7 +23,8 @@ from .config import Settings
 from .crypto import SecretBox, secret_matches
 from .db import Database
 from .metrics import Metrics
-from .models import accounts, api_keys, services
+from .models import accounts, api_keys
+from .services import find_service
 from .sids import is_sid
 from .signing import Keyring
 from .tokens import Verified, api_key_issuer, parse, verify
@@ -136,13 +137,6 @@ def _credential(conn: Connection, username: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _service_row(conn: Connection, sid: str) -> Mapping[str, Any] | None:
-    if not is_sid("IS", sid):  # a path segment may hold anything, a NUL included
-        return None
-    row = conn.execute(select(services).where(services.c.sid == sid)).mappings().first()
-    return dict(row) if row else None
-
-
 class Authenticator:
     def __init__(self, *, settings: Settings, db: Database, keyring: Keyring, box: SecretBox,
                  metrics: Metrics | None = None):
@@ -174,7 +168,7 @@ class Authenticator:
         """A service row, cached briefly: the token hot path reads it on every request."""
         found = self._services.get(sid)
         if found is _MISSING:
-            found = await self.db.read(_service_row, sid)
+            found = await self.db.read(find_service, sid)
             self._services.put(sid, found)
         return found
 

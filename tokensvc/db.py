@@ -146,8 +146,6 @@ class GroupCommit:
             self._draining = False
 
     def _write(self, jobs: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
-        from .errors import TwilioError
-
         outcomes: list[tuple[bool, Any]] = []
         with self.engine.begin() as conn:
             # IMMEDIATE: the write lock from the start, so what a job reads is still true when it

@@ -53,11 +53,6 @@ def get_key(conn: Connection, *, account_sid: str, sid: str) -> RowMapping:
     return row
 
 
-def find_key(conn: Connection, sid: str) -> RowMapping | None:
-    """A key by SID whatever its account (for authentication)."""
-    return conn.execute(select(api_keys).where(api_keys.c.sid == sid)).mappings().first()
-
-
 def list_keys(conn: Connection, *, account_sid: str, req: PageRequest) -> Page:
     return fetch_page(conn, select(api_keys).where(api_keys.c.account_sid == account_sid), api_keys.c.id, req)
 

@@ -96,11 +96,14 @@ def get_service(conn: Connection, *, account_sid: str, sid: str) -> RowMapping:
     return row
 
 
-def find_service(conn: Connection, sid: str) -> RowMapping | None:
-    """A service by SID whatever its account (for token verification)."""
+def find_service(conn: Connection, sid: str) -> dict[str, Any] | None:
+    """A service by SID whatever its account (token verification, the CLI), or None; anything
+    but a service SID is None without a query (a path segment may hold anything, a NUL included).
+    A plain dict, so a cache may keep it past the connection."""
     if not is_sid("IS", sid):
         return None
-    return conn.execute(_BY_SID, {"sid": sid}).mappings().first()
+    row = conn.execute(_BY_SID, {"sid": sid}).mappings().first()
+    return dict(row) if row else None
 
 
 def list_services(conn: Connection, *, account_sid: str, req: PageRequest) -> Page:
