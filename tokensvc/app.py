@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from . import errors, logs
-from .api import keys as keys_api
+from .api import api_keys as api_keys_api
 from .api import roles as roles_api
 from .api import services as services_api
 from .api import system as system_api
@@ -72,9 +72,9 @@ def _routes() -> list[Any]:
         resource("/v2/Services/{service_sid}/Roles/{sid}", GET=roles_api.fetch, POST=roles_api.update,
                  DELETE=roles_api.delete),
         resource("/v2/Services/{service_sid}/Users", GET=users_api.list_, POST=users_api.create),
-        resource("/2010-04-01/Accounts/{account_sid}/Keys.json", GET=keys_api.list_, POST=keys_api.create),
-        resource("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", GET=keys_api.fetch,
-                 POST=keys_api.update, DELETE=keys_api.delete),
+        resource("/2010-04-01/Accounts/{account_sid}/Keys.json", GET=api_keys_api.list_, POST=api_keys_api.create),
+        resource("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", GET=api_keys_api.fetch,
+                 POST=api_keys_api.update, DELETE=api_keys_api.delete),
         WebSocketRoute("/v2/Connect", system_api.connect),
     ]
 

@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
+from ..api_keys import create_key, delete_key, get_key, key_to_json, list_keys, update_key
 from ..auth import Principal
-from ..keys import create_key, delete_key, get_key, key_to_json, list_keys, update_key
 from ..paging import page_links, parse_page_request
 from .common import authenticate, ctx, empty_response, json_response, page_cursors, query, read_form
 
