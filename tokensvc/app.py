@@ -92,7 +92,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         allowed = (exc.headers or {}).get("Allow", "")
         return errors.error_response(errors.method_not_allowed(
             tuple(sorted(m.strip() for m in allowed.split(",") if m.strip()))))
-    return errors.error_response(errors.TwilioError(exc.status_code, 20001, str(exc.detail)))
+    return errors.error_response(errors.http_status(exc.status_code, str(exc.detail)))
 
 
 class RequestMiddleware:

@@ -92,10 +92,6 @@ def _error_frame(err: errors.TwilioError) -> str:
     return _frame("error", **err.body())
 
 
-def _bad_frame(detail: str) -> errors.TwilioError:
-    return errors.TwilioError(400, 20001, detail)
-
-
 def _key_gone() -> errors.TwilioError:
     return errors.invalid_token("Access Token signed by an unknown or deleted API key")
 
@@ -350,14 +346,14 @@ class Hub:
     async def _handle(self, session: Session, message: Mapping[str, Any]) -> None:
         data = _parse(message)
         if data is None:
-            return await self._send(session, _error_frame(_bad_frame("Frames must be JSON objects of at most "
+            return await self._send(session, _error_frame(errors.invalid_frame("Frames must be JSON objects of at most "
                                                                      f"{MAX_FRAME} bytes sent as text")))
         kind = data.get("type")
         if kind != "updateToken":
-            return await self._send(session, _error_frame(_bad_frame("Unknown frame type")))
+            return await self._send(session, _error_frame(errors.invalid_frame("Unknown frame type")))
         token = data.get("token")
         if not isinstance(token, str):
-            return await self._send(session, _error_frame(_bad_frame("updateToken needs a token")))
+            return await self._send(session, _error_frame(errors.invalid_frame("updateToken needs a token")))
         try:
             verified = await self.ctx.auth.verify_token(token)
         except errors.TwilioError as exc:

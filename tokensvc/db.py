@@ -5,7 +5,7 @@ event loop (bench/tokens.py shows that beats a threadpool hop), on a connection 
 write and waits at most READ_BUSY_MS for a lock. Everything else (`run`, `write`,
 `checkpoint`) may wait for SQLite's write lock, which another process (a second worker, the
 CLI, a backup) can hold for seconds: it runs on a worker thread, waits at most WRITE_BUSY_MS,
-and then fails as 503 20503 (`database_busy`). Any network database goes through the
+and then fails as 503 20503 (`errors.database_busy`). Any network database goes through the
 threadpool so a slow query never stalls other requests.
 """
 
@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import QueuePool
 
 from .config import Settings
-from .errors import TwilioError
+from . import errors
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,12 +38,6 @@ log = logging.getLogger("tokensvc")
 # blocked by a writer; this only covers a checkpoint or a WAL recovery in progress).
 WRITE_BUSY_MS = 5000
 READ_BUSY_MS = 50
-BUSY_RETRY_AFTER = 1  # seconds, the 503's Retry-After
-
-
-def database_busy() -> TwilioError:
-    """The database stayed locked by another connection longer than a request may wait."""
-    return TwilioError(503, 20503, "Database busy: retry later", {"Retry-After": str(BUSY_RETRY_AFTER)})
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -329,7 +323,7 @@ class Database:
                 return await self._group.submit((lambda conn: fn(conn, *args)) if args else fn)
             except (SAOperationalError, sqlite3.OperationalError) as exc:
                 if is_busy(exc):
-                    raise database_busy() from None
+                    raise errors.database_busy() from None
                 raise
         return await self.run(fn, *args)
 
@@ -361,7 +355,7 @@ class Database:
                 return fn(conn, *args, **kwargs)
         except (SAOperationalError, sqlite3.OperationalError) as exc:
             if is_busy(exc):
-                raise database_busy() from None
+                raise errors.database_busy() from None
             raise
 
     def _open_reader(self) -> Connection:

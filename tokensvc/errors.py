@@ -66,12 +66,57 @@ def invalid_page_token() -> TwilioError:
     return TwilioError(400, 21481, "Invalid PageToken")
 
 
+def page_too_deep() -> TwilioError:
+    """An offset page past the bound where offset paging stays cheap (a cursor is needed)."""
+    return TwilioError(400, 20001, "Page is too deep without a PageToken: follow next_page_url")
+
+
+def wrong_content_type(expected: str, got: str) -> TwilioError:
+    return TwilioError(400, 20001, f"Request body must be {expected}, not {got[:64]}")
+
+
+def body_not_utf8() -> TwilioError:
+    return TwilioError(400, 20001, "Request body is not valid UTF-8")
+
+
+def too_many_params() -> TwilioError:
+    return TwilioError(400, 20001, "Request body has too many parameters")
+
+
+def invalid_query() -> TwilioError:
+    return TwilioError(400, 20001, "Query string is not valid")
+
+
+def invalid_frame(detail: str) -> TwilioError:
+    """A /v2/Connect frame the hub cannot act on."""
+    return TwilioError(400, 20001, detail)
+
+
+def invalid_http_request() -> TwilioError:
+    """What the HTTP parser refused, when it is not an unknown method."""
+    return TwilioError(400, 20001, "Invalid HTTP request")
+
+
+def head_too_large(max_head_bytes: int, max_line_bytes: int) -> TwilioError:
+    return TwilioError(431, 20001, f"Request head is larger than {max_head_bytes} bytes, or has a line "
+                                   f"longer than {max_line_bytes} bytes")
+
+
+def http_status(status: int, detail: str) -> TwilioError:
+    """A status the framework raised that has no entry of its own here (404 and 405 do)."""
+    return TwilioError(status, 20001, detail)
+
+
 def identity_too_long() -> TwilioError:
     return TwilioError(400, 50207, "Identity is too long: at most 256 characters")
 
 
 def identity_looks_like_sid() -> TwilioError:
     return TwilioError(400, 50206, "Identity must not look like a User SID")
+
+
+def role_in_use() -> TwilioError:
+    return TwilioError(409, 50100, "Role is in use by the service or its users and cannot be deleted")
 
 
 def identity_taken() -> TwilioError:
@@ -109,6 +154,11 @@ def too_many_requests(retry_after: int, message: str = "Too many requests") -> T
 
 def body_too_large(limit: int) -> TwilioError:
     return TwilioError(413, 20001, f"Request body is larger than {limit} bytes")
+
+
+def database_busy(retry_after: int = 1) -> TwilioError:
+    """The database stayed locked by another connection longer than a request may wait."""
+    return TwilioError(503, 20503, "Database busy: retry later", {"Retry-After": str(retry_after)})
 
 
 def internal_error(request_id: str) -> TwilioError:

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Column, Connection, Select
 
-from .errors import TwilioError, invalid_page_token, invalid_param
+from .errors import invalid_page_token, invalid_param, page_too_deep
 from .validation import integer
 
 MAX_OFFSET_ROWS = 10_000
@@ -90,7 +90,7 @@ def parse_page_request(query: Mapping[str, str], cursors: Cursors, *, max_size: 
     token = query.get("PageToken") or None
     if token is None:
         if page * size > MAX_OFFSET_ROWS:
-            raise TwilioError(400, 20001, "Page is too deep without a PageToken: follow next_page_url")
+            raise page_too_deep()
         return PageRequest(size, page, None)
     direction, row_id = cursors.decode(token)
     if direction == "n":

@@ -127,10 +127,6 @@ def update_role(conn: Connection, *, service_sid: str, sid: str, permissions: li
     return get_role(conn, service_sid=service_sid, sid=sid)
 
 
-def role_in_use() -> errors.TwilioError:
-    return errors.TwilioError(409, 50100, "Role is in use by the service or its users and cannot be deleted")
-
-
 def delete_role(conn: Connection, *, service_sid: str, sid: str) -> None:
     """Delete a role that no user holds and the service does not use as a default."""
     get_role(conn, service_sid=service_sid, sid=sid)
@@ -138,14 +134,14 @@ def delete_role(conn: Connection, *, service_sid: str, sid: str) -> None:
     in_use = sid in (svc["default_service_role_sid"], svc["default_channel_role_sid"],
                      svc["default_channel_creator_role_sid"])
     if in_use or conn.execute(select(users.c.id).where(users.c.role_sid == sid).limit(1)).first():
-        raise role_in_use()
+        raise errors.role_in_use()
     try:
         deleted = conn.execute(roles.delete().where(roles.c.sid == sid)).rowcount
     except IntegrityError as exc:
         # A user or a service default that took the role meanwhile (PostgreSQL): the foreign
         # key keeps the role, and the answer is the same as when the check above saw it.
         if is_foreign_key_violation(exc):
-            raise role_in_use() from None
+            raise errors.role_in_use() from None
         raise
     if not deleted:
         raise errors.not_found()  # a concurrent request deleted it after we read it

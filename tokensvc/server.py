@@ -79,9 +79,7 @@ def error_bytes(err: TwilioError) -> bytes:
 
 
 def _head_too_large(limits: TransportLimits) -> bytes:
-    return error_bytes(TwilioError(
-        431, 20001, f"Request head is larger than {limits.max_head_bytes} bytes, or has a line "
-                    f"longer than {limits.max_line_bytes} bytes"))
+    return error_bytes(errors.head_too_large(limits.max_head_bytes, limits.max_line_bytes))
 
 
 def unparsable_request(data: bytes, routes: list[Any], invalid_method: bool) -> TwilioError:
@@ -94,7 +92,7 @@ def unparsable_request(data: bytes, routes: list[Any], invalid_method: bool) -> 
             if allowed is None:
                 return errors.not_found()
             return errors.method_not_allowed(allowed)
-    return TwilioError(400, 20001, "Invalid HTTP request")
+    return errors.invalid_http_request()
 
 
 class _HeadTooLarge(Exception):

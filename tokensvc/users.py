@@ -12,7 +12,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import Batcher, Database, database_busy, is_foreign_key_violation, now
+from .db import Batcher, Database, is_foreign_key_violation, now
 from .formats import iso8601
 from .models import connections, services, users
 from .paging import Page, PageRequest, fetch_page
@@ -98,7 +98,7 @@ def _insert(conn: Connection, row: dict[str, Any], *, role_sid: str | None) -> d
         }).first()
     except IntegrityError as exc:
         if is_role_violation(exc):
-            raise (errors.invalid_role("RoleSid") if role_sid is not None else database_busy()) from None
+            raise (errors.invalid_role("RoleSid") if role_sid is not None else errors.database_busy()) from None
         if is_foreign_key_violation(exc):  # the service, deleted by a concurrent request
             raise errors.not_found() from None
         raise
@@ -240,7 +240,7 @@ async def _create_service_batch(apg: Any, svc: Mapping[str, Any], identities: li
             # The default role read by the statement was switched and deleted before its write
             # (or the service deleted): the next statement reads the default committed now.
             if attempt == _ROLE_RACE_RETRIES:
-                raise database_busy() from None
+                raise errors.database_busy() from None
     outcome: dict[str, Any] = {r["identity"]: (dict(rows[r["identity"]], id=r["id"], account_sid=r["account_sid"],
                                                     role_sid=r["role_sid"]), True) for r in inserted}
     lost = [identity for identity in identities if identity not in outcome]

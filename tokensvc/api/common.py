@@ -96,14 +96,14 @@ async def read_form(request: Request) -> Form:
         return Form([])
     content_type = request.headers.get("content-type", FORM_TYPE).split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
-        raise errors.TwilioError(400, 20001, f"Request body must be {FORM_TYPE}, not {content_type[:64]}")
+        raise errors.wrong_content_type(FORM_TYPE, content_type)
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=1000)
     except UnicodeDecodeError:
-        raise errors.TwilioError(400, 20001, "Request body is not valid UTF-8") from None
+        raise errors.body_not_utf8() from None
     except ValueError:
-        raise errors.TwilioError(400, 20001, "Request body has too many parameters") from None
+        raise errors.too_many_params() from None
     for name, value in pairs:
         if "\x00" in value or "\x00" in name:
             raise errors.invalid_param(name[:64].replace("\x00", ""), "must not contain NUL characters")
@@ -116,7 +116,7 @@ def query(request: Request) -> Mapping[str, str]:
         return dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1"),
                               keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=100))
     except (UnicodeDecodeError, ValueError):
-        raise errors.TwilioError(400, 20001, "Query string is not valid") from None
+        raise errors.invalid_query() from None
 
 
 def base_url(request: Request) -> str:
