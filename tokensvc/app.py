@@ -28,6 +28,7 @@ from .api import system as system_api
 from .api import tokens as tokens_api
 from .api import users as users_api
 from .api.common import Context
+from .api.render import error_response
 from .api.routing import DeclaredRoute, resource
 from .auth import Authenticator
 from .config import Settings
@@ -81,18 +82,18 @@ def _routes() -> list[Any]:
 
 async def _twilio_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.TwilioError)
-    return errors.error_response(exc)
+    return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return errors.error_response(errors.not_found())
+        return error_response(errors.not_found())
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        return errors.error_response(errors.method_not_allowed(
+        return error_response(errors.method_not_allowed(
             tuple(sorted(m.strip() for m in allowed.split(",") if m.strip()))))
-    return errors.error_response(errors.http_status(exc.status_code, str(exc.detail)))
+    return error_response(errors.http_status(exc.status_code, str(exc.detail)))
 
 
 class RequestMiddleware:
@@ -138,7 +139,7 @@ class RequestMiddleware:
             log.exception("unhandled error in %s %s (request id %s)", scope["method"], _route(scope), request_id)
             status = 500
             if not response_started:
-                await errors.error_response(errors.internal_error(request_id))(scope, receive, send_wrapper)
+                await error_response(errors.internal_error(request_id))(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
             route = _route(scope)

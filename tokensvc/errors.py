@@ -1,10 +1,7 @@
-"""Twilio-shaped errors (SPEC §2): one class carries the data, one function renders it."""
+"""Twilio-shaped errors (SPEC §2) as data: one class carries status, code and message, and one
+constructor per condition builds it. No web framework here: tokensvc/api/render.py renders."""
 
 from __future__ import annotations
-
-import json
-
-from starlette.responses import Response
 
 
 class TwilioError(Exception):
@@ -164,12 +161,3 @@ def database_busy(retry_after: int = 1) -> TwilioError:
 def internal_error(request_id: str) -> TwilioError:
     return TwilioError(500, 20500, f"Internal server error (request id {request_id})")
 
-
-def error_response(err: TwilioError) -> Response:
-    """Render a TwilioError as the JSON body of SPEC §2."""
-    return Response(
-        json.dumps(err.body()),
-        status_code=err.status,
-        media_type="application/json",
-        headers=err.headers,
-    )
