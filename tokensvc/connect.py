@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sqlalchemy import Connection, bindparam, select
 
-from . import errors, tombstones
+from . import errors, tombstones, urls
 from .db import now
 from .models import api_keys
 from .presence import Presence, Stopping
@@ -368,16 +368,8 @@ class Hub:
         await self._send(session, _frame("tokenUpdated"))
 
     def _base_url(self, ws: WebSocket) -> str:
-        """TOKENSVC_PUBLIC_URL, else the handshake's scheme and Host (as api.common.base_url)."""
-        public = self.ctx.settings.public_url
-        if public:
-            return public
-        scheme = "https" if ws.scope.get("scheme") == "wss" else "http"
-        host = ws.headers.get("host")
-        if not host:
-            server = ws.scope.get("server") or ("127.0.0.1", None)
-            host = f"{server[0]}:{server[1]}" if server[1] else server[0]
-        return f"{scheme}://{host}"
+        """TOKENSVC_PUBLIC_URL, else the handshake's scheme and Host (urls.base_url)."""
+        return urls.base_url(self.ctx.settings, ws.scope, ws.headers.get("host"))
 
 
 def _parse(message: Mapping[str, Any]) -> dict[str, Any] | None:

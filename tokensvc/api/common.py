@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
@@ -11,7 +10,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import errors, tombstones
+from .. import errors, tombstones, urls
 from ..auth import Authenticator, Principal
 from ..config import Settings
 from ..crypto import SecretBox
@@ -22,7 +21,6 @@ from ..paging import Cursors, Page, PageRequest, page_meta, parse_page_request
 from ..users import ensure_token_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
 @dataclass
@@ -120,15 +118,8 @@ def query(request: Request) -> Mapping[str, str]:
 
 
 def base_url(request: Request) -> str:
-    """TOKENSVC_PUBLIC_URL, else the request's own scheme, host and port."""
-    public = ctx(request).settings.public_url
-    if public:
-        return public
-    host = request.headers.get("host", "")
-    if not _HOST.fullmatch(host):  # absent or not a host[:port]: the address we listen on
-        server = request.scope.get("server") or ("127.0.0.1", 80)
-        host = f"{server[0]}:{server[1]}"
-    return f"{request.scope.get('scheme', 'http')}://{host}"
+    """TOKENSVC_PUBLIC_URL, else the request's own scheme, host and port (urls.base_url)."""
+    return urls.base_url(ctx(request).settings, request.scope, request.headers.get("host"))
 
 
 def json_response(data: Any, status: int = 200) -> Response:
