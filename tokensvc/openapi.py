@@ -15,12 +15,13 @@ import json
 import re
 import sys
 from functools import lru_cache
-from importlib import resources
+from importlib import metadata, resources
 from typing import Any, Iterable
 
 from starlette.routing import WebSocketRoute
 
-VERSION = "0.1.0"
+# pyproject.toml is the one place the version is written; an installed package carries it.
+VERSION = metadata.version("tokensvc")
 CHAT_V2_DATA = "openapi_chat_v2.json"
 CHAT_V2_PATHS = (
     "/v2/Services",
