@@ -125,9 +125,9 @@ class Hub:
                              "Presence transactions by kind (join, leave, heartbeat, sweep, repair)",
                              ["kind"], registry=ctx.metrics.registry)
             ctx.extras["presence_writes"] = writes
-        self.presence = Presence(ctx.db, node=self.node, timeout=ctx.settings.presence_timeout,
-                                 interval=ctx.settings.heartbeat_interval, writes=writes,
-                                 on_gone=lambda s: s.kick(CLOSE_DELETED), graves=self.graves)
+        self.presence: Presence[Session] = Presence(ctx.db, node=self.node, timeout=ctx.settings.presence_timeout,
+                                                    interval=ctx.settings.heartbeat_interval, writes=writes,
+                                                    on_gone=lambda s: s.kick(CLOSE_DELETED), graves=self.graves)
 
     async def start(self) -> None:
         self.presence.start()

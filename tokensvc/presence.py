@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Generic, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, bindparam, delete, select, update
@@ -29,14 +29,23 @@ from .tombstones import Tombstones
 from .tombstones import refused as tombstone_refusal
 from .users import get_or_create_user
 
-if TYPE_CHECKING:
-    from .connect import Session
-
 log = logging.getLogger("tokensvc.presence")
 
 BATCH_WINDOW = 0.01  # in a burst of connects, gather this long before committing a batch
 _BURST = 0.05  # a flush within this long of the previous one means a burst is on
 _CHUNK = 500  # ids per IN (...) list
+
+
+class Member(Protocol):
+    """What presence needs of a client session (connect.Session): its connection id, and the user
+    and service its row names; presence sets `user_sid` once the user is provisioned."""
+
+    id: str
+    user_sid: str | None
+    service_sid: str | None
+
+
+S = TypeVar("S", bound=Member)
 
 
 class Stopping(Exception):
@@ -48,10 +57,10 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i:i + _CHUNK]
 
 
-class _Join:
+class _Join(Generic[S]):
     __slots__ = ("session", "service", "identity", "issued_at", "future")
 
-    def __init__(self, session: Session, service: Mapping[str, Any], identity: str, issued_at: int | None,
+    def __init__(self, session: S, service: Mapping[str, Any], identity: str, issued_at: int | None,
                  future: asyncio.Future):
         self.session = session
         self.service = service
@@ -190,12 +199,12 @@ def _refusal(exc: Exception) -> Exception:
 # ---- the writer ------------------------------------------------------------------------------
 
 
-class Presence:
+class Presence(Generic[S]):
     """This process's connection rows, written by one task: joins and leaves are batched into one
     transaction each per wake-up, heartbeats are one UPDATE per interval for all rows."""
 
     def __init__(self, db: Any, *, node: str, timeout: int, interval: float, writes: Counter,
-                 on_gone: Callable[[Session], None], graves: Tombstones | None = None):
+                 on_gone: Callable[[S], None], graves: Tombstones | None = None):
         self.db = db
         self.node = node
         self.timeout = timeout
@@ -204,8 +213,8 @@ class Presence:
         self.writes = writes
         self.on_gone = on_gone
         self.graves = graves
-        self.rows: dict[str, Session] = {}  # committed rows of this node
-        self._joins: list[_Join] = []
+        self.rows: dict[str, S] = {}  # committed rows of this node
+        self._joins: list[_Join[S]] = []
         self._leaves: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -235,7 +244,7 @@ class Presence:
         except Exception:
             log.warning("could not remove this process's connection rows; they expire with their heartbeat")
 
-    async def join(self, session: Session, service: Mapping[str, Any], identity: str,
+    async def join(self, session: S, service: Mapping[str, Any], identity: str,
                    issued_at: int | None = None) -> tuple[Mapping[str, Any], bool]:
         """Provision the identity's user (unless a token issued at `issued_at` predates its
         deletion) and record the session as online; (user, created)."""
@@ -244,7 +253,7 @@ class Presence:
         self._wake.set()
         return await future
 
-    def leave(self, session: Session) -> None:
+    def leave(self, session: S) -> None:
         """Forget the session's row (deleted on the writer's next wake-up)."""
         self._leaves.append(session.id)
         self._wake.set()
@@ -318,7 +327,7 @@ class Presence:
                 if not join.future.done():
                     join.future.set_exception(RuntimeError("presence write failed"))
 
-    async def _write_joins(self, batch: list[_Join]) -> list[Any]:
+    async def _write_joins(self, batch: list[_Join[S]]) -> list[Any]:
         ts = now()
         items = [(j.session.id, j.service, j.identity, j.issued_at) for j in batch]
         try:
