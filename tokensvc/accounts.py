@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
@@ -47,6 +48,20 @@ def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: s
     if conn.execute(select(accounts.c.id).limit(1)).first() is None:
         return create_account(conn, friendly_name="bootstrap account")
     return None
+
+
+def record_key_check(conn: Connection, *, sid: str | None, check: str) -> bool:
+    """Record `check` (crypto.SecretBox.check_value) on the account when it has none; whether the
+    account's recorded value is this one. Without a configured SID, the bootstrap account is the
+    first one created (ensure_bootstrap_account)."""
+    if not sid:
+        sid = conn.execute(select(accounts.c.sid).order_by(accounts.c.id).limit(1)).scalar()
+        if sid is None:
+            return True
+    conn.execute(accounts.update().where(accounts.c.sid == sid, accounts.c.key_check.is_(None))
+                 .values(key_check=check))
+    recorded = conn.execute(select(accounts.c.key_check).where(accounts.c.sid == sid)).scalar()
+    return recorded is None or hmac.compare_digest(recorded, check)
 
 
 def account_token_hash(conn: Connection, sid: str) -> str | None:

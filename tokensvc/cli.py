@@ -54,7 +54,7 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     """Schema, signing keys and the bootstrap account, before any worker starts."""
     from sqlalchemy import select
 
-    from .accounts import ensure_bootstrap_account
+    from .accounts import ensure_bootstrap_account, record_key_check
     from .crypto import SECRET_KEY_FILE, SecretBox
     from .db import Database, make_engine
     from .models import api_keys
@@ -79,6 +79,8 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     try:
         made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,
                                                              auth_token=settings.auth_token))
+        same_key = db.call(lambda conn: record_key_check(conn, sid=settings.account_sid,
+                                                         check=box.check_value()))
         # A replica given another secrets.key would start, then refuse every HS256 token of the
         # existing API keys: the newest stored secret of the account it serves must open with
         # this key (other accounts' keys may belong to other deployments sharing the database).
@@ -88,9 +90,10 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
         newest = db.call(lambda conn: conn.execute(query).first())
     finally:
         db.dispose()
-    if newest is not None and not box.opens(newest.secret_enc, newest.sid):
-        raise SystemExit(f"tokensvc: {box_path} is not the key the stored API key secrets were encrypted "
-                         "with: give every process sharing this database the same secrets.key")
+    if not same_key or (newest is not None and not box.opens(newest.secret_enc, newest.sid)):
+        raise SystemExit(f"tokensvc: {box_path} is not the key the other processes serving this account use (its "
+                         "stored secrets, tombstones and page tokens): give every process sharing this database "
+                         "the same secrets.key")
     if made is not None and not settings.auth_token:
         print("tokensvc: created the bootstrap account; its auth token is shown only this once:\n"
               f"  TOKENSVC_ACCOUNT_SID={made.sid}\n  TOKENSVC_AUTH_TOKEN={made.auth_token}", flush=True)
