@@ -65,6 +65,26 @@ def test_serve_refuses_a_secrets_key_that_does_not_open_the_stored_secrets(tmp_p
     assert [line for line in out.splitlines() if str(keys) in line] == [out.strip().splitlines()[-1]], out
 
 
+def test_serve_refuses_another_secrets_key_even_with_no_api_key_stored(tmp_path: Path) -> None:
+    """secrets.key also keys the tombstones and seals page tokens: a replica with another one
+    would disagree with the first on both, API keys or not."""
+    first = start_server(tmp_path, name="first")
+    first.stop()
+    keys = tmp_path / "replica-keys"
+    shutil.copytree(first.env["TOKENSVC_KEYS_DIR"], keys)
+    _other_key(keys)
+    env = dict(first.env, TOKENSVC_KEYS_DIR=str(keys))
+    done = subprocess.run([sys.executable, "-m", "tokensvc.cli", "serve"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and str(keys / SECRET_KEY_FILE) in out, out
+    assert "Traceback" not in out and "serving on" not in out, out
+    # The same key starts again.
+    again = start_server(tmp_path, database=first.env["TOKENSVC_DATABASE_URL"], keys_dir=Path(first.env["TOKENSVC_KEYS_DIR"]),
+                         account=first.auth, name="again")
+    again.stop()
+
+
 def test_a_secret_that_does_not_decrypt_at_run_time_is_an_invalid_token(tmp_path: Path) -> None:
     srv = start_server(tmp_path)
     try:

@@ -119,3 +119,54 @@ def test_cli_takes_a_kid_that_starts_with_a_dash(argv: list[str]) -> None:
 
     args = build_parser().parse_args(_keys_argv(argv))
     assert (args.action, args.kid, args.force) == ("retire", "-abc", True)
+
+
+def _high_s(token: str) -> str:
+    """The other valid ECDSA spelling of a token's signature: (r, n - s)."""
+    import base64
+
+    from tokensvc.signing import ORDER
+
+    head, body, sig = token.split(".")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    s = ORDER - int.from_bytes(raw[32:], "big")
+    return f"{head}.{body}." + base64.urlsafe_b64encode(raw[:32] + s.to_bytes(32, "big")).decode().rstrip("=")
+
+
+def test_high_s_tokens_of_an_upgraded_keyring_stay_valid_until_they_expire(tmp_path: Path) -> None:
+    """Earlier versions signed without normalising s: about half their live tokens are high-S.
+    They are honoured until they expire; tokens issued after the upgrade must be low-S."""
+    import json
+    import time
+
+    from tokensvc import errors
+    from tokensvc.signing import Keyring, LOW_S_SINCE, ensure_keys, load_snapshot
+    from tokensvc.tokens import mint, verify
+
+    keys = tmp_path / "keys"
+    ensure_keys(keys)  # a new keyring: never signed high-S
+    assert json.loads((keys / "keyring.json").read_text())[LOW_S_SINCE] == 0
+    now = int(time.time())
+    snap = load_snapshot(keys)
+    before = mint(snap, issuer="t", account_sid="AC" + "1" * 32, service_sid="IS" + "1" * 32, identity="a",
+                  ttl=600, now=now - 100).token
+
+    def ok(token: str, snapshot: object) -> bool:
+        try:
+            verify(token, snapshot=snapshot, lookup_api_key=lambda sid: None, max_ttl=3600, now=now)
+        except errors.TwilioError as exc:
+            assert exc.code == 20101
+            return False
+        return True
+
+    assert ok(before, snap) and not ok(_high_s(before), snap)
+    # The same keys dir as an earlier version left it: no low_s_since yet.
+    state = json.loads((keys / "keyring.json").read_text())
+    del state[LOW_S_SINCE]
+    (keys / "keyring.json").write_text(json.dumps(state))
+    upgraded = Keyring(keys).current()  # what a starting server does
+    assert upgraded.high_s_before >= now
+    assert ok(_high_s(before), upgraded)  # issued before the upgrade: still valid
+    after = mint(upgraded, issuer="t", account_sid="AC" + "1" * 32, service_sid="IS" + "1" * 32, identity="a",
+                 ttl=600, now=upgraded.high_s_before + 1).token
+    assert not ok(_high_s(after), upgraded)  # issued after it: only its low-S spelling

@@ -89,7 +89,8 @@ def test_loop_answers_health_and_reads_while_a_write_waits_for_the_lock(srv: Ser
         lock.wait()
     assert len(health) >= 10, (health, reads)
     assert statistics.median(health) < 0.05 and statistics.median(reads) < 0.05, (health, reads)
-    assert max(health) < 0.5 and max(reads) < 0.5, (health, reads)
+    # The freeze was the whole busy timeout (9.7 s); one slow sample on a loaded machine is not it.
+    assert max(health) < 2.0 and max(reads) < 2.0, (health, reads)
     assert waiting, "the write should have been waiting for the lock all along"
     # The waiting write went through once the lock was released, within the wait.
     assert result["r"].status_code == 201, result["r"].text

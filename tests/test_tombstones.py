@@ -27,7 +27,7 @@ from tokensvc.config import Settings
 from tokensvc.models import tombstones
 from tokensvc.sids import new_sid
 from tokensvc.signing import load_snapshot
-from tokensvc.tokens import LEEWAY, Verified
+from tokensvc.tokens import LEEWAY, Verified, acceptable_for
 
 TIMEOUT = 10
 
@@ -206,7 +206,9 @@ def test_tombstone_holds_no_identity_bytes(tmp_path: Path) -> None:
     assert len(digest) == 64 and int(digest, 16) >= 0
     # Keyed: not a plain hash anyone could recompute from a guessed identity.
     assert digest != hashlib.sha256((svc + identity).encode()).hexdigest()
-    assert rows[0]["expires_at"] == rows[0]["deleted_at"] + settings.max_ttl + LEEWAY
+    # A token issued in the deletion's second may live max_ttl + LEEWAY and then be accepted
+    # LEEWAY more: the tombstone outlives it.
+    assert rows[0]["expires_at"] == rows[0]["deleted_at"] + settings.max_ttl + 2 * LEEWAY + 1
     files = [p for p in tmp_path.iterdir() if p.name.startswith("tokensvc.db")]
     assert files
     for path in files:
@@ -219,7 +221,7 @@ def test_expired_tombstones_are_swept(fresh_app: Any) -> None:
     client, c, settings, _ = fresh_app
     svc = _service(client)
     graves = tombstones_module.of(c)
-    long_ago = int(time.time()) - settings.max_ttl - LEEWAY - 5
+    long_ago = int(time.time()) - acceptable_for(settings.max_ttl) - 5
     c.db.call(lambda conn: graves.bury(conn, service_sid=svc, identity="ancient", at=long_ago))
     digests = lambda: set(c.db.call(lambda conn: conn.execute(select(tombstones.c.digest)).scalars().all()))  # noqa: E731
     assert graves.digest(svc, "ancient") in digests()
@@ -268,3 +270,21 @@ def test_one_burst_of_connects_refuses_the_tokens_from_before_a_deletion_and_joi
     joined = results[10:]
     assert all(isinstance(r, tuple) for r in joined), joined
     assert sorted(user["identity"] for user, _ in joined) == sorted(f"gone-{i}" for i in range(10))
+
+
+def test_a_tombstone_outlives_the_last_moment_any_token_issued_before_it_is_accepted(tmp_path: Path) -> None:
+    """The longest-lived token issued in the deletion's second (exp = iat + max_ttl + skew, then
+    accepted for one more skew) is refused by its tombstone to its very last acceptable moment."""
+    from tokensvc.signing import Keyring
+    from tokensvc.tokens import mint, verify
+
+    max_ttl, deleted = 3600, 2_000_000_000
+    snap = Keyring(tmp_path / "keys").current()
+    token = mint(snap, issuer="t", account_sid="AC" + "1" * 32, service_sid="IS" + "1" * 32, identity="a",
+                 ttl=max_ttl + LEEWAY, now=deleted).token
+    graves = tombstones_module.Tombstones(b"k" * 32, max_ttl=max_ttl)
+    last = deleted + max_ttl + 2 * LEEWAY - 0.001
+    verified = verify(token, snapshot=snap, lookup_api_key=lambda sid: None, max_ttl=max_ttl, now=last)
+    expires_at = deleted + acceptable_for(max_ttl)
+    assert expires_at >= last  # sweep deletes rows with expires_at < now: not yet
+    assert graves.refuses_since(deleted, graves.issued_at(verified))

@@ -152,8 +152,10 @@ def test_a_header_flood_is_cut_off_quickly_without_growing_memory_or_slowing_oth
     for raw in answers:
         assert_head_refused(raw)
     # (the flood runs in this process too, so the probe shares its CPU with the flood's client)
-    assert statistics.median(latencies) < 3 * quiet + 0.02, (quiet, latencies)
-    assert max(latencies) < 0.5, latencies
+    # Unbounded, the flood held /healthz at a 2.2 s median: a few times the quiet latency plus
+    # scheduling noise on a loaded 2-core machine is what a bounded head leaves.
+    assert statistics.median(latencies) < 3 * quiet + 0.1, (quiet, latencies)
+    assert max(latencies) < 1.5, latencies
     grown = rss_kib(srv) - before
     assert grown < 4 * 1024, f"RSS grew by {grown} KiB"
 

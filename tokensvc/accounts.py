@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
@@ -47,6 +48,27 @@ def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: s
     if conn.execute(select(accounts.c.id).limit(1)).first() is None:
         return create_account(conn, friendly_name="bootstrap account")
     return None
+
+
+def served_account(conn: Connection, configured: str | None) -> str | None:
+    """The account whose stored secrets tell whether this process has the right secrets.key:
+    TOKENSVC_ACCOUNT_SID, else the only account of an embedded database (None with several: a
+    database shared by deployments with keys of their own, as the test suite's is)."""
+    if configured:
+        return configured
+    rows = conn.execute(select(accounts.c.sid).order_by(accounts.c.id).limit(2)).scalars().all()
+    return rows[0] if len(rows) == 1 else None
+
+
+def record_key_check(conn: Connection, *, sid: str | None, check: str) -> bool:
+    """Record `check` (crypto.SecretBox.check_value) on the account when it has none; whether the
+    account's recorded value is this one (True without an account to compare with)."""
+    if not sid:
+        return True
+    conn.execute(accounts.update().where(accounts.c.sid == sid, accounts.c.key_check.is_(None))
+                 .values(key_check=check))
+    recorded = conn.execute(select(accounts.c.key_check).where(accounts.c.sid == sid)).scalar()
+    return recorded is None or hmac.compare_digest(recorded, check)
 
 
 def list_accounts(conn: Connection) -> list[dict]:

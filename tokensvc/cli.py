@@ -54,7 +54,7 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     """Schema, signing keys and the bootstrap account, before any worker starts."""
     from sqlalchemy import select
 
-    from .accounts import ensure_bootstrap_account
+    from .accounts import ensure_bootstrap_account, record_key_check, served_account
     from .crypto import SECRET_KEY_FILE, SecretBox
     from .db import Database, make_engine
     from .models import api_keys
@@ -79,18 +79,21 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     try:
         made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,
                                                              auth_token=settings.auth_token))
+        served = db.call(lambda conn: served_account(conn, settings.account_sid))
+        same_key = db.call(lambda conn: record_key_check(conn, sid=served, check=box.check_value()))
         # A replica given another secrets.key would start, then refuse every HS256 token of the
-        # existing API keys: the newest stored secret of the account it serves must open with
-        # this key (other accounts' keys may belong to other deployments sharing the database).
-        query = select(api_keys.c.sid, api_keys.c.secret_enc).order_by(api_keys.c.id.desc()).limit(1)
-        if settings.account_sid:
-            query = query.where(api_keys.c.account_sid == settings.account_sid)
-        newest = db.call(lambda conn: conn.execute(query).first())
+        # existing API keys: the newest stored secret of the account it serves must open too.
+        newest = None
+        if served is not None:
+            query = (select(api_keys.c.sid, api_keys.c.secret_enc).where(api_keys.c.account_sid == served)
+                     .order_by(api_keys.c.id.desc()).limit(1))
+            newest = db.call(lambda conn: conn.execute(query).first())
     finally:
         db.dispose()
-    if newest is not None and not box.opens(newest.secret_enc, newest.sid):
-        raise SystemExit(f"tokensvc: {box_path} is not the key the stored API key secrets were encrypted "
-                         "with: give every process sharing this database the same secrets.key")
+    if not same_key or (newest is not None and not box.opens(newest.secret_enc, newest.sid)):
+        raise SystemExit(f"tokensvc: {box_path} is not the key the other processes serving this account use (its "
+                         "stored secrets, tombstones and page tokens): give every process sharing this database "
+                         "the same secrets.key")
     if made is not None and not settings.auth_token:
         print("tokensvc: created the bootstrap account; its auth token is shown only this once:\n"
               f"  TOKENSVC_ACCOUNT_SID={made.sid}\n  TOKENSVC_AUTH_TOKEN={made.auth_token}", flush=True)

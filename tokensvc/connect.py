@@ -45,6 +45,7 @@ MAX_FRAME = 16 * 1024  # a client frame carries at most a token (≤ 8 KiB) and 
 CLOSE_TOKEN = 4001  # bad or expired token
 CLOSE_DELETED = 4003  # the User was deleted
 CLOSE_ERROR = 1011
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the database was busy or unavailable
 CLOSE_GOING_AWAY = 1001
 KEY_POLL = 0.5  # seconds between checks that the API keys of open HS256 sessions still exist
 TOMBSTONE_SWEEP = 60.0  # seconds between sweeps of expired tombstones (deletions sweep too)
@@ -310,9 +311,11 @@ class Hub:
             user, created = await self.presence.join(session, svc, verified.identity,
                                                      self.graves.issued_at(verified))
         except errors.TwilioError as exc:
-            # 401: the token predates the identity's deletion; else the user or its service went
-            # away while we joined (a race with a delete, SPEC §5's 4003).
-            return await self._refuse(session, CLOSE_TOKEN if exc.status == 401 else CLOSE_DELETED, exc)
+            # 401: the token predates the identity's deletion; 404/409: the user or its service
+            # went away while we joined (a race with a delete, SPEC §5's 4003).
+            # A busy database (503) is no verdict on the user: the client may retry.
+            code = CLOSE_TOKEN if exc.status == 401 else CLOSE_TRY_AGAIN if exc.status >= 500 else CLOSE_DELETED
+            return await self._refuse(session, code, exc)
         except Stopping:
             return await self._refuse(session, CLOSE_GOING_AWAY)
         if created:

@@ -88,6 +88,10 @@ class SecretBox:
         ct = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
         return "v1:" + base64.urlsafe_b64encode(nonce + ct).decode()
 
+    def check_value(self) -> str:
+        """A value that tells this key from any other without revealing it (accounts.key_check)."""
+        return hmac.new(self.derive("key-check"), b"tokensvc secrets.key", hashlib.sha256).hexdigest()
+
     def opens(self, token: str, context: str) -> bool:
         """Whether a stored ciphertext decrypts with this key (never raises)."""
         try:

@@ -32,6 +32,9 @@ class Account(SQLModel, table=True):
     friendly_name: str = Field(sa_column=Column(String(256), nullable=False))
     # SHA-256 (hex) of the auth token: the token is 32 random bytes, so a fast hash suffices.
     auth_token_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    # HMAC of a fixed text under a key derived from keys/secrets.key, recorded by the first
+    # `tokensvc serve` for its bootstrap account: a replica with another secrets.key refuses to start.
+    key_check: Optional[str] = Field(default=None, sa_column=Column(String(64), nullable=True))
     date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
     date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
 

@@ -111,7 +111,7 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
     deleted: dict[tuple[str, str], int] = {}
     if graves is not None:
         asked = {(svc["sid"], identity) for _, svc, identity, issued_at in items if issued_at is not None
-                 and ((svc["sid"], identity) not in known or known[(svc["sid"], identity)]["date_created"] > issued_at)}
+                 and graves.must_ask(known.get((svc["sid"], identity)), issued_at)}
         if asked:
             deleted = graves.deleted_many(conn, asked)
     results: list[Any] = []
@@ -120,10 +120,8 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
     for cid, svc, identity, issued_at in items:
         user = known.get((svc["sid"], identity))
         created = False
-        deleted_at = deleted.get((svc["sid"], identity))
-        # Whole seconds: a token issued in the very second of the deletion counts as before it.
-        if deleted_at is not None and issued_at is not None and issued_at <= deleted_at and (
-                user is None or user["date_created"] > issued_at):
+        if issued_at is not None and Tombstones.must_ask(user, issued_at) and Tombstones.refuses_since(
+                deleted.get((svc["sid"], identity)), issued_at):
             results.append(tombstone_refusal())
             continue
         if user is None:
@@ -186,6 +184,10 @@ def _sweep(conn: Connection, cutoff: int) -> int:
 
 def _delete_node(conn: Connection, node: str) -> None:
     conn.execute(_DELETE_NODE, {"b_node": node})
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    return isinstance(exc, errors.TwilioError) and exc.status >= 500
 
 
 def _refusal(exc: Exception) -> Exception:
@@ -333,8 +335,10 @@ class Presence(Generic[S]):
         try:
             return await self.db.write(_join_rows, items, self.node, ts, self.graves)
         except Exception as exc:
-            if len(batch) == 1:
-                return [_refusal(exc)]
+            if len(batch) == 1 or _is_unavailable(exc):
+                # The database itself refused (busy behind another process's lock): every item
+                # would wait its own bounded turn and fail alike, while heartbeats stall behind.
+                return [_refusal(exc)] * len(batch)
         # One bad item (e.g. its user deleted meanwhile) must not fail the others.
         results: list[Any] = []
         for item in items:

@@ -106,6 +106,9 @@ class Snapshot:
     retired: frozenset[str]
     deactivated: dict[str, int] = field(default_factory=dict)
     skipped: tuple[Skipped, ...] = ()
+    # Tokens issued before this moment may carry a high-S signature (versions before low-S
+    # signing); 0: none may (a keyring that always signed low-S).
+    high_s_before: int = 0
 
     def verification_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         key = self.keys.get(kid)
@@ -172,14 +175,25 @@ def generate_key(keys_dir: Path) -> str:
     return kid
 
 
+LOW_S_SINCE = "low_s_since"
+
+
 def ensure_keys(keys_dir: Path) -> None:
-    """Generate and activate a first key when the directory holds none."""
+    """Generate and activate a first key when the directory holds none; record when the keyring
+    started signing low-S only."""
     keys_dir.mkdir(parents=True, exist_ok=True)
     if any(keys_dir.glob("*.pem")):
+        state = _read_state(keys_dir)
+        if LOW_S_SINCE not in state:
+            # Keys an earlier version signed with: about half its unexpired tokens are high-S,
+            # and are honoured until they expire (tokens.verify), not refused at the upgrade.
+            state[LOW_S_SINCE] = int(time.time())
+            _write_state(keys_dir, state)
         return
     kid = generate_key(keys_dir)
     state = _read_state(keys_dir)
     state["active"] = kid
+    state[LOW_S_SINCE] = 0  # a new keyring: every token it signs is low-S
     _write_state(keys_dir, state)
 
 
@@ -203,7 +217,13 @@ def load_snapshot(keys_dir: Path) -> Snapshot:
             raise KeyringError("every signing key is retired: generate and activate one", skipped=skipped)
         active_kid = max(usable, key=lambda k: (k.created, k.kid)).kid
     deactivated = {k: int(v) for k, v in state.get("deactivated", {}).items() if k in keys}
-    return Snapshot(keys, keys[active_kid], retired, deactivated, skipped)
+    return Snapshot(keys, keys[active_kid], retired, deactivated, skipped,
+                    high_s_before=_whole(state.get(LOW_S_SINCE)))
+
+
+def _whole(value: Any) -> int:
+    """A whole-seconds stamp of keyring.json, 0 when absent or unreadable (edited by hand)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _cli_snapshot(keys_dir: Path) -> Snapshot:

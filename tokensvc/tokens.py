@@ -31,6 +31,13 @@ from .validation import is_text
 LEEWAY = 30  # seconds of clock skew allowed
 
 
+def acceptable_for(max_ttl: int) -> int:
+    """How long after its issue second a token may still be accepted: a lifetime of up to
+    max_ttl + LEEWAY, LEEWAY more before it counts as expired, and the second itself. What must
+    outlive every token issued at a moment (a tombstone) lives this long."""
+    return max_ttl + 2 * LEEWAY + 1
+
+
 @dataclass(frozen=True)
 class Minted:
     token: str
@@ -142,6 +149,7 @@ def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup
     header, claims, signing_input, signature = token if isinstance(token, Jws) else parse(token)
     alg = header.get("alg")
     key_sid = None
+    high_s = False
     if alg == "ES256":
         kid = header.get("kid")
         if not isinstance(kid, str):
@@ -155,7 +163,11 @@ def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup
         if len(signature) != 64:
             raise errors.invalid_token()
         s = int.from_bytes(signature[32:], "big")
-        if s > HALF_ORDER:  # (r, n - s) verifies too: only the low-S twin, the one we sign, is the token
+        # (r, n - s) verifies too: only the low-S twin, the one we sign, is the token. Tokens an
+        # earlier version signed before this keyring went low-S may be high-S: they stay valid
+        # until they expire (checked with the claims below), then the rule has no exception.
+        high_s = s > HALF_ORDER
+        if high_s and not snapshot.high_s_before:
             raise errors.invalid_token()
         der = encode_dss_signature(int.from_bytes(signature[:32], "big"), s)
         try:
@@ -176,7 +188,10 @@ def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup
             raise errors.invalid_token()
     else:
         raise errors.invalid_token("Access Token algorithm not accepted")
-    return _claims(claims, expected_sub=expected_sub, key_sid=key_sid, now=now, max_ttl=max_ttl)
+    verified = _claims(claims, expected_sub=expected_sub, key_sid=key_sid, now=now, max_ttl=max_ttl)
+    if high_s and not (verified.issued_at is not None and verified.issued_at < snapshot.high_s_before):
+        raise errors.invalid_token()
+    return verified
 
 
 def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | None, now: float | None,

@@ -8,14 +8,16 @@ identity: the identity's PII is gone from the store (SPEC §3) and the digest ca
 by guessing identities without that key.
 
 Only first encounters (and users created after the token) ask: a returning user created before
-its token was issued costs no read here.
+its token was issued costs no read here, and the answer for a user created after its token is
+remembered by user SID (it cannot change while that user exists: a new deletion removes the row).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Mapping
 
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql as postgresql_dialect
@@ -23,7 +25,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from . import errors
 from .models import tombstones
-from .tokens import LEEWAY, Verified
+from .tokens import LEEWAY, Verified, acceptable_for
 
 _BY_DIGEST = select(tombstones.c.deleted_at).where(tombstones.c.digest == bindparam("b_digest"))
 _BY_DIGESTS = select(tombstones.c.digest, tombstones.c.deleted_at).where(
@@ -51,9 +53,24 @@ def refused() -> errors.TwilioError:
 class Tombstones:
     """Writes and asks about tombstones; one per process (see `of`)."""
 
+    REMEMBERED = 100_000  # users created after a token was issued, by SID
+
     def __init__(self, key: bytes, *, max_ttl: int):
         self._key = key
         self.max_ttl = max_ttl
+        self._by_user: OrderedDict[str, int | None] = OrderedDict()
+
+    @staticmethod
+    def must_ask(user: Mapping[str, Any] | None, issued_at: int) -> bool:
+        """Whether a token issued at `issued_at` might predate a deletion of its user: only when
+        the user is missing, or was created after the token."""
+        return user is None or user["date_created"] > issued_at
+
+    @staticmethod
+    def refuses_since(deleted_at: int | None, issued_at: int) -> bool:
+        """The rule: a token issued at or before the deletion is refused. Whole seconds: a token
+        issued in the very second of the deletion counts as before it."""
+        return deleted_at is not None and issued_at <= deleted_at
 
     def digest(self, service_sid: str, identity: str) -> str:
         """HMAC-SHA256 (hex) of service SID and identity; the SID's fixed length keeps them apart."""
@@ -70,14 +87,13 @@ class Tombstones:
         """Record the deletion (in the deleting transaction) and drop tombstones that expired."""
         conn.execute(_UPSERT[conn.dialect.name], {
             "digest": self.digest(service_sid, identity), "deleted_at": at,
-            "expires_at": at + self.max_ttl + LEEWAY})
+            "expires_at": at + acceptable_for(self.max_ttl)})
         sweep(conn, at)
 
     def refuses(self, conn: Connection, *, service_sid: str, identity: str, issued_at: int) -> bool:
         """Whether the identity was deleted at or after `issued_at` (one primary-key read)."""
         deleted_at = conn.execute(_BY_DIGEST, {"b_digest": self.digest(service_sid, identity)}).scalar()
-        # Whole seconds: a token issued in the very second of the deletion counts as before it.
-        return deleted_at is not None and issued_at <= deleted_at
+        return self.refuses_since(deleted_at, issued_at)
 
     def deleted_many(self, conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """Deletion times of those (service SID, identity) pairs that have a tombstone, one IN
@@ -90,13 +106,26 @@ class Tombstones:
                 found[by_digest[digest]] = deleted_at
         return found
 
-    async def refuses_async(self, db: Any, *, service_sid: str, identity: str, issued_at: int) -> bool:
-        """`refuses` for request handlers: on PostgreSQL on the event loop's async connections."""
+    async def deleted_at(self, db: Any, *, service_sid: str, identity: str) -> int | None:
+        """When the identity was last deleted (None: no tombstone), for request handlers: on
+        PostgreSQL on the event loop's async connections."""
+        digest = self.digest(service_sid, identity)
         if db.apg is not None:
-            rows = await db.apg.fetchall(_BY_DIGEST_PG, {"b_digest": self.digest(service_sid, identity)})
-            return bool(rows) and issued_at <= rows[0]["deleted_at"]
-        return await db.read(lambda conn: self.refuses(conn, service_sid=service_sid, identity=identity,
-                                                      issued_at=issued_at))
+            rows = await db.apg.fetchall(_BY_DIGEST_PG, {"b_digest": digest})
+            return rows[0]["deleted_at"] if rows else None
+        return await db.read(lambda conn: conn.execute(_BY_DIGEST, {"b_digest": digest}).scalar())
+
+    async def refuses_user(self, db: Any, *, user: Mapping[str, Any], identity: str, issued_at: int) -> bool:
+        """`refuses` for an existing user created after the token: asked once per user."""
+        sid = user["sid"]
+        if sid in self._by_user:
+            deleted_at = self._by_user[sid]
+        else:
+            deleted_at = await self.deleted_at(db, service_sid=user["service_sid"], identity=identity)
+            self._by_user[sid] = deleted_at
+            while len(self._by_user) > self.REMEMBERED:
+                self._by_user.popitem(last=False)
+        return self.refuses_since(deleted_at, issued_at)
 
 
 def sweep(conn: Connection, now: int) -> int:

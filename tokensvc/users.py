@@ -356,11 +356,13 @@ def update_user(conn: Connection, *, service_sid: str, key: str, role_sid: Any =
     return get_user(conn, service_sid=service_sid, key=user["sid"])
 
 
-def delete_user(conn: Connection, *, service_sid: str, key: str) -> str:
-    """Delete the user row (its connections cascade); returns its SID."""
+def delete_user(conn: Connection, *, service_sid: str, key: str, graves: Tombstones) -> str:
+    """Delete the user row (its connections cascade), leaving a tombstone of its identity in the
+    same transaction (a token issued before now cannot re-create it); returns its SID."""
     user = get_user(conn, service_sid=service_sid, key=key)
     if not conn.execute(delete(users).where(users.c.sid == user["sid"])).rowcount:
         raise errors.not_found()  # a concurrent request deleted it after we read it
+    graves.bury(conn, service_sid=service_sid, identity=user["identity"], at=now())
     return user["sid"]
 
 
@@ -375,14 +377,6 @@ def is_online(conn: Connection, *, user: Mapping[str, Any], timeout: int) -> boo
 
 
 # ---- a deleted user stays deleted (SPEC §11; tombstones.py) ---------------------------------
-
-
-def delete_and_bury_user(conn: Connection, *, service_sid: str, key: str, graves: Tombstones) -> str:
-    """delete_user, leaving a tombstone of the identity in the same transaction; returns its SID."""
-    user = get_user(conn, service_sid=service_sid, key=key)
-    sid = delete_user(conn, service_sid=service_sid, key=user["sid"])
-    graves.bury(conn, service_sid=service_sid, identity=user["identity"], at=now())
-    return sid
 
 
 def get_or_create_unburied(conn: Connection, *, service: Mapping[str, Any], identity: str, issued_at: int,
@@ -405,13 +399,15 @@ async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identit
         found = await read((sid, identity))
     else:
         found = await db.read(lambda conn: find_by_identity(conn, service_sid=sid, identity=identity))
-    if found is not None and found["date_created"] <= issued_at:
+    if not graves.must_ask(found, issued_at):
+        return found, False  # type: ignore[return-value]  # must_ask is True for None
+    if found is not None:
+        if await graves.refuses_user(db, user=found, identity=identity, issued_at=issued_at):
+            raise tombstone_refusal()
         return found, False
-    if found is None and db.apg is None:
+    if db.apg is None:
         return await db.write(lambda conn: get_or_create_unburied(conn, service=service, identity=identity,
                                                                   issued_at=issued_at, graves=graves))
-    if await graves.refuses_async(db, service_sid=sid, identity=identity, issued_at=issued_at):
+    if graves.refuses_since(await graves.deleted_at(db, service_sid=sid, identity=identity), issued_at):
         raise tombstone_refusal()
-    if found is not None:
-        return found, False
     return await create((service, identity))

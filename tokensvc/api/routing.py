@@ -43,8 +43,9 @@ async def dispatch(request: Request, table: Mapping[str, Handler]) -> Response:
     response = await handler(request)
     if request.method == "HEAD":
         # The GET answer's status and headers (Content-Length included), no body.
-        headers = dict(response.headers)
-        return Response(b"", status_code=response.status_code, headers=headers)
+        head = Response(b"", status_code=response.status_code)
+        head.raw_headers = list(response.raw_headers)  # repeated headers kept, Content-Length too
+        return head
     return response
 
 

@@ -13,7 +13,7 @@ from ..auth import Principal
 from ..paging import Page, page_meta, parse_page_request
 from ..roles import role_permissions
 from ..services import get_service
-from ..users import Unset, create_user, delete_and_bury_user, get_user, is_online, list_users, update_user, user_to_json
+from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
 from .routing import allow_header, dispatch, method_table
 from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
                      require_admin, service_list)
@@ -130,7 +130,7 @@ async def delete(request: Request) -> Response:
 
     def remove(conn: Any) -> str:
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return delete_and_bury_user(conn, service_sid=service_sid, key=key, graves=graves)
+        return delete_user(conn, service_sid=service_sid, key=key, graves=graves)
 
     user_sid = await c.db.run(remove)
     await c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL

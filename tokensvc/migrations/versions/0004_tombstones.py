@@ -1,7 +1,7 @@
 """Tombstones of deleted identities: a token issued before a user's deletion must not re-create it.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
