@@ -80,3 +80,14 @@ def test_serve_logs_migrations_without_alembic_preamble(tmp_path: Path) -> None:
         assert "Context impl" not in log, log
         assert "Will assume" not in log, log
         assert "Traceback" not in log, log
+
+
+def test_token_refuses_what_the_endpoint_refuses(api: Api, service: dict) -> None:
+    """The CLI applies the token endpoint's Identity and Ttl rules (one rule, one place)."""
+    settings = api.app.state.ctx.settings
+    env = {"TOKENSVC_DATABASE_URL": settings.database_url, "TOKENSVC_KEYS_DIR": str(settings.keys_dir)}
+    for args, words in ((["US" + "0" * 32], "User SID"), (["x" * 257], "256"), (["alice", "--ttl", "0"], "positive"),
+                        (["alice", "--ttl", "999999999"], "maximum")):
+        done = run_cli("token", *args, "--service", service["sid"], env=env)
+        assert done.returncode != 0 and words in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr

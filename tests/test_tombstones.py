@@ -27,7 +27,8 @@ from tokensvc.config import Settings
 from tokensvc.models import tombstones
 from tokensvc.sids import new_sid
 from tokensvc.signing import load_snapshot
-from tokensvc.tokens import LEEWAY, Verified, acceptable_for
+from tokensvc.lifetimes import LEEWAY, acceptable_for
+from tokensvc.tokens import Verified
 
 TIMEOUT = 10
 

@@ -135,9 +135,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from .app import build_context
-    from .formats import iso8601
+    from . import errors, validation
     from .services import find_service
-    from .tokens import mint
+    from .tokens import issued_json, mint
     from .users import get_or_create_user
 
     settings = _settings()
@@ -145,25 +145,26 @@ def cmd_token(args: argparse.Namespace) -> int:
     # a new database goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         prepare(settings, migrate=settings.is_sqlite)
-    ttl = args.ttl or settings.default_ttl
-    if not 0 < ttl <= settings.max_ttl:
-        raise SystemExit(f"tokensvc: --ttl must be between 1 and {settings.max_ttl}")
+    try:  # the rules of the token endpoint's Identity and Ttl
+        identity = validation.identity(args.identity)
+        ttl = validation.ttl(None if args.ttl is None else str(args.ttl), default=settings.default_ttl,
+                             maximum=settings.max_ttl)
+    except errors.TwilioError as exc:
+        raise SystemExit(f"tokensvc: {exc.message}") from None
     c = build_context(settings)
     try:
         svc = c.db.call(lambda conn: find_service(conn, args.service))
         if svc is None:
             raise SystemExit(f"tokensvc: no service {args.service}")
-        user, created = c.db.call(lambda conn: get_or_create_user(conn, service=svc, identity=args.identity))
+        user, created = c.db.call(lambda conn: get_or_create_user(conn, service=svc, identity=identity))
     finally:
         c.db.dispose()
     minted = mint(c.keyring.current(), issuer=settings.issuer, account_sid=svc["account_sid"],
-                  service_sid=svc["sid"], identity=args.identity, ttl=ttl)
+                  service_sid=svc["sid"], identity=identity, ttl=ttl)
     if args.json:
-        # The fields and formats of POST /v2/Services/{IS}/Tokens (expires_at in ISO 8601), so a
-        # script reads the CLI's answer and the endpoint's alike.
-        print(json.dumps({"token": minted.token, "identity": args.identity, "user_sid": user["sid"],
-                          "service_sid": svc["sid"], "account_sid": svc["account_sid"], "ttl": ttl,
-                          "expires_at": iso8601(minted.expires_at), "user_created": created}))
+        # The fields and formats of POST /v2/Services/{IS}/Tokens, so a script reads both alike.
+        print(json.dumps(issued_json(minted, identity=identity, user_sid=user["sid"], service_sid=svc["sid"],
+                                     account_sid=svc["account_sid"], ttl=ttl, user_created=created)))
     else:
         print(minted.token)
     return 0

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .crypto import write_private_file
+from .lifetimes import acceptable_for
 
 STATE_FILE = "keyring.json"
 # The order n of P-256. ECDSA signatures (r, s) and (r, n - s) both verify: tokensvc signs and
@@ -258,7 +259,7 @@ def retire(keys_dir: Path, kid: str, *, max_ttl: int, force: bool = False) -> No
     if kid == snap.active.kid:
         raise KeyringError(f"key {kid} is the active key: activate another first")
     since = snap.deactivated.get(kid)
-    safe_at = (since or 0) + max_ttl + 30
+    safe_at = (since or 0) + acceptable_for(max_ttl)
     if not force and since is not None and time.time() < safe_at:
         raise KeyringError(f"tokens signed by {kid} may be valid until "
                            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(safe_at))}; use --force to retire now")

@@ -24,18 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from . import errors
 from .config import Settings
+from .formats import iso8601
+from .lifetimes import LEEWAY
 from .signing import HALF_ORDER, Snapshot
 from .sids import is_sid
 from .validation import is_text
 
-LEEWAY = 30  # seconds of clock skew allowed
-
-
-def acceptable_for(max_ttl: int) -> int:
-    """How long after its issue second a token may still be accepted: a lifetime of up to
-    max_ttl + LEEWAY, LEEWAY more before it counts as expired, and the second itself. What must
-    outlive every token issued at a moment (a tombstone) lives this long."""
-    return max_ttl + 2 * LEEWAY + 1
 
 
 @dataclass(frozen=True)
@@ -43,6 +37,14 @@ class Minted:
     token: str
     expires_at: int
     jti: str
+
+
+def issued_json(minted: Minted, *, identity: str, user_sid: str, service_sid: str, account_sid: str, ttl: int,
+                user_created: bool) -> dict[str, Any]:
+    """The answer of POST /v2/Services/{IS}/Tokens (SPEC §4), also what `tokensvc token --json` prints."""
+    return {"token": minted.token, "identity": identity, "user_sid": user_sid, "service_sid": service_sid,
+            "account_sid": account_sid, "ttl": ttl, "expires_at": iso8601(minted.expires_at),
+            "user_created": user_created}
 
 
 def mint(snapshot: Snapshot, *, issuer: str, account_sid: str, service_sid: str, identity: str,

@@ -25,7 +25,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from . import errors
 from .models import tombstones
-from .tokens import LEEWAY, Verified, acceptable_for
+from .lifetimes import LEEWAY, acceptable_for
+from .tokens import Verified
 
 _BY_DIGEST = select(tombstones.c.deleted_at).where(tombstones.c.digest == bindparam("b_digest"))
 _BY_DIGESTS = select(tombstones.c.digest, tombstones.c.deleted_at).where(

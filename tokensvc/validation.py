@@ -94,3 +94,15 @@ def url(name: str, value: str) -> str | None:
     if not value.startswith(("http://", "https://")) or len(value) > 2048 or any(c.isspace() for c in value):
         raise errors.invalid_param(name, "must be an http or https URL")
     return value
+
+
+def ttl(raw: str | None, *, default: int, maximum: int) -> int:
+    """A token lifetime in seconds (the Ttl parameter): 1..maximum, else 20001 / 20157."""
+    if raw is None:
+        return default
+    value = integer("Ttl", raw)
+    if value <= 0:
+        raise errors.invalid_param("Ttl", "must be positive")
+    if value > maximum:
+        raise errors.ttl_too_long(maximum)
+    return value

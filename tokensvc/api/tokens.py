@@ -13,8 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
-from ..formats import iso8601
-from ..tokens import mint
+from ..tokens import issued_json, mint
 from ..users import ensure_user
 from .common import authenticate, ctx, json_response, read_form
 
@@ -39,17 +38,6 @@ class TokenRateLimiter:
             raise errors.too_many_requests(1, "Token issuance rate limit exceeded for this account")
 
 
-def parse_ttl(raw: str | None, *, default: int, maximum: int) -> int:
-    if raw is None:
-        return default
-    ttl = validation.integer("Ttl", raw)
-    if ttl <= 0:
-        raise errors.invalid_param("Ttl", "must be positive")
-    if ttl > maximum:
-        raise errors.ttl_too_long(maximum)
-    return ttl
-
-
 async def create_token(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
@@ -58,7 +46,7 @@ async def create_token(request: Request) -> Response:
     c = ctx(request)
     form = await read_form(request)
     identity = validation.identity(form.get("Identity"))
-    ttl = parse_ttl(form.get("Ttl"), default=c.settings.default_ttl, maximum=c.settings.max_ttl)
+    ttl = validation.ttl(form.get("Ttl"), default=c.settings.default_ttl, maximum=c.settings.max_ttl)
     svc = await c.auth.service(service_sid)
     if svc is None or svc["account_sid"] != principal.account_sid:
         raise errors.not_found()
@@ -70,13 +58,5 @@ async def create_token(request: Request) -> Response:
     c.metrics.tokens_issued.inc()
     if created:
         c.metrics.users_provisioned.inc()
-    return json_response({
-        "token": minted.token,
-        "identity": identity,
-        "user_sid": user["sid"],
-        "service_sid": service_sid,
-        "account_sid": principal.account_sid,
-        "ttl": ttl,
-        "expires_at": iso8601(minted.expires_at),
-        "user_created": created,
-    }, 201)
+    return json_response(issued_json(minted, identity=identity, user_sid=user["sid"], service_sid=service_sid,
+                                     account_sid=principal.account_sid, ttl=ttl, user_created=created), 201)
