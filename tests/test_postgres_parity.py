@@ -23,7 +23,6 @@ from tokensvc.paging import MAX_ROW_ID, Cursors
 from tokensvc.services import find_service
 from tokensvc.sids import new_sid
 from tokensvc.roles import create_role
-from tokensvc import tombstones
 from tokensvc.users import create_user, delete_user, get_or_create_user
 
 
@@ -202,7 +201,7 @@ def test_concurrent_deletes_of_one_user_succeed_once(api: Api, service: dict[str
     db = api.app.state.ctx.db
     for round_ in range(3):
         sid = api.post(users_url(service), {"Identity": f"doomed-{round_}"}).json()["sid"]
-        graves = tombstones.of(api.app.state.ctx)
+        graves = api.app.state.ctx.tombstones
         results = race(8, lambda: db.call(lambda conn: delete_user(conn, service_sid=service["sid"], key=sid,
                                                                    graves=graves)))
         assert results.count(sid) == 1, results

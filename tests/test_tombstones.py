@@ -184,7 +184,7 @@ def test_token_without_iat_or_nbf_counts_as_issued_as_early_as_it_could_be(fresh
     both = _token(settings, account, svc, "undated", iat=later - 10, nbf=later)
     assert_error(client.get(f"/v2/Services/{svc}/Users/undated", headers={"X-Twilio-Token": both}, auth=None),
                  401, 20101)
-    graves = tombstones_module.of(c)
+    graves = c.tombstones
     v = Verified(account, svc, "x", expires_at=10_000_000, key_sid=None)
     assert graves.issued_at(v) == 10_000_000 - settings.max_ttl - LEEWAY
 
@@ -221,7 +221,7 @@ def test_tombstone_holds_no_identity_bytes(tmp_path: Path) -> None:
 def test_expired_tombstones_are_swept(fresh_app: Any) -> None:
     client, c, settings, _ = fresh_app
     svc = _service(client)
-    graves = tombstones_module.of(c)
+    graves = c.tombstones
     long_ago = int(time.time()) - acceptable_for(settings.max_ttl) - 5
     c.db.call(lambda conn: graves.bury(conn, service_sid=svc, identity="ancient", at=long_ago))
     digests = lambda: set(c.db.call(lambda conn: conn.execute(select(tombstones.c.digest)).scalars().all()))  # noqa: E731

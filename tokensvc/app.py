@@ -27,16 +27,18 @@ from .api import services as services_api
 from .api import system as system_api
 from .api import tokens as tokens_api
 from .api import users as users_api
-from .api.common import Context
 from .api.render import error_response
 from .api.routing import DeclaredRoute, resource
 from .auth import Authenticator
 from .config import Settings
+from .context import Context
 from .crypto import SecretBox
+from .limits import TokenRateLimiter
 from .db import Database, make_engine
 from .metrics import Metrics
 from .schema import ensure_schema
 from .signing import Keyring
+from .tombstones import Tombstones
 
 
 class _AnyPath(PathConvertor):
@@ -164,27 +166,29 @@ def _route(scope: Scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
-class TokensvcApp(Starlette):
-    """Starlette, with client connections (/v2/Connect) handed straight to the Hub.
+class TokensvcApp:
+    """The ASGI app: client connections (/v2/Connect) go straight to the Hub, everything else to
+    Starlette (routes, middleware, error renderer, lifespan).
 
     A WebSocket session's coroutine chain lives as long as the connection: through Starlette's
     middleware, router and endpoint wrappers it held ten more frames (~4 KiB per idle connection,
     bench/connect.py) and cost their CPU on every connect, for nothing a session needs: the Hub
     handles its own errors, and the request middleware only serves HTTP. The WebSocketRoute stays
-    for the route list (OpenAPI) and as the path any other WebSocket scope takes."""
+    for the route list (OpenAPI) and as the path taken before the Hub runs."""
+
+    def __init__(self, starlette: Starlette, ctx: Context):
+        self.starlette = starlette
+        self.ctx = ctx
+        self.state = starlette.state  # tests and tools reach the context as app.state.ctx
+        self.routes = starlette.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Starlette.__call__'s three lines, inlined: a super() call would add a coroutine to
-        # every HTTP request.
-        scope["app"] = self
         if scope["type"] == "websocket" and scope["path"] == "/v2/Connect":
-            hub = self.state.ctx.extras.get("hub")
+            hub = self.ctx.hub
             if hub is not None:
                 await hub.serve(WebSocket(scope, receive, send))
                 return
-        if self.middleware_stack is None:
-            self.middleware_stack = self.build_middleware_stack()
-        await self.middleware_stack(scope, receive, send)
+        await self.starlette(scope, receive, send)
 
 
 def build_context(settings: Settings) -> Context:
@@ -194,9 +198,9 @@ def build_context(settings: Settings) -> Context:
     box = SecretBox.load_or_create(settings.keys_dir)
     metrics = Metrics()
     auth = Authenticator(settings=settings, db=db, keyring=keyring, box=box, metrics=metrics)
-    c = Context(settings=settings, db=db, keyring=keyring, box=box, auth=auth, metrics=metrics)
-    c.extras["token_limiter"] = tokens_api.TokenRateLimiter(settings.token_rate_limit)
-    return c
+    return Context(settings=settings, db=db, keyring=keyring, box=box, auth=auth, metrics=metrics,
+                   tombstones=Tombstones(box.derive("tombstones"), max_ttl=settings.max_ttl),
+                   token_limiter=TokenRateLimiter(settings.token_rate_limit))
 
 
 def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
@@ -210,7 +214,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
         from .connect import Hub
 
         hub = Hub(c)
-        c.extras["hub"] = hub
+        c.hub = hub
         with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests)
             signal.signal(signal.SIGHUP, lambda *_: c.keyring.request_reload())
         await hub.start()
@@ -222,12 +226,12 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
             c.db.dispose()
             logs.flush()
 
-    app = TokensvcApp(
+    starlette = Starlette(
         routes=_routes(),
         exception_handlers={errors.TwilioError: _twilio_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
-    app.router.redirect_slashes = False  # a 307 with an empty body is no Twilio answer: 404 JSON
-    app.state.ctx = c
-    app.add_middleware(RequestMiddleware, metrics=c.metrics)
-    return app
+    starlette.router.redirect_slashes = False  # a 307 with an empty body is no Twilio answer: 404 JSON
+    starlette.state.ctx = c
+    starlette.add_middleware(RequestMiddleware, metrics=c.metrics)
+    return TokensvcApp(starlette, c)

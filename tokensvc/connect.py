@@ -26,7 +26,6 @@ import time
 import uuid
 from typing import Any, Mapping
 
-from prometheus_client import Counter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sqlalchemy import Connection, bindparam, select
@@ -119,13 +118,8 @@ class Hub:
         self.by_key: dict[str, set[Session]] = {}  # sessions of HS256 tokens, by signing API key
         self._keyed = asyncio.Event()  # the first HS256 session arrived: start polling keys
         self._watcher: asyncio.Task | None = None
-        self.graves = tombstones.of(ctx)
-        writes = ctx.extras.get("presence_writes")
-        if writes is None:
-            writes = Counter("tokensvc_presence_writes_total",
-                             "Presence transactions by kind (join, leave, heartbeat, sweep, repair)",
-                             ["kind"], registry=ctx.metrics.registry)
-            ctx.extras["presence_writes"] = writes
+        self.graves = ctx.tombstones
+        writes = ctx.metrics.presence_writes
         self.presence: Presence[Session] = Presence(ctx.db, node=self.node, timeout=ctx.settings.presence_timeout,
                                                     interval=ctx.settings.heartbeat_interval, writes=writes,
                                                     on_gone=lambda s: s.kick(CLOSE_DELETED), graves=self.graves)

@@ -20,6 +20,9 @@ class Metrics:
                                          "Users created on first encounter", registry=self.registry)
         self.auth_failures = Counter("tokensvc_auth_failures_total", "Failed authentications by kind",
                                      ["kind"], registry=self.registry)
+        self.presence_writes = Counter("tokensvc_presence_writes_total",
+                                       "Presence transactions by kind (join, leave, heartbeat, sweep, repair)",
+                                       ["kind"], registry=self.registry)
         self.open_connections = Gauge("tokensvc_open_connections", "Open client WebSocket connections",
                                       registry=self.registry)
 

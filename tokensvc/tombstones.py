@@ -132,11 +132,3 @@ class Tombstones:
 def sweep(conn: Connection, now: int) -> int:
     """Delete tombstones no unexpired token can need any more."""
     return conn.execute(_SWEEP, {"b_now": now}).rowcount
-
-
-def of(ctx: Any) -> Tombstones:
-    """The process's Tombstones, made once from the app context's secret box and settings."""
-    found = ctx.extras.get("tombstones")
-    if found is None:
-        found = ctx.extras["tombstones"] = Tombstones(ctx.box.derive("tombstones"), max_ttl=ctx.settings.max_ttl)
-    return found

@@ -68,7 +68,7 @@ def test_unexpected_exception_is_a_logged_500_with_request_id(api: Api, caplog) 
     async def boom(request):
         raise RuntimeError("kaboom secret-value")
 
-    api.app.router.routes.append(Route("/boom", boom))
+    api.app.starlette.router.routes.append(Route("/boom", boom))
     with caplog.at_level("ERROR", logger="tokensvc"):
         r = api.client.get("/boom")
     body = assert_error(r, 500, 20500)

@@ -78,7 +78,7 @@ async def delete(request: Request) -> Response:
     sid = request.path_params["sid"]
     await c.db.run(lambda conn: delete_key(conn, account_sid=principal.account_sid, sid=sid))
     c.auth.forget()  # this process stops honouring the key at once; others within cache_seconds
-    hub = c.extras.get("hub")
+    hub = c.hub
     if hub is not None:  # its sessions here close now; other replicas' Hubs notice within a second
         await hub.key_deleted(sid)
     return empty_response()

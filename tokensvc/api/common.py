@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import errors, tombstones, urls
-from ..auth import Authenticator, Principal
-from ..config import Settings
-from ..crypto import SecretBox
-from ..db import Database
-from ..metrics import Metrics
-from ..signing import Keyring
+from .. import errors, urls
+from ..auth import Principal
+from ..context import Context
 from ..paging import Cursors, Page, PageRequest, page_meta, parse_page_request
 from ..users import ensure_token_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
-
-
-@dataclass
-class Context:
-    """Everything a request handler needs, built once in create_app."""
-
-    settings: Settings
-    db: Database
-    keyring: Keyring
-    box: SecretBox
-    auth: Authenticator
-    metrics: Metrics
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def ctx(request: Request) -> Context:
@@ -160,7 +142,7 @@ async def provision(request: Request, principal: Principal) -> Mapping[str, Any]
     svc = await c.auth.service(verified.service_sid)
     if svc is None:
         raise errors.invalid_token("Access Token is for a service that does not exist")
-    graves = tombstones.of(c)
+    graves = c.tombstones
     user, created = await ensure_token_user(c.db, service=svc, identity=verified.identity,
                                             issued_at=graves.issued_at(verified), graves=graves)
     if created:

@@ -128,7 +128,7 @@ async def delete(request: Request) -> Response:
     c = ctx(request)
     await c.db.run(lambda conn: delete_service(conn, account_sid=principal.account_sid, sid=sid))
     c.auth.forget()
-    hub = c.extras.get("hub")
+    hub = c.hub
     if hub is not None:
         await hub.service_deleted(sid)
     await c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL

@@ -40,5 +40,5 @@ async def openapi(request: Request) -> Response:
 
 
 async def connect(websocket: WebSocket) -> None:
-    hub = websocket.app.state.ctx.extras["hub"]
+    hub = websocket.app.state.ctx.hub
     await hub.serve(websocket)

@@ -6,9 +6,6 @@ insert only on first encounter) and one ES256 signature.
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,26 +13,6 @@ from .. import errors, validation
 from ..tokens import issued_json, mint
 from ..users import ensure_user
 from .common import authenticate, ctx, json_response, read_form
-
-
-class TokenRateLimiter:
-    """Tokens per account per second (a fixed one-second window); 0 disables it."""
-
-    def __init__(self, per_second: int):
-        self.per_second = per_second
-        self._window = 0
-        self._counts: dict[str, int] = defaultdict(int)
-
-    def check(self, account_sid: str) -> None:
-        if not self.per_second:
-            return
-        second = int(time.monotonic())
-        if second != self._window:
-            self._window = second
-            self._counts.clear()
-        self._counts[account_sid] += 1
-        if self._counts[account_sid] > self.per_second:
-            raise errors.too_many_requests(1, "Token issuance rate limit exceeded for this account")
 
 
 async def create_token(request: Request) -> Response:
@@ -50,8 +27,7 @@ async def create_token(request: Request) -> Response:
     svc = await c.auth.service(service_sid)
     if svc is None or svc["account_sid"] != principal.account_sid:
         raise errors.not_found()
-    limiter: TokenRateLimiter = c.extras["token_limiter"]
-    limiter.check(principal.account_sid)
+    c.token_limiter.check(principal.account_sid)
     user, created = await ensure_user(c.db, service=svc, identity=identity)
     minted = mint(c.keyring.current(), issuer=c.settings.issuer, account_sid=principal.account_sid,
                   service_sid=service_sid, identity=identity, ttl=ttl)

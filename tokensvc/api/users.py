@@ -8,7 +8,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import errors, tombstones, validation
+from .. import errors, validation
 from ..auth import Principal
 from ..paging import Page, page_meta, parse_page_request
 from ..roles import role_permissions
@@ -126,7 +126,7 @@ async def delete(request: Request) -> Response:
     require_admin(principal)
     key = request.state.user_key
     c = ctx(request)
-    graves = tombstones.of(c)
+    graves = c.tombstones
 
     def remove(conn: Any) -> str:
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -134,7 +134,7 @@ async def delete(request: Request) -> Response:
 
     user_sid = await c.db.run(remove)
     await c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
-    hub = c.extras.get("hub")
+    hub = c.hub
     if hub is not None:
         await hub.user_deleted(service_sid, user_sid)
     return empty_response()

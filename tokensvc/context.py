@@ -1,0 +1,42 @@
+"""The app context: everything a request handler, the Hub and the CLI share, built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .auth import Authenticator
+from .config import Settings
+from .crypto import SecretBox
+from .db import Database
+from .limits import TokenRateLimiter
+from .metrics import Metrics
+from .signing import Keyring
+from .tombstones import Tombstones
+
+
+class Sessions(Protocol):
+    """What request handlers ask of the client connections (connect.Hub), after a change."""
+
+    async def user_deleted(self, service_sid: str, user_sid: str) -> None: ...
+
+    async def service_deleted(self, service_sid: str) -> None: ...
+
+    async def key_deleted(self, key_sid: str) -> None: ...
+
+    async def serve(self, websocket: Any) -> None: ...  # one client connection, handshake to close
+
+
+@dataclass
+class Context:
+    """Built once per app (app.build_context); `hub` is set while the app runs (its lifespan)."""
+
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    box: SecretBox
+    auth: Authenticator
+    metrics: Metrics
+    tombstones: Tombstones
+    token_limiter: TokenRateLimiter
+    hub: Sessions | None = None
