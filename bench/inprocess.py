@@ -167,7 +167,8 @@ def main() -> int:
         from tokensvc.app import RequestMiddleware
 
         plain = create_app(settings, migrate=False)
-        plain.user_middleware = [m for m in plain.user_middleware if m.cls is not RequestMiddleware]
+        inner = getattr(plain, "starlette", plain)  # the Starlette app the ASGI entry holds
+        inner.user_middleware = [m for m in inner.user_middleware if m.cls is not RequestMiddleware]
 
         print("whole requests through ASGI, CPU per request (sequential):")
         for label, fn in [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -138,7 +139,6 @@ def cmd_token(args: argparse.Namespace) -> int:
     from . import errors, validation
     from .services import find_service
     from .tokens import issued_json, mint
-    from .users import get_or_create_user
 
     settings = _settings()
     # stdout carries the token (or its JSON) alone, for scripts; the one-time bootstrap notice of
@@ -156,7 +156,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         svc = c.db.call(lambda conn: find_service(conn, args.service))
         if svc is None:
             raise SystemExit(f"tokensvc: no service {args.service}")
-        user, created = c.db.call(lambda conn: get_or_create_user(conn, service=svc, identity=identity))
+        (user, created), _ = asyncio.run(_provision(c, svc, identity))
     finally:
         c.db.dispose()
     minted = mint(c.keyring.current(), issuer=settings.issuer, account_sid=svc["account_sid"],
@@ -168,6 +168,16 @@ def cmd_token(args: argparse.Namespace) -> int:
     else:
         print(minted.token)
     return 0
+
+
+async def _provision(c: Any, service: Any, identity: str) -> Any:
+    """The token endpoint's use case, from the command line (the same rules, the same store)."""
+    from .usecases.users import provision_user
+
+    try:
+        return await provision_user(c, service=service, identity=identity)
+    finally:
+        await c.db.aclose()
 
 
 def cmd_accounts(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ from sqlalchemy import Connection, bindparam, select
 from . import errors, tombstones, urls
 from .db import now
 from .models import api_keys
+from .usecases.effects import apply
+from .usecases.events import UserAdded
 from .presence import Presence, Stopping
 from .users import user_to_json
 
@@ -313,7 +315,7 @@ class Hub:
         except Stopping:
             return await self._refuse(session, CLOSE_GOING_AWAY)
         if created:
-            self.ctx.metrics.users_provisioned.inc()
+            await apply(self.ctx, [UserAdded(user)])
         online = True if svc["reachability_enabled"] else None
         await self._send(session, _frame("connected", user=user_to_json(user, self._base_url(ws), is_online=online)))
         return True

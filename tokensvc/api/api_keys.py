@@ -6,9 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
-from ..api_keys import create_key, delete_key, get_key, key_to_json, list_keys, update_key
+from ..api_keys import get_key, key_to_json, list_keys
 from ..auth import Principal
 from ..paging import page_links, parse_page_request
+from ..usecases import api_keys as api_keys_uc
+from ..usecases.effects import apply
 from .common import authenticate, ctx, empty_response, json_response, page_cursors, query, read_form
 
 
@@ -26,8 +28,9 @@ async def create(request: Request) -> Response:
     c = ctx(request)
     form = await read_form(request)
     name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
-    row, secret = await c.db.run(lambda conn: create_key(conn, account_sid=principal.account_sid,
-                                                         friendly_name=name, box=c.box))
+    (row, secret), events = await api_keys_uc.create_api_key(c, account_sid=principal.account_sid,
+                                                             friendly_name=name)
+    await apply(c, events)
     return json_response(key_to_json(row, secret=secret), 201)
 
 
@@ -67,8 +70,9 @@ async def update(request: Request) -> Response:
     sid = request.path_params["sid"]
     form = await read_form(request)
     name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
-    row = await ctx(request).db.run(lambda conn: update_key(conn, account_sid=principal.account_sid, sid=sid,
-                                                            friendly_name=name))
+    c = ctx(request)
+    row, events = await api_keys_uc.update_api_key(c, account_sid=principal.account_sid, sid=sid, friendly_name=name)
+    await apply(c, events)
     return json_response(key_to_json(row))
 
 
@@ -76,9 +80,6 @@ async def delete(request: Request) -> Response:
     principal = await _account(request)
     c = ctx(request)
     sid = request.path_params["sid"]
-    await c.db.run(lambda conn: delete_key(conn, account_sid=principal.account_sid, sid=sid))
-    c.auth.forget()  # this process stops honouring the key at once; others within cache_seconds
-    hub = c.hub
-    if hub is not None:  # its sessions here close now; other replicas' Hubs notice within a second
-        await hub.key_deleted(sid)
+    _, events = await api_keys_uc.delete_api_key(c, account_sid=principal.account_sid, sid=sid)
+    await apply(c, events)
     return empty_response()

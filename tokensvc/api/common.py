@@ -13,7 +13,8 @@ from .. import errors, urls
 from ..auth import Principal
 from ..context import Context
 from ..paging import Cursors, Page, PageRequest, page_meta, parse_page_request
-from ..users import ensure_token_user
+from ..usecases.effects import apply
+from ..usecases.users import provision_user
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -142,11 +143,8 @@ async def provision(request: Request, principal: Principal) -> Mapping[str, Any]
     svc = await c.auth.service(verified.service_sid)
     if svc is None:
         raise errors.invalid_token("Access Token is for a service that does not exist")
-    graves = c.tombstones
-    user, created = await ensure_token_user(c.db, service=svc, identity=verified.identity,
-                                            issued_at=graves.issued_at(verified), graves=graves)
-    if created:
-        c.metrics.users_provisioned.inc()
+    (user, _), events = await provision_user(c, service=svc, identity=verified.identity, token=verified)
+    await apply(c, events)
     request.state.principal = principal
     request.state.user = user
     return user

@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..paging import page_meta, parse_page_request
-from ..services import (create_service, delete_service, get_service, list_services, service_to_json,
-                        update_service)
+from ..services import get_service, list_services, service_to_json
+from ..usecases import services as services_uc
+from ..usecases.effects import apply
 from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
                      require_admin)
 
@@ -42,7 +43,8 @@ async def create(request: Request) -> Response:
     c = ctx(request)
     form = await read_form(request)
     name = validation.friendly_name(form.require("FriendlyName"))
-    svc = await c.db.run(lambda conn: create_service(conn, account_sid=principal.account_sid, friendly_name=name))
+    svc, events = await services_uc.create_service(c, account_sid=principal.account_sid, friendly_name=name)
+    await apply(c, events)
     return json_response(service_to_json(svc, base_url(request)), 201)
 
 
@@ -116,9 +118,8 @@ async def update(request: Request) -> Response:
     principal = await _admin(request)
     c = ctx(request)
     changes = parse_service_update(await read_form(request))
-    svc = await c.db.run(lambda conn: update_service(conn, account_sid=principal.account_sid, sid=sid,
-                                                     changes=changes))
-    c.auth.forget()
+    svc, events = await services_uc.update_service(c, account_sid=principal.account_sid, sid=sid, changes=changes)
+    await apply(c, events)
     return json_response(service_to_json(svc, base_url(request)))
 
 
@@ -126,10 +127,6 @@ async def delete(request: Request) -> Response:
     sid = request.path_params["sid"]
     principal = await _admin(request)
     c = ctx(request)
-    await c.db.run(lambda conn: delete_service(conn, account_sid=principal.account_sid, sid=sid))
-    c.auth.forget()
-    hub = c.hub
-    if hub is not None:
-        await hub.service_deleted(sid)
-    await c.db.checkpoint()  # the service's users' PII leaves no copy in the WAL
+    _, events = await services_uc.delete_service(c, account_sid=principal.account_sid, sid=sid)
+    await apply(c, events)
     return empty_response()

@@ -11,7 +11,9 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..tokens import issued_json, mint
-from ..users import ensure_user
+from ..usecases.effects import apply
+from ..usecases.events import TokenIssued
+from ..usecases.users import provision_user
 from .common import authenticate, ctx, json_response, read_form
 
 
@@ -28,11 +30,10 @@ async def create_token(request: Request) -> Response:
     if svc is None or svc["account_sid"] != principal.account_sid:
         raise errors.not_found()
     c.token_limiter.check(principal.account_sid)
-    user, created = await ensure_user(c.db, service=svc, identity=identity)
+    (user, created), events = await provision_user(c, service=svc, identity=identity)
     minted = mint(c.keyring.current(), issuer=c.settings.issuer, account_sid=principal.account_sid,
                   service_sid=service_sid, identity=identity, ttl=ttl)
-    c.metrics.tokens_issued.inc()
-    if created:
-        c.metrics.users_provisioned.inc()
+    events.append(TokenIssued(service_sid))
+    await apply(c, events)
     return json_response(issued_json(minted, identity=identity, user_sid=user["sid"], service_sid=service_sid,
                                      account_sid=principal.account_sid, ttl=ttl, user_created=created), 201)

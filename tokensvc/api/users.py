@@ -11,9 +11,10 @@ from starlette.responses import Response
 from .. import errors, validation
 from ..auth import Principal
 from ..paging import Page, page_meta, parse_page_request
-from ..roles import role_permissions
 from ..services import get_service
-from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
+from ..usecases import users as users_uc
+from ..usecases.effects import apply
+from ..users import get_user, is_online, list_users, user_to_json
 from .routing import allow_header, dispatch, method_table
 from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
                      require_admin, service_list)
@@ -35,13 +36,11 @@ async def create(request: Request) -> Response:
     role_sid = form.get("RoleSid")  # present but empty is malformed (50102), as on update
     attributes = validation.attributes(form.get("Attributes")) if "Attributes" in form else None
     friendly_name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
-
-    def create_(conn: Any) -> Any:
-        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return create_user(conn, service=svc, identity=identity, role_sid=role_sid,
-                           attributes=attributes, friendly_name=friendly_name)
-
-    return json_response(user_to_json(await c.db.run(create_), base_url(request)), 201)
+    user, events = await users_uc.create_user(c, account_sid=principal.account_sid, service_sid=service_sid,
+                                              identity=identity, role_sid=role_sid, attributes=attributes,
+                                              friendly_name=friendly_name)
+    await apply(c, events)
+    return json_response(user_to_json(user, base_url(request)), 201)
 
 
 def _user_path(request: Request) -> tuple[str, str | None]:
@@ -124,25 +123,15 @@ async def fetch(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     principal, service_sid = await _caller(request)
     require_admin(principal)
-    key = request.state.user_key
     c = ctx(request)
-    graves = c.tombstones
-
-    def remove(conn: Any) -> str:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return delete_user(conn, service_sid=service_sid, key=key, graves=graves)
-
-    user_sid = await c.db.run(remove)
-    await c.db.checkpoint()  # no copy of the deleted identity stays in the SQLite WAL
-    hub = c.hub
-    if hub is not None:
-        await hub.user_deleted(service_sid, user_sid)
+    _, events = await users_uc.delete_user(c, account_sid=principal.account_sid, service_sid=service_sid,
+                                           key=request.state.user_key)
+    await apply(c, events)
     return empty_response()
 
 
 async def update(request: Request) -> Response:
     principal, service_sid = await _caller(request)
-    key = request.state.user_key
     c = ctx(request)
     form = await read_form(request)
     changes: dict[str, Any] = {}
@@ -152,18 +141,10 @@ async def update(request: Request) -> Response:
         changes["attributes"] = validation.attributes(form.get("Attributes"))
     if "FriendlyName" in form:
         changes["friendly_name"] = validation.friendly_name(form.get("FriendlyName"))
-    caller = getattr(request.state, "user", None)
-
-    def update_(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        if principal.is_client:
-            _check_client_update(conn, principal, caller, service_sid, key, changes)
-        return update_user(conn, service_sid=service_sid, key=key,
-                           role_sid=changes.get("role_sid", Unset),
-                           attributes=changes.get("attributes", Unset),
-                           friendly_name=changes.get("friendly_name", Unset))
-
-    return json_response(user_to_json(await c.db.run(update_), base_url(request)))
+    user, events = await users_uc.update_user(c, principal=principal, caller=getattr(request.state, "user", None),
+                                              service_sid=service_sid, key=request.state.user_key, changes=changes)
+    await apply(c, events)
+    return json_response(user_to_json(user, base_url(request)))
 
 
 _USER = method_table(GET=fetch, POST=update, DELETE=delete)
@@ -175,17 +156,3 @@ def item_allow(raw_path: str) -> tuple[str, ...]:
     """The Allow of /Users/{key} or of one of its sub-lists (the key still percent-encoded)."""
     parts = raw_path.split("/Users/", 1)[-1].split("/")
     return allow_header(_USER_LIST if len(parts) == 2 else _USER)
-
-
-def _check_client_update(conn: Any, principal: Principal, caller: Any, service_sid: str, key: str,
-                         changes: dict[str, Any]) -> None:
-    """A client may edit FriendlyName/Attributes of itself (editOwnUserInfo) or of anyone
-    (editAnyUserInfo); never a role (SPEC §5)."""
-    if "role_sid" in changes:
-        raise errors.forbidden("A client cannot change roles")
-    target = get_user(conn, service_sid=service_sid, key=key)
-    perms = role_permissions(conn, service_sid=service_sid, role_sid=caller["role_sid"])
-    is_self = target["sid"] == caller["sid"]
-    if "editAnyUserInfo" in perms or (is_self and "editOwnUserInfo" in perms):
-        return
-    raise errors.forbidden()

@@ -1,0 +1,25 @@
+"""Services: create, update, delete (roles and users go with a deleted service)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import Context
+from ..services import create_service as store_create, delete_service as store_delete
+from ..services import update_service as store_update
+from .events import Event, ServiceRemoved, ServiceUpdated
+
+
+async def create_service(c: Context, *, account_sid: str, friendly_name: str) -> tuple[Any, list[Event]]:
+    svc = await c.db.run(lambda conn: store_create(conn, account_sid=account_sid, friendly_name=friendly_name))
+    return svc, []
+
+
+async def update_service(c: Context, *, account_sid: str, sid: str, changes: dict[str, Any]) -> tuple[Any, list[Event]]:
+    svc = await c.db.run(lambda conn: store_update(conn, account_sid=account_sid, sid=sid, changes=changes))
+    return svc, [ServiceUpdated(sid)]
+
+
+async def delete_service(c: Context, *, account_sid: str, sid: str) -> tuple[None, list[Event]]:
+    await c.db.run(lambda conn: store_delete(conn, account_sid=account_sid, sid=sid))
+    return None, [ServiceRemoved(sid)]

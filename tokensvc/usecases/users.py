@@ -1,0 +1,90 @@
+"""Users (SPEC §3, §5, §11): provisioning on first encounter, and the admin's create/update/delete."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .. import errors
+from ..auth import Principal
+from ..context import Context
+from ..roles import role_permissions
+from ..services import get_service
+from ..tokens import Verified
+from ..users import Unset, create_user as store_create_user, delete_user as store_delete_user
+from ..users import ensure_token_user, ensure_user, get_user, update_user as store_update_user
+from .events import Event, UserAdded, UserRemoved, UserUpdated
+
+Result = tuple[Any, list[Event]]
+
+
+async def provision_user(c: Context, *, service: Mapping[str, Any], identity: str,
+                         token: Verified | None = None) -> tuple[tuple[Mapping[str, Any], bool], list[Event]]:
+    """The identity's user, created with the service's default role on first encounter. With the
+    `token` the caller presented, not when that token predates the identity's deletion (401 20101,
+    SPEC §11); without one (the token endpoint: the backend asks anew) always."""
+    if token is None:
+        user, created = await ensure_user(c.db, service=service, identity=identity)
+    else:
+        graves = c.tombstones
+        user, created = await ensure_token_user(c.db, service=service, identity=identity,
+                                                issued_at=graves.issued_at(token), graves=graves)
+    return (user, created), [UserAdded(user)] if created else []
+
+
+async def create_user(c: Context, *, account_sid: str, service_sid: str, identity: str, role_sid: str | None,
+                      attributes: str | None, friendly_name: str | None) -> Result:
+    """POST /Users: a new user of the account's service (409 50201 when the identity exists)."""
+
+    def create(conn: Any) -> Any:
+        svc = get_service(conn, account_sid=account_sid, sid=service_sid)
+        return store_create_user(conn, service=svc, identity=identity, role_sid=role_sid,
+                                 attributes=attributes, friendly_name=friendly_name)
+
+    user = await c.db.run(create)
+    return user, [UserAdded(user, first_encounter=False)]
+
+
+def _check_client_update(conn: Any, caller: Mapping[str, Any], service_sid: str, key: str,
+                         changes: Mapping[str, Any]) -> None:
+    """A client may edit FriendlyName/Attributes of itself (editOwnUserInfo) or of anyone
+    (editAnyUserInfo); never a role (SPEC §5)."""
+    if "role_sid" in changes:
+        raise errors.forbidden("A client cannot change roles")
+    target = get_user(conn, service_sid=service_sid, key=key)
+    perms = role_permissions(conn, service_sid=service_sid, role_sid=caller["role_sid"])
+    is_self = target["sid"] == caller["sid"]
+    if "editAnyUserInfo" in perms or (is_self and "editOwnUserInfo" in perms):
+        return
+    raise errors.forbidden()
+
+
+async def update_user(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+                      key: str, changes: Mapping[str, Any]) -> Result:
+    """Change role, attributes or friendly name (`changes` holds those given); a client token's
+    holder (`caller`) only within its role's permissions."""
+
+    def update(conn: Any) -> Any:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        if principal.is_client:
+            if caller is None:
+                raise errors.forbidden()
+            _check_client_update(conn, caller, service_sid, key, changes)
+        return store_update_user(conn, service_sid=service_sid, key=key,
+                                 role_sid=changes.get("role_sid", Unset),
+                                 attributes=changes.get("attributes", Unset),
+                                 friendly_name=changes.get("friendly_name", Unset))
+
+    user = await c.db.run(update)
+    return user, [UserUpdated(user)] if changes else []
+
+
+async def delete_user(c: Context, *, account_sid: str, service_sid: str, key: str) -> Result:
+    """Delete the user, leaving a tombstone of its identity (SPEC §11); its sessions close."""
+    graves = c.tombstones
+
+    def remove(conn: Any) -> str:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        return store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
+
+    user_sid = await c.db.run(remove)
+    return user_sid, [UserRemoved(service_sid, user_sid)]
