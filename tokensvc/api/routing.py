@@ -37,16 +37,17 @@ def allow_header(table: Mapping[str, Handler]) -> tuple[str, ...]:
 
 async def dispatch(request: Request, table: Mapping[str, Handler]) -> Response:
     """Run the handler declared for the request's method; 405 20004 when there is none."""
-    handler = table.get(request.method)
+    method = request.method
+    handler = table.get(method)
     if handler is None:
         raise errors.method_not_allowed(allow_header(table))
+    if method != "HEAD":
+        return await handler(request)
     response = await handler(request)
-    if request.method == "HEAD":
-        # The GET answer's status and headers (Content-Length included), no body.
-        head = Response(b"", status_code=response.status_code)
-        head.raw_headers = list(response.raw_headers)  # repeated headers kept, Content-Length too
-        return head
-    return response
+    # HEAD: the GET answer's status and headers (Content-Length included), no body.
+    head = Response(b"", status_code=response.status_code)
+    head.raw_headers = list(response.raw_headers)  # repeated headers kept, Content-Length too
+    return head
 
 
 class DeclaredRoute(Route):
@@ -82,6 +83,10 @@ def resource(path: str, **handlers: Handler | None) -> Route:
     table = method_table(**handlers)
 
     async def endpoint(request: Request) -> Response:
+        # dispatch() inlined for the usual case: one coroutine less per request (the token path)
+        handler = table.get(request.method)
+        if handler is not None and request.method != "HEAD":
+            return await handler(request)
         return await dispatch(request, table)
 
     endpoint.__name__ = "|".join(f"{m}:{h.__module__.rsplit('.', 1)[-1]}.{h.__name__}"
