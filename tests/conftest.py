@@ -8,6 +8,7 @@ tests isolate themselves by creating their own account, so they never need an em
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -186,6 +187,25 @@ def start_server(tmp_path: Path, *, database: str | None = None, keys_dir: Path 
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"tokensvc serve did not become healthy:\n{log_path.read_text()}")
+
+
+@contextlib.contextmanager
+def replica_pair(tmp_path: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[tuple[Server, Server]]:
+    """Replicas A and B: one database (the suite's), one keys directory, one bootstrap account.
+    Started one after the other: the first start generates the signing key the second finds."""
+    url, keys = database_url(tmp_path), tmp_path / "keys"
+    account = (new_sid("AC"), secrets.token_urlsafe(24))
+    a = start_server(tmp_path, database=url, keys_dir=keys, account=account, extra_env=extra_env, name="A")
+    try:
+        b = start_server(tmp_path, database=url, keys_dir=keys, account=account, extra_env=extra_env, name="B")
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ SQLite file, or PostgreSQL under scripts/with-postgres), the official `twilio` h
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -21,13 +20,12 @@ from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant
 from websockets.exceptions import ConnectionClosed
 
-from conftest import Server, database_url, start_server
+from conftest import Server, database_url, replica_pair
 from test_connect import expect_close, fetch_user, issue, mint_local, new_service, online, open_ws, recv, wait_for
 from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
 from tokensvc.models import services
-from tokensvc.sids import new_sid
 from tokensvc.signing import load_snapshot
 from tokensvc.tokens import mint
 
@@ -38,20 +36,8 @@ TIMEOUT = 10
 def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     """Replicas A and B: one database (the suite's), one keys directory, one account. A heartbeat
     a second: a replica learns within that of a user or service deleted through another."""
-    url, keys = database_url(tmp_path), tmp_path / "keys"
-    account = (new_sid("AC"), secrets.token_urlsafe(24))
-    env = {"TOKENSVC_HEARTBEAT_INTERVAL": "1"}
-    a = start_server(tmp_path, database=url, keys_dir=keys, account=account, extra_env=env, name="A")
-    try:
-        b = start_server(tmp_path, database=url, keys_dir=keys, account=account, extra_env=env, name="B")
-    except BaseException:
-        a.stop()
-        raise
-    try:
+    with replica_pair(tmp_path, extra_env={"TOKENSVC_HEARTBEAT_INTERVAL": "1"}) as (a, b):
         yield a, b
-    finally:
-        b.stop()
-        a.stop()
     for srv in (a, b):
         assert "Traceback" not in srv.logs(), srv.logs()
 

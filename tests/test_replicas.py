@@ -8,7 +8,6 @@ the `--workers 2` smoke test and the secret-box start race run on whichever data
 from __future__ import annotations
 
 import asyncio
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,9 +20,8 @@ import pytest
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant
 
-from conftest import PG_URL, Server, database_url, start_server
+from conftest import PG_URL, Server, replica_pair, start_server
 from fresh_db import needs_postgres
-from tokensvc.sids import new_sid
 
 TIMEOUT = 10
 
@@ -33,22 +31,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server,
     """Replicas A and B: one database, one keys directory, one bootstrap account."""
     if PG_URL is None:
         pytest.skip("needs PostgreSQL: run under scripts/with-postgres (sets TOKENSVC_TEST_DATABASE_URL)")
-    tmp = tmp_path_factory.mktemp("replicas")
-    url = database_url(tmp)  # the shared database, at head
-    keys = tmp / "keys"
-    account = (new_sid("AC"), secrets.token_urlsafe(24))
-    # One after the other: the first start generates the signing key the second one then finds.
-    a = start_server(tmp, database=url, keys_dir=keys, account=account, name="A")
-    try:
-        b = start_server(tmp, database=url, keys_dir=keys, account=account, name="B")
-    except BaseException:
-        a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        b.stop()
-        a.stop()
+    with replica_pair(tmp_path_factory.mktemp("replicas")) as pair:
+        yield pair
 
 
 @pytest.fixture

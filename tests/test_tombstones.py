@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant
 
-from conftest import PG_URL, Server, assert_error, database_url, start_server
+from conftest import PG_URL, Server, assert_error, database_url, replica_pair
 from fresh_db import KINDS, fresh_database
 from test_connect import expect_error_then_close, mint_local, new_service, open_ws, recv
 from tokensvc import tombstones as tombstones_module
@@ -25,7 +25,6 @@ from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
 from tokensvc.models import tombstones
-from tokensvc.sids import new_sid
 from tokensvc.signing import load_snapshot
 from tokensvc.lifetimes import LEEWAY, acceptable_for
 from tokensvc.tokens import Verified
@@ -36,19 +35,8 @@ TIMEOUT = 10
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     """Replicas A and B on one database (a SQLite file, or PostgreSQL) and one keys directory."""
-    url, keys = database_url(tmp_path), tmp_path / "keys"
-    account = (new_sid("AC"), secrets.token_urlsafe(24))
-    a = start_server(tmp_path, database=url, keys_dir=keys, account=account, name="A")
-    try:
-        b = start_server(tmp_path, database=url, keys_dir=keys, account=account, name="B")
-    except BaseException:
-        a.stop()
-        raise
-    try:
+    with replica_pair(tmp_path) as (a, b):
         yield a, b
-    finally:
-        b.stop()
-        a.stop()
     for srv in (a, b):
         logs = srv.logs()
         assert "Traceback" not in logs, logs
