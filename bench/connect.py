@@ -219,7 +219,7 @@ async def close_all(conns: list[Any]) -> None:
     async def one(ws: Any) -> None:
         try:
             await asyncio.wait_for(ws.close(), 10)
-        except (OSError, TimeoutError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
 
     for i in range(0, len(conns), 500):

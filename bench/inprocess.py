@@ -28,12 +28,13 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import bulk_users_sqlite, new_sid, set_source, tokensvc_database  # noqa: E402
+from harness import bulk_users_sqlite, new_sid, set_source, tokensvc_database
 
 
 def scope_for(method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Callable[[], dict]:

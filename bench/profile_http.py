@@ -24,8 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, bulk_users_pg, bulk_users_sqlite, pg_database, have_wrk, new_sid, run_load, set_source, start_tokensvc,  # noqa: E402
-                     tokensvc_database)
+from harness import (
+    Load,
+    bulk_users_pg,
+    bulk_users_sqlite,
+    have_wrk,
+    new_sid,
+    pg_database,
+    run_load,
+    set_source,
+    start_tokensvc,
+    tokensvc_database,
+)
 
 # Each sample goes to the first rule matched walking its stack from the leaf up: the innermost
 # layer that was running. (label, substring of a py-spy frame "function (file:line)")

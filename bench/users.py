@@ -38,8 +38,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, exit_status, print_round, Server, bulk_users_sqlite, have_wrk, median, new_sid, print_results,  # noqa: E402
-                     run_load, set_source, start_baseline, start_tokensvc, tokensvc_database, verdict)
+from harness import (
+    Load,
+    Server,
+    bulk_users_sqlite,
+    exit_status,
+    have_wrk,
+    median,
+    new_sid,
+    print_results,
+    print_round,
+    run_load,
+    set_source,
+    start_baseline,
+    start_tokensvc,
+    tokensvc_database,
+    verdict,
+)
 
 
 def get(server: Server, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -118,7 +118,7 @@ class Client(asyncio.Protocol):
             self.transport.write(_masked(0x8, struct.pack("!H", 1000)))
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             if self.transport is not None:
                 self.transport.abort()
 

@@ -12,18 +12,18 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
 import schemathesis
-from starlette.routing import WebSocketRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 from schemathesis import GenerationMode
 from schemathesis.checks import load_all_checks
+from starlette.routing import WebSocketRoute
 
 from conftest import Api, Server, basic, start_server
 from tokensvc.app import _routes

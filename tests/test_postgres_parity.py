@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -20,9 +21,9 @@ from conftest import Api, assert_error
 from tokensvc import errors
 from tokensvc.models import connections, roles, users
 from tokensvc.paging import MAX_ROW_ID, Cursors
+from tokensvc.roles import create_role
 from tokensvc.services import find_service
 from tokensvc.sids import new_sid
-from tokensvc.roles import create_role
 from tokensvc.users import create_user, delete_user, get_or_create_user
 
 

@@ -11,8 +11,9 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +24,10 @@ from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant
 from websockets.sync.client import connect
 
+from conftest import Server, start_server
 from tokensvc import errors, signing
 from tokensvc.signing import Snapshot, load_snapshot
 from tokensvc.tokens import mint, parse, verify
-
-from conftest import Server, start_server
 
 ACCOUNT = "AC" + "1" * 32
 SERVICE = "IS" + "2" * 32

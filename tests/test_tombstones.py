@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,10 +25,10 @@ from tokensvc import tombstones as tombstones_module
 from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
+from tokensvc.lifetimes import LEEWAY, acceptable_for
 from tokensvc.models import tombstones
 from tokensvc.sids import new_sid
 from tokensvc.signing import load_snapshot
-from tokensvc.lifetimes import LEEWAY, acceptable_for
 from tokensvc.tokens import Verified
 
 TIMEOUT = 10

@@ -7,7 +7,8 @@ with the secret itself).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, select
 

@@ -9,7 +9,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .config import ConfigError, Settings, load_settings
 
@@ -134,8 +135,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .app import build_context
     from . import errors, validation
+    from .app import build_context
     from .services import find_service
     from .tokens import issued_json, mint
     from .users import get_or_create_user

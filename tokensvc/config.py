@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 
 class ConfigError(ValueError):
@@ -57,7 +57,7 @@ class Settings:
     def issuer(self) -> str:
         return self.public_url or "tokensvc"
 
-    def with_(self, **changes: object) -> "Settings":
+    def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed."""
         return replace(self, **changes)  # type: ignore[arg-type]
 

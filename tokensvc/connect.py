@@ -24,11 +24,11 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Mapping
-
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import errors, tombstones, urls
 from .db import now

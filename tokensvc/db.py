@@ -15,7 +15,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 from psycopg import OperationalError
@@ -24,8 +25,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import QueuePool
 
-from .config import Settings
 from . import errors
+from .config import Settings
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -14,9 +14,10 @@ import copy
 import json
 import re
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import metadata, resources
-from typing import Any, Iterable
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Generic, Iterator, Mapping, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, bindparam, delete, select, update

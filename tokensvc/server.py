@@ -50,7 +50,7 @@ class TransportLimits:
     body_timeout: float = 30.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "TransportLimits":
+    def from_settings(cls, settings: Settings) -> TransportLimits:
         return cls(max_line_bytes=settings.max_header_line_bytes, max_head_bytes=settings.max_head_bytes,
                    head_timeout=settings.head_timeout, body_timeout=settings.body_timeout)
 

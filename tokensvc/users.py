@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
 from sqlalchemy import Boolean, Connection, RowMapping, any_, bindparam, delete, func, select, text

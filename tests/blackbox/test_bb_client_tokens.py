@@ -9,8 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from blackbox.blackbox_helpers import BB, assert_error
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,12 @@ import httpx
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from blackbox.blackbox_helpers import BB, assert_error, assert_not_5xx
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    assert_not_5xx,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 # This module provokes many failed logins on purpose: its own server, with the failed-login limit
 # (README: TOKENSVC_AUTH_FAIL_LIMIT, 20 per 60 s by default) out of the way; test_bb_limits covers it.

@@ -8,9 +8,16 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from blackbox.blackbox_helpers import (
-    BB, ISO_Z, META_KEYS, ROLE_FIELDS, SERVICE_FIELDS, assert_error, form, sid_re,
+    BB,
+    ISO_Z,
+    META_KEYS,
+    ROLE_FIELDS,
+    SERVICE_FIELDS,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    form,
+    sid_re,
 )
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
 
 SERVICE_USER_PERMISSIONS = {"createChannel", "joinChannel", "editOwnUserInfo"}
 SERVICE_ADMIN_PERMISSIONS = {"addMember", "createChannel", "deleteAnyMessage", "destroyChannel", "editAnyMessage",

@@ -12,8 +12,16 @@ from urllib.parse import quote
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from blackbox.blackbox_helpers import BB, ISO_Z, META_KEYS, PG_URL, USER_FIELDS, assert_error, sid_re
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    ISO_Z,
+    META_KEYS,
+    PG_URL,
+    USER_FIELDS,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    sid_re,
+)
 
 
 @pytest.fixture(scope="module")

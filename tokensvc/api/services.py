@@ -9,10 +9,18 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..paging import page_meta, parse_page_request
-from ..services import (create_service, delete_service, get_service, list_services, service_to_json,
-                        update_service)
-from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
-                     require_admin)
+from ..services import create_service, delete_service, get_service, list_services, service_to_json, update_service
+from .common import (
+    authenticate,
+    base_url,
+    ctx,
+    empty_response,
+    json_response,
+    page_cursors,
+    query,
+    read_form,
+    require_admin,
+)
 
 _NOTIFICATION_PARAMS = {
     "NewMessage": "new_message", "AddedToChannel": "added_to_channel",

@@ -14,9 +14,19 @@ from ..paging import Page, page_meta, parse_page_request
 from ..roles import role_permissions
 from ..services import get_service
 from ..users import Unset, create_user, delete_user, get_user, is_online, list_users, update_user, user_to_json
+from .common import (
+    authenticate,
+    base_url,
+    ctx,
+    empty_response,
+    json_response,
+    page_cursors,
+    query,
+    read_form,
+    require_admin,
+    service_list,
+)
 from .routing import allow_header, dispatch, method_table
-from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
-                     require_admin, service_list)
 
 
 async def list_(request: Request) -> Response:
