@@ -104,7 +104,8 @@ def test_openapi_documents_every_route_under_twilio_names(api: Api) -> None:
                  "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", "/.well-known/jwks.json",
                  "/healthz", "/readyz", "/metrics"):
         assert path in doc["paths"], path
-    ids = [op["operationId"] for item in doc["paths"].values() for m, op in item.items() if m in ("get", "post", "delete")]
+    ids = [op["operationId"] for item in doc["paths"].values() for m, op in item.items()
+           if m in ("get", "post", "delete")]
     assert len(ids) == len(set(ids))
     # Every operation answers errors with the TwilioError schema.
     for item in doc["paths"].values():

@@ -135,8 +135,8 @@ def test_deleting_a_service_cascades_to_its_roles_users_and_connections(api: Api
 
     def counts(service_sid: str) -> tuple[int, int, int]:
         def q(conn: Any) -> tuple[int, int, int]:
-            return tuple(conn.execute(select(func.count()).select_from(t).where(t.c.service_sid == service_sid)).scalar()
-                         for t in (roles, users, connections))  # type: ignore[return-value]
+            return tuple(conn.execute(select(func.count()).select_from(t).where(t.c.service_sid == service_sid))
+                         .scalar() for t in (roles, users, connections))  # type: ignore[return-value]
         return db.call(q)
 
     assert counts(svc["sid"]) == (0, 0, 0)
@@ -203,8 +203,8 @@ def test_concurrent_deletes_of_one_user_succeed_once(api: Api, service: dict[str
     for round_ in range(3):
         sid = api.post(users_url(service), {"Identity": f"doomed-{round_}"}).json()["sid"]
         graves = api.app.state.ctx.tombstones
-        results = race(8, lambda: db.call(lambda conn: delete_user(conn, service_sid=service["sid"], key=sid,
-                                                                   graves=graves)))
+        results = race(8, lambda sid=sid, graves=graves: db.call(
+            lambda conn: delete_user(conn, service_sid=service["sid"], key=sid, graves=graves)))
         assert results.count(sid) == 1, results
         assert all(isinstance(r, errors.TwilioError) and r.status == 404 for r in results if r != sid), results
 

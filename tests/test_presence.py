@@ -37,10 +37,10 @@ def test_concurrent_joins_share_one_transaction_and_provision_once(db: Database)
         presence.start()
         sessions = [Session(None) for _ in range(40)]  # type: ignore[arg-type]
         identities = [f"id-{i % 20}" for i in range(40)]  # every identity twice in the same burst
-        results = await asyncio.gather(*(presence.join(s, svc, i) for s, i in zip(sessions, identities)))
+        results = await asyncio.gather(*(presence.join(s, svc, i) for s, i in zip(sessions, identities, strict=True)))
         assert registry.get_sample_value("w_total", {"kind": "join"}) == 1
         by_identity: dict[str, set[str]] = {}
-        for (user, _), identity in zip(results, identities):
+        for (user, _), identity in zip(results, identities, strict=True):
             by_identity.setdefault(identity, set()).add(user["sid"])
         assert all(len(sids) == 1 for sids in by_identity.values())  # one user per identity
         assert sum(created for _, created in results) == 20

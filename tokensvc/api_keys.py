@@ -33,7 +33,8 @@ def key_to_json(key: Mapping[str, Any], *, secret: str | None = None) -> dict[st
     return body
 
 
-def create_key(conn: Connection, *, account_sid: str, friendly_name: str | None, box: SecretBox) -> tuple[dict[str, Any], str]:
+def create_key(conn: Connection, *, account_sid: str, friendly_name: str | None,
+               box: SecretBox) -> tuple[dict[str, Any], str]:
     """A new API key and its secret (returned only here)."""
     sid = new_sid("SK")
     secret = new_secret()

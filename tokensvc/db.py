@@ -406,19 +406,20 @@ _INSERT_IGNORE: dict[tuple[str, str], Any] = {}  # built once per table
 def insert_ignore(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when the row was inserted."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         # psycopg reports rowcount -1 for the INSERT … RETURNING id SQLAlchemy emits there, so ask
         # for a row back instead: one comes only when the insert happened (same round trip).
         stmt = _INSERT_IGNORE.get(("pg", table.name))
         if stmt is None:
-            stmt = _INSERT_IGNORE[("pg", table.name)] = insert(table).on_conflict_do_nothing().returning(literal_column("1"))
+            stmt = pg_insert(table).on_conflict_do_nothing().returning(literal_column("1"))
+            _INSERT_IGNORE[("pg", table.name)] = stmt
         return conn.execute(stmt, values).first() is not None
-    from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     stmt = _INSERT_IGNORE.get(("sqlite", table.name))
     if stmt is None:
-        stmt = _INSERT_IGNORE[("sqlite", table.name)] = insert(table).on_conflict_do_nothing()
+        stmt = _INSERT_IGNORE[("sqlite", table.name)] = sqlite_insert(table).on_conflict_do_nothing()
     result = conn.execute(stmt, values)
     return result.rowcount == 1
 

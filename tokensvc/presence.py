@@ -309,7 +309,7 @@ class Presence(Generic[S]):
         try:
             results = await self._write_joins(batch)
             self.writes.labels("join").inc()
-            for join, result in zip(batch, results):
+            for join, result in zip(batch, results, strict=True):
                 if isinstance(result, tuple):
                     join.session.user_sid = result[0]["sid"]
                     self.rows[join.session.id] = join.session

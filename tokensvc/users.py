@@ -148,10 +148,11 @@ def find_by_identity(conn: Connection, *, service_sid: str, identity: str) -> Ma
     values = list(row)
     for i in _BOOLEANS:
         values[i] = bool(values[i])
-    return dict(zip(_COLUMNS, values))
+    return dict(zip(_COLUMNS, values, strict=True))
 
 
-def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
+def get_or_create_user(conn: Connection, *, service: Mapping[str, Any],
+                       identity: str) -> tuple[Mapping[str, Any], bool]:
     """The user of this identity, created with the default role on first encounter.
 
     One indexed read when it exists. Otherwise INSERT … ON CONFLICT DO NOTHING decides the race
@@ -215,7 +216,7 @@ async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
     outcomes = await _each(*(_by_identities(apg, s, sorted(ids)) for s, ids in wanted.items()))
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
     failed: dict[str, BaseException] = {}
-    for service_sid, outcome in zip(wanted, outcomes):
+    for service_sid, outcome in zip(wanted, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             failed[service_sid] = outcome
             continue
@@ -263,7 +264,7 @@ async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) ->
         services.setdefault(svc["sid"], (svc, set()))[1].add(identity)
     outcomes = await _each(*(_create_service_batch(apg, svc, sorted(identities))
                              for svc, identities in services.values()))
-    by_service = dict(zip(services, outcomes))
+    by_service = dict(zip(services, outcomes, strict=True))
     results: list[Any] = []
     for svc, identity in items:
         outcome = by_service[svc["sid"]]

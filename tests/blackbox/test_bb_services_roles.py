@@ -184,7 +184,8 @@ def test_update_default_service_role_with_bad_value_is_50102(bb: BB, bad: str) -
     elif bad == "other-service":
         bad = bb.roles(bb.new_service("other")["sid"])["service user"]["sid"]
     assert_error(bb.http.post(f"/v2/Services/{svc['sid']}", data={"DefaultServiceRoleSid": bad}), 400, 50102)
-    assert bb.http.get(f"/v2/Services/{svc['sid']}").json()["default_service_role_sid"] == svc["default_service_role_sid"]
+    current = bb.http.get(f"/v2/Services/{svc['sid']}").json()
+    assert current["default_service_role_sid"] == svc["default_service_role_sid"]
 
 
 def test_update_default_service_role_bad_value_through_twilio_package(bb: BB) -> None:

@@ -436,7 +436,8 @@ def test_delete_by_identity_raw_is_204_and_twice_is_404(bb: BB, svc: dict[str, A
     r = bb.http.delete(f"{users_url(svc)}/{identity}")
     assert r.status_code == 204 and r.content == b""
     assert_error(bb.http.delete(f"{users_url(svc)}/{identity}"), 404, 20404)
-    assert identity not in [u["identity"] for u in bb.http.get(users_url(svc), params={"PageSize": 100}).json()["users"]]
+    listed = bb.http.get(users_url(svc), params={"PageSize": 100}).json()["users"]
+    assert identity not in [u["identity"] for u in listed]
 
 
 @pytest.mark.skipif(bool(PG_URL), reason="inspects the SQLite database files")
