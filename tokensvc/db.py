@@ -15,12 +15,12 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar, cast
 
 import anyio.to_thread
 from psycopg import OperationalError
-from sqlalchemy import Connection, Engine, create_engine, event, literal_column
+from sqlalchemy import Connection, Engine, Result, create_engine, event, literal_column
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import QueuePool
@@ -149,7 +149,7 @@ class GroupCommit:
             # Savepoints on the sqlite3 connection itself: SQLAlchemy's begin_nested() costs
             # ~10x more per job, on the first-encounter path. (sqlite3 begins implicitly only
             # before DML, and the transaction is already open.)
-            raw = conn.connection.driver_connection
+            raw = sqlite_connection(conn)
             for job in jobs:
                 raw.execute("SAVEPOINT job")  # a failed job leaves nothing behind
                 try:
@@ -217,7 +217,7 @@ class Batcher(Generic[T, R]):
         finally:
             # Free the lane now: a done callback runs a turn later, and a call made in between
             # (by a caller this batch just woke) would find no lane and no drain to serve it.
-            self._drains.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._drains.discard(asyncio.current_task())
             for _, future in batch:  # cancelled mid-batch (shutdown): nobody waits forever
                 if not future.done():
                     future.cancel()
@@ -271,14 +271,14 @@ class AsyncPostgres:
             self._drop()
         elif conn.closed:
             self._drop()
-        elif self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
+        elif self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]  # Queue's waiting get()s
             self._waiters.put_nowait(conn)
         else:
             self._idle.append(conn)
 
     def _drop(self) -> None:
         self._open -= 1
-        if self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
+        if self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]  # Queue's waiting get()s
             self._waiters.put_nowait(None)  # a waiter opens the replacement
 
     async def fetchall(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -361,7 +361,7 @@ class Database:
 
     def _open_reader(self) -> Connection:
         conn = self.engine.connect()
-        raw = conn.connection.driver_connection
+        raw = sqlite_connection(conn)
         raw.execute("PRAGMA query_only=ON")
         raw.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")
         return conn
@@ -398,6 +398,26 @@ class Database:
             self._reader.close()
             self._reader = None
         self.engine.dispose()
+
+
+# A row by column name is a Mapping[str, Any] here. SQLAlchemy's RowMapping also accepts Column
+# objects as keys, so it is declared Mapping[str | Column..., Any], which a Mapping[str, Any]
+# parameter does not take; its keys are the column names, all that this code looks up.
+def first_row(result: Result[Any]) -> Mapping[str, Any] | None:
+    """The first row of a result by column name, or None."""
+    return cast("Mapping[str, Any] | None", result.mappings().first())
+
+
+def named_rows(result: Result[Any]) -> Iterable[Mapping[str, Any]]:
+    """The rows of a result by column name."""
+    return cast("Iterable[Mapping[str, Any]]", result.mappings())
+
+
+def sqlite_connection(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLAlchemy connection on SQLite."""
+    raw = conn.connection.driver_connection
+    assert raw is not None  # None only once the connection is closed or invalidated
+    return raw
 
 
 _INSERT_IGNORE: dict[tuple[str, str], Any] = {}  # built once per table

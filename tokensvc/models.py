@@ -6,7 +6,7 @@ order. Dates are whole epoch seconds (the API shows whole seconds anyway).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 metadata = SQLModel.metadata
@@ -16,11 +16,11 @@ def _fk(target: str, *, index: bool = True) -> Column:  # a cascading foreign ke
     return Column(String(34), ForeignKey(target, ondelete="CASCADE"), nullable=False, index=index)
 
 
-def _role_fk(name: str, **kw: object) -> ForeignKey:
+def _role_fk(name: str, *, use_alter: bool = False) -> ForeignKey:
     """A reference to a role the database refuses to leave dangling (migration 0003). NO ACTION,
     not RESTRICT: it is checked at the end of the statement, so deleting a service, which
     cascades to its roles and users (and takes the service row itself), passes."""
-    return ForeignKey("roles.sid", name=name, **kw)
+    return ForeignKey("roles.sid", name=name, use_alter=use_alter)
 
 
 class Account(SQLModel, table=True):
@@ -141,10 +141,15 @@ class Tombstone(SQLModel, table=True):
     expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
 
 
-accounts = Account.__table__
-api_keys = ApiKey.__table__
-services = Service.__table__
-roles = Role.__table__
-users = User.__table__
-connections = Connection.__table__
-tombstones = Tombstone.__table__
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table of a table=True model."""
+    return model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass for table=True; undeclared
+
+
+accounts = _table(Account)
+api_keys = _table(ApiKey)
+services = _table(Service)
+roles = _table(Role)
+users = _table(User)
+connections = _table(Connection)
+tombstones = _table(Tombstone)

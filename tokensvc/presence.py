@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import insert_ignore, is_foreign_key_violation, now
+from .db import insert_ignore, is_foreign_key_violation, named_rows, now
 from .models import connections, users
 from .tombstones import Tombstones
 from .tombstones import refused as tombstone_refusal
@@ -105,8 +105,8 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
     known: dict[tuple[str, str], Mapping[str, Any]] = {}
     for service_sid, identities in wanted.items():
         for chunk in _chunks(sorted(identities)):
-            for row in conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
-                                                         "b_identities": list(chunk)}).mappings():
+            for row in named_rows(conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
+                                                                    "b_identities": list(chunk)})):
                 known[(service_sid, row["identity"])] = row
     # Tombstones are asked about only for users missing or younger than the token, in one read.
     deleted: dict[tuple[str, str], int] = {}

@@ -120,6 +120,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- connection ---------------------------------------------------------------------------
 
+    # asyncio.Protocol takes a BaseTransport; uvicorn's HttpToolsProtocol narrows it to Transport
+    # (with its own ignore), and so does this override of it.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # uvicorn times out only kept-alive connections, after a response: this covers the first.

@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import Boolean, Connection, RowMapping, any_, bindparam, delete, func, select, text
+from sqlalchemy import Boolean, Connection, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import Batcher, Database, is_foreign_key_violation, now
+from .db import Batcher, Database, first_row, is_foreign_key_violation, now, sqlite_connection
 from .formats import iso8601
 from .models import connections, services, users
 from .paging import Page, PageRequest, fetch_page
@@ -137,8 +137,8 @@ _BOOLEANS = tuple(i for i, c in enumerate(users.c) if isinstance(c.type, Boolean
 def find_by_identity(conn: Connection, *, service_sid: str, identity: str) -> Mapping[str, Any] | None:
     """The user of an identity (one indexed read), or None."""
     if conn.dialect.name != "sqlite":
-        return conn.execute(_BY_IDENTITY, {"service_sid": service_sid, "identity": identity}).mappings().first()
-    cur = conn.connection.driver_connection.cursor()
+        return first_row(conn.execute(_BY_IDENTITY, {"service_sid": service_sid, "identity": identity}))
+    cur = sqlite_connection(conn).cursor()
     try:
         row = cur.execute(_BY_IDENTITY_SQLITE, (service_sid, identity)).fetchone()
     finally:
@@ -322,7 +322,7 @@ def get_user(conn: Connection, *, service_sid: str, key: str) -> Mapping[str, An
     if "\x00" in key:  # no identity holds a NUL, and PostgreSQL refuses one in a query
         raise errors.not_found()
     if is_sid("US", key):
-        row = conn.execute(_BY_SID, {"sid": key, "service_sid": service_sid}).mappings().first()
+        row = first_row(conn.execute(_BY_SID, {"sid": key, "service_sid": service_sid}))
     else:
         row = find_by_identity(conn, service_sid=service_sid, identity=key)
     if row is None:
@@ -335,7 +335,7 @@ def list_users(conn: Connection, *, service_sid: str, req: PageRequest) -> Page:
 
 
 def update_user(conn: Connection, *, service_sid: str, key: str, role_sid: Any = Unset,
-                attributes: Any = Unset, friendly_name: Any = Unset) -> RowMapping:
+                attributes: Any = Unset, friendly_name: Any = Unset) -> Mapping[str, Any]:
     """Change role, attributes or friendly name; the identity never changes. Nothing given: no-op."""
     user = get_user(conn, service_sid=service_sid, key=key)
     values: dict[str, Any] = {}
@@ -401,8 +401,8 @@ async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identit
         found = await read((sid, identity))
     else:
         found = await db.read(lambda conn: find_by_identity(conn, service_sid=sid, identity=identity))
-    if not graves.must_ask(found, issued_at):
-        return found, False  # type: ignore[return-value]  # must_ask is True for None
+    if found is not None and not graves.must_ask(found, issued_at):  # must_ask is True for None
+        return found, False
     if found is not None:
         if await graves.refuses_user(db, user=found, identity=identity, issued_at=issued_at):
             raise tombstone_refusal()

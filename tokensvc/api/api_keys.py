@@ -25,7 +25,7 @@ async def create(request: Request) -> Response:
     principal = await _account(request)
     c = ctx(request)
     form = await read_form(request)
-    name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    name = validation.friendly_name(form.require("FriendlyName")) if "FriendlyName" in form else None
     row, secret = await c.db.run(lambda conn: create_key(conn, account_sid=principal.account_sid,
                                                          friendly_name=name, box=c.box))
     return json_response(key_to_json(row, secret=secret), 201)
@@ -66,7 +66,7 @@ async def update(request: Request) -> Response:
     principal = await _account(request)
     sid = request.path_params["sid"]
     form = await read_form(request)
-    name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    name = validation.friendly_name(form.require("FriendlyName")) if "FriendlyName" in form else None
     row = await ctx(request).db.run(lambda conn: update_key(conn, account_sid=principal.account_sid, sid=sid,
                                                             friendly_name=name))
     return json_response(key_to_json(row))

@@ -11,6 +11,7 @@ from .. import errors, validation
 from ..paging import page_meta, parse_page_request
 from ..services import create_service, delete_service, get_service, list_services, service_to_json, update_service
 from .common import (
+    Form,
     authenticate,
     base_url,
     ctx,
@@ -54,31 +55,31 @@ async def create(request: Request) -> Response:
     return json_response(service_to_json(svc, base_url(request)), 201)
 
 
-def parse_service_update(form: Any) -> dict[str, Any]:
+def parse_service_update(form: Form) -> dict[str, Any]:
     """Twilio's UpdateService parameters → column changes (partial objects for nested ones)."""
     changes: dict[str, Any] = {}
     if "FriendlyName" in form:
-        changes["friendly_name"] = validation.friendly_name(form.get("FriendlyName"))
+        changes["friendly_name"] = validation.friendly_name(form.require("FriendlyName"))
     for param, column in (("DefaultServiceRoleSid", "default_service_role_sid"),
                           ("DefaultChannelRoleSid", "default_channel_role_sid"),
                           ("DefaultChannelCreatorRoleSid", "default_channel_creator_role_sid")):
         if param in form:
-            changes[column] = form.get(param)
+            changes[column] = form.require(param)
     for param, column in (("ReadStatusEnabled", "read_status_enabled"),
                           ("ReachabilityEnabled", "reachability_enabled")):
         if param in form:
-            changes[column] = validation.boolean(param, form.get(param))
+            changes[column] = validation.boolean(param, form.require(param))
     for param, column, lo, hi in (("TypingIndicatorTimeout", "typing_indicator_timeout", 1, 86400),
                                   ("ConsumptionReportInterval", "consumption_report_interval", 1, 86400),
                                   ("PreWebhookRetryCount", "pre_webhook_retry_count", 0, 3),
                                   ("PostWebhookRetryCount", "post_webhook_retry_count", 0, 3)):
         if param in form:
-            changes[column] = validation.integer(param, form.get(param), minimum=lo, maximum=hi)
+            changes[column] = validation.integer(param, form.require(param), minimum=lo, maximum=hi)
     for param, column in (("PreWebhookUrl", "pre_webhook_url"), ("PostWebhookUrl", "post_webhook_url")):
         if param in form:
-            changes[column] = validation.url(param, form.get(param))
+            changes[column] = validation.url(param, form.require(param))
     if "WebhookMethod" in form:
-        method = form.get("WebhookMethod").upper()
+        method = form.require("WebhookMethod").upper()
         if method not in ("GET", "POST"):
             raise errors.invalid_param("WebhookMethod", "must be GET or POST")
         changes["webhook_method"] = method
@@ -94,21 +95,21 @@ def parse_service_update(form: Any) -> dict[str, Any]:
                             ("BadgeCountEnabled", "badge_count_enabled")):
             param = f"Notifications.{prefix}.{field}"
             if param in form:
-                raw = form.get(param)
+                raw = form.require(param)
                 value: Any = validation.boolean(param, raw) if attr.endswith("enabled") else raw
                 notes.setdefault(key, {})[attr] = value
     if "Notifications.LogEnabled" in form:
-        notes["log_enabled"] = validation.boolean("Notifications.LogEnabled", form.get("Notifications.LogEnabled"))
+        notes["log_enabled"] = validation.boolean("Notifications.LogEnabled", form.require("Notifications.LogEnabled"))
     if notes:
         changes["notifications"] = notes
     limits: dict[str, Any] = {}
     for param, key in (("Limits.ChannelMembers", "channel_members"), ("Limits.UserChannels", "user_channels")):
         if param in form:
-            limits[key] = validation.integer(param, form.get(param), minimum=1, maximum=1000)
+            limits[key] = validation.integer(param, form.require(param), minimum=1, maximum=1000)
     if limits:
         changes["limits"] = limits
     if "Media.CompatibilityMessage" in form:
-        changes["media"] = {"compatibility_message": form.get("Media.CompatibilityMessage")}
+        changes["media"] = {"compatibility_message": form.require("Media.CompatibilityMessage")}
     return changes
 
 

@@ -43,8 +43,8 @@ async def create(request: Request) -> Response:
     form = await read_form(request)
     identity = validation.identity(form.get("Identity"))
     role_sid = form.get("RoleSid")  # present but empty is malformed (50102), as on update
-    attributes = validation.attributes(form.get("Attributes")) if "Attributes" in form else None
-    friendly_name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    attributes = validation.attributes(form.require("Attributes")) if "Attributes" in form else None
+    friendly_name = validation.friendly_name(form.require("FriendlyName")) if "FriendlyName" in form else None
 
     def create_(conn: Any) -> Any:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -159,9 +159,9 @@ async def update(request: Request) -> Response:
     if "RoleSid" in form:
         changes["role_sid"] = form.get("RoleSid")
     if "Attributes" in form:
-        changes["attributes"] = validation.attributes(form.get("Attributes"))
+        changes["attributes"] = validation.attributes(form.require("Attributes"))
     if "FriendlyName" in form:
-        changes["friendly_name"] = validation.friendly_name(form.get("FriendlyName"))
+        changes["friendly_name"] = validation.friendly_name(form.require("FriendlyName"))
     caller = getattr(request.state, "user", None)
 
     def update_(conn: Any) -> Any:
