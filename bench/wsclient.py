@@ -41,7 +41,7 @@ class Client(asyncio.Protocol):
         self.closed = closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a connection's transport is a Transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

@@ -135,8 +135,10 @@ def test_deleting_a_service_cascades_to_its_roles_users_and_connections(api: Api
 
     def counts(service_sid: str) -> tuple[int, int, int]:
         def q(conn: Any) -> tuple[int, int, int]:
-            return tuple(conn.execute(select(func.count()).select_from(t).where(t.c.service_sid == service_sid))
-                         .scalar() for t in (roles, users, connections))  # type: ignore[return-value]
+            n_roles, n_users, n_connections = (
+                conn.execute(select(func.count()).select_from(t).where(t.c.service_sid == service_sid)).scalar()
+                for t in (roles, users, connections))
+            return n_roles, n_users, n_connections
         return db.call(q)
 
     assert counts(svc["sid"]) == (0, 0, 0)

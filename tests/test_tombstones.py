@@ -260,7 +260,7 @@ def test_one_burst_of_connects_refuses_the_tokens_from_before_a_deletion_and_joi
                             on_gone=lambda s: None, graves=graves)
         presence.start()
         try:
-            joins = [presence.join(Session(None), svc, f"gone-{i % 10}",  # type: ignore[arg-type]
+            joins = [presence.join(Session(None), svc, f"gone-{i % 10}",  # type: ignore[arg-type]  # no WebSocket: presence never touches it
                                    deleted_at - 1 if i < 10 else deleted_at + 1) for i in range(20)]
             return await asyncio.gather(*joins, return_exceptions=True)
         finally:
