@@ -20,8 +20,9 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -61,7 +62,8 @@ def users_app(db: str) -> Starlette:
     conn = sqlite_connect(db)
 
     async def fetch(request: Request) -> Response:
-        row = conn.execute(SELECT_USER, (request.path_params["service_sid"], request.path_params["identity"])).fetchone()
+        params = request.path_params
+        row = conn.execute(SELECT_USER, (params["service_sid"], params["identity"])).fetchone()
         if row is None:
             return json_response({"code": 20404, "status": 404}, 404)
         return json_response(user_to_json(row, "http://" + request.headers["host"]))

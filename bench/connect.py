@@ -6,8 +6,8 @@
 Starts a real `tokensvc serve` on 127.0.0.1 (SQLite, the product defaults) and opens
 `--connections` concurrent WebSocket connections to /v2/Connect with bench/wsclient.py (a minimal
 client, so that the client does not take the cores the server is measured on; `--client
-websockets` for the websockets package), each with a token for a new identity (so every connect verifies an ES256 token, provisions a user and
-writes its presence row), then prints:
+websockets` for the websockets package), each with a token for a new identity (so every connect
+verifies an ES256 token, provisions a user and writes its presence row), then prints:
 
 - RSS per connection: the server's VmRSS (/proc) with all connections open, minus before, / N;
 - connect rate: connections/s until every one has its `connected` frame, and the server's own CPU
@@ -219,7 +219,7 @@ async def close_all(conns: list[Any]) -> None:
     async def one(ws: Any) -> None:
         try:
             await asyncio.wait_for(ws.close(), 10)
-        except (OSError, TimeoutError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
 
     for i in range(0, len(conns), 500):

@@ -22,9 +22,10 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -157,7 +158,8 @@ def start_server(name: str, argv: list[str], *, env: dict[str, str], port: int, 
 def python_env(src: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment for a server process importing tokensvc from `src`."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(src or SRC), str(BENCH)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([str(src or SRC), str(BENCH)]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.update(extra)
     return env
 
@@ -466,7 +468,7 @@ def print_results(rows: dict[str, list[dict[str, Any]]]) -> None:
     print(f"{'measurement':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'srv µs/req':>12}"
           f"{'srv cores':>10}{'client':>8}{'machine':>9}{'errors':>8}")
     for name, results in rows.items():
-        def m(key: str) -> float:
+        def m(key: str, results: list[dict[str, Any]] = results) -> float:
             return median([r[key] for r in results])
         errors = sum(r["bad_status"] + r["errors"] for r in results)
         print(f"{name:<26}{m('rps'):>9.0f}{m('p50_ms'):>9.2f}{m('p99_ms'):>9.2f}{m('server_cpu_us_per_req'):>12.0f}"

@@ -24,8 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, bulk_users_pg, bulk_users_sqlite, pg_database, have_wrk, new_sid, run_load, set_source, start_tokensvc,  # noqa: E402
-                     tokensvc_database)
+from harness import (
+    Load,
+    bulk_users_pg,
+    bulk_users_sqlite,
+    have_wrk,
+    new_sid,
+    pg_database,
+    run_load,
+    set_source,
+    start_tokensvc,
+    tokensvc_database,
+)
 
 # Each sample goes to the first rule matched walking its stack from the leaf up: the innermost
 # layer that was running. (label, substring of a py-spy frame "function (file:line)")
@@ -83,7 +93,8 @@ def main() -> int:
         frames = stack.split(";")[::-1]
         label = next((lbl for frame in frames for lbl, needle in RULES if needle in frame), "other (asyncio, uvloop)")
         counts[label] += int(n)
-    print(f"# {total} samples of `tokensvc serve` on {'PostgreSQL' if args.pg_url else 'SQLite'} (idle excluded) at {result.get('rps', 0):.0f} req/s "
+    print(f"# {total} samples of `tokensvc serve` on {'PostgreSQL' if args.pg_url else 'SQLite'} (idle excluded) "
+          f"at {result.get('rps', 0):.0f} req/s "
           f"({'new' if args.new else 'existing'} identities); collapsed stacks in {args.out}")
     for label, n in counts.most_common():
         print(f"  {label:<68}{n / max(1, total) * 100:6.1f} %")
@@ -102,7 +113,8 @@ def profile(args: argparse.Namespace, tmp: Path, url: str, conninfo: str | None)
             bulk_users_pg(conninfo, svc, 10_000)
         server = start_tokensvc("tokensvc", database_url=url, keys_dir=tmp / "keys", account=account, logdir=tmp)
         auth = "Basic " + base64.b64encode(f"{account[0]}:{account[1]}".encode()).decode()
-        load = Load("POST", f"/v2/Services/{svc['sid']}/Tokens", "Identity=new-{u}" if args.new else "Identity=user-{r}",
+        load = Load("POST", f"/v2/Services/{svc['sid']}/Tokens",
+                    "Identity=new-{u}" if args.new else "Identity=user-{r}",
                     {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"}, rand_max=10_000)
         run_load(load, server, client="wrk", concurrency=64, duration=1, workdir=tmp)  # warm up
         result: dict = {}

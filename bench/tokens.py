@@ -37,9 +37,26 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, exit_status, print_round, Server, bulk_users_pg, bulk_users_sqlite, have_wrk, median, new_sid,  # noqa: E402
-                     pg_database, print_results, run_load, start_baseline, start_tokensvc, temp_postgres,
-                     set_source, tokensvc_database, verdict)
+from harness import (
+    Load,
+    Server,
+    bulk_users_pg,
+    bulk_users_sqlite,
+    exit_status,
+    have_wrk,
+    median,
+    new_sid,
+    pg_database,
+    print_results,
+    print_round,
+    run_load,
+    set_source,
+    start_baseline,
+    start_tokensvc,
+    temp_postgres,
+    tokensvc_database,
+    verdict,
+)
 
 
 def post(server: Server, path: str, body: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

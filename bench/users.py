@@ -38,8 +38,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (Load, exit_status, print_round, Server, bulk_users_sqlite, have_wrk, median, new_sid, print_results,  # noqa: E402
-                     run_load, set_source, start_baseline, start_tokensvc, tokensvc_database, verdict)
+from harness import (
+    Load,
+    Server,
+    bulk_users_sqlite,
+    exit_status,
+    have_wrk,
+    median,
+    new_sid,
+    print_results,
+    print_round,
+    run_load,
+    set_source,
+    start_baseline,
+    start_tokensvc,
+    tokensvc_database,
+    verdict,
+)
 
 
 def get(server: Server, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -59,7 +74,8 @@ def prepare_database(path: Path, keys: Path, count: int) -> tuple[dict[str, Any]
         conn.row_factory = sqlite3.Row
         try:
             svc = conn.execute("SELECT * FROM services WHERE friendly_name = 'bench' ORDER BY id LIMIT 1").fetchone()
-            have = conn.execute("SELECT count(*) FROM users WHERE service_sid = ?", (svc["sid"],)).fetchone()[0] if svc else 0
+            have = (conn.execute("SELECT count(*) FROM users WHERE service_sid = ?", (svc["sid"],)).fetchone()[0]
+                    if svc else 0)
         finally:
             conn.close()
         if svc is not None and have == count:
@@ -176,12 +192,15 @@ def main() -> int:
         p50 = [rd[deep]["p50_ms"] / rd[shallow]["p50_ms"] for rd in rounds]
         cost = [rd[shallow]["rps"] / rd[deep]["rps"] for rd in rounds]
         cpu = [rd[deep]["server_cpu_us_per_req"] / rd[shallow]["server_cpu_us_per_req"] for rd in rounds]
-        print(f"  depth {depths[-1]} / depth 0, p50 latency     {median(p50):5.2f} [{' '.join(f'{x:.2f}' for x in p50)}]"
+        print(f"  depth {depths[-1]} / depth 0, p50 latency     {median(p50):5.2f} "
+              f"[{' '.join(f'{x:.2f}' for x in p50)}]"
               f"   {verdict(median(p50), 1.5, at_least=False)}")
-        print(f"  depth {depths[-1]} / depth 0, time per request {median(cost):5.2f} [{' '.join(f'{x:.2f}' for x in cost)}]"
+        print(f"  depth {depths[-1]} / depth 0, time per request {median(cost):5.2f} "
+              f"[{' '.join(f'{x:.2f}' for x in cost)}]"
               f"   cpu {median(cpu):.2f}")
         tp = [rd["fetch tokensvc"]["rps"] / rd["fetch bare"]["rps"] for rd in rounds]
-        cpu = [rd["fetch bare"]["server_cpu_us_per_req"] / rd["fetch tokensvc"]["server_cpu_us_per_req"] for rd in rounds]
+        cpu = [rd["fetch bare"]["server_cpu_us_per_req"] / rd["fetch tokensvc"]["server_cpu_us_per_req"]
+               for rd in rounds]
         print(f"  fetch by identity, tokensvc / bare       {median(tp):5.2f} [{' '.join(f'{x:.2f}' for x in tp)}]"
               f"   cpu {median(cpu):.2f}   {verdict(median(tp), 0.5)}")
         print("  (cpu = the same ratio from server CPU µs per request, which noise from other processes barely moves)")

@@ -41,7 +41,7 @@ class Client(asyncio.Protocol):
         self.closed = closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a connection's transport is a Transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -118,7 +118,7 @@ class Client(asyncio.Protocol):
             self.transport.write(_masked(0x8, struct.pack("!H", 1000)))
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             if self.transport is not None:
                 self.transport.abort()
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import jwt
@@ -16,15 +17,13 @@ from sqlalchemy import func, select
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from conftest import Server, database_url, start_server
 from tokensvc.config import Settings
 from tokensvc.connect import AUTH_TIMEOUT
 from tokensvc.db import make_engine
 from tokensvc.models import connections
 from tokensvc.signing import load_snapshot
 from tokensvc.tokens import mint
-
-from conftest import Server, database_url, start_server
-
 
 # ---- helpers ----------------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -151,7 +152,9 @@ def test_connects_racing_the_deletion_of_their_service_never_close_1011(pair: tu
         codes: list[Any] = []
         go = threading.Barrier(len(tokens) + 1)
 
-        def connect(token: str, srv: Server) -> None:
+        # go and codes are this round's (passed, not closed over): a thread that outlives its
+        # join() must not wait on, or append to, the next round's.
+        def connect(token: str, srv: Server, go: threading.Barrier, codes: list[Any]) -> None:
             go.wait()
             try:
                 with open_ws(srv, token) as ws:
@@ -165,7 +168,7 @@ def test_connects_racing_the_deletion_of_their_service_never_close_1011(pair: tu
             except Exception as exc:  # handshake refused: a server error
                 codes.append(repr(exc))
 
-        threads = [threading.Thread(target=connect, args=(t, (a, b)[i % 2])) for i, t in enumerate(tokens)]
+        threads = [threading.Thread(target=connect, args=(t, (a, b)[i % 2], go, codes)) for i, t in enumerate(tokens)]
         for t in threads:
             t.start()
         go.wait()

@@ -108,7 +108,8 @@ def test_a_failed_job_is_rolled_back_alone(sqlite_db: Database) -> None:
         conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
 
     async def main():
-        return await asyncio.gather(sqlite_db.write(half_then_broken), ensure_user(sqlite_db, service=svc, identity="ok"),
+        return await asyncio.gather(sqlite_db.write(half_then_broken),
+                                    ensure_user(sqlite_db, service=svc, identity="ok"),
                                     return_exceptions=True)
 
     broken, (user, created) = asyncio.run(main())
@@ -161,7 +162,7 @@ def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) 
     sids = {}
     for svc in (one, two):
         for i in range(30):
-            user, _ = db.call(lambda conn: get_or_create_user(conn, service=svc, identity=f"id-{i}"))
+            user, _ = db.call(lambda conn, svc=svc, i=i: get_or_create_user(conn, service=svc, identity=f"id-{i}"))
             sids[(svc["sid"], f"id-{i}")] = user["sid"]
     apg = db.apg
     statements = _count_statements(apg)
@@ -182,7 +183,7 @@ def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) 
             await apg.aclose()
 
     wanted, found, failed = asyncio.run(main())
-    for (service_sid, identity), row in zip(wanted, found):
+    for (service_sid, identity), row in zip(wanted, found, strict=True):
         if (service_sid, identity) in sids:
             assert row is not None and row["sid"] == sids[(service_sid, identity)]
             assert row["identity"] == identity and row["service_sid"] == service_sid

@@ -244,7 +244,8 @@ def test_serve_prints_generated_credentials_once(tmp_path) -> None:
         outputs.append("".join(lines))
     first, second = outputs
     assert "TOKENSVC_AUTH_TOKEN=" in first and "TOKENSVC_AUTH_TOKEN=" not in second
-    fields = dict(l.strip().split("=", 1) for l in first.splitlines() if l.strip().startswith("TOKENSVC_"))
+    fields = dict(line.strip().split("=", 1) for line in first.splitlines()
+                  if line.strip().startswith("TOKENSVC_"))
     assert fields["TOKENSVC_ACCOUNT_SID"].startswith("AC")
     key_files = list((tmp_path / "keys").glob("*.pem"))
     assert len(key_files) == 1 and (key_files[0].stat().st_mode & 0o777) == 0o600

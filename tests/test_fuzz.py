@@ -12,18 +12,18 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
 import schemathesis
-from starlette.routing import WebSocketRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 from schemathesis import GenerationMode
 from schemathesis.checks import load_all_checks
+from starlette.routing import WebSocketRoute
 
 from conftest import Api, Server, basic, start_server
 from tokensvc.app import _routes
@@ -104,7 +104,8 @@ def test_openapi_documents_every_route_under_twilio_names(api: Api) -> None:
                  "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", "/.well-known/jwks.json",
                  "/healthz", "/readyz", "/metrics"):
         assert path in doc["paths"], path
-    ids = [op["operationId"] for item in doc["paths"].values() for m, op in item.items() if m in ("get", "post", "delete")]
+    ids = [op["operationId"] for item in doc["paths"].values() for m, op in item.items()
+           if m in ("get", "post", "delete")]
     assert len(ids) == len(set(ids))
     # Every operation answers errors with the TwilioError schema.
     for item in doc["paths"].values():

@@ -16,10 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from conftest import database_url, free_port, start_server
 from tokensvc import errors, signing
 from tokensvc.tokens import mint, verify
-
-from conftest import database_url, free_port, start_server
 
 ACCOUNT = "AC" + "1" * 32
 SERVICE = "IS" + "2" * 32

@@ -129,7 +129,7 @@ def _raw_request(server: Server, head: str, body_parts: list[bytes], *, wait: fl
                 if not chunk:
                     break
                 answer += chunk
-        except socket.timeout:
+        except TimeoutError:
             pass
     return answer
 

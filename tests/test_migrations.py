@@ -122,9 +122,11 @@ def _fill_previous_revision(engine: Engine, keys_dir: Path) -> dict[str, Any]:
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO accounts (sid, friendly_name, auth_token_hash, date_created, date_updated) "
-            "VALUES (:sid, 'old account', :hash, :ts, :ts)"), {"sid": d["account"], "hash": hash_secret(d["auth_token"]), "ts": ts})
+            "VALUES (:sid, 'old account', :hash, :ts, :ts)"),
+            {"sid": d["account"], "hash": hash_secret(d["auth_token"]), "ts": ts})
         conn.execute(text(
-            "INSERT INTO api_keys (sid, account_sid, friendly_name, secret_hash, secret_enc, date_created, date_updated) "
+            "INSERT INTO api_keys (sid, account_sid, friendly_name, secret_hash, secret_enc, date_created, "
+            "date_updated) "
             "VALUES (:sid, :acc, 'old key', :hash, :enc, :ts, :ts)"),
             {"sid": d["key"], "acc": d["account"], "hash": hash_secret(d["key_secret"]),
              "enc": box.encrypt(d["key_secret"], d["key"]), "ts": ts})
@@ -153,7 +155,7 @@ def _fill_previous_revision(engine: Engine, keys_dir: Path) -> dict[str, Any]:
                 "joined_channels_count, was_online, date_created, date_updated) VALUES (:sid, :acc, :svc, :role, "
                 ":identity, :attrs, :name, 0, :online, :ts, :ts)"),
                 {"sid": sid, "acc": d["account"], "svc": d["service"], "identity": f"old-user-{i}@example.com",
-                 "role": d["role_admin"] if i == 0 else d["role_user"], "attrs": '{"n": %d}' % i,
+                 "role": d["role_admin"] if i == 0 else d["role_user"], "attrs": f'{{"n": {i}}}',
                  "name": f"Old User {i}", "online": i == 0, "ts": ts + i})
         conn.execute(text(
             "INSERT INTO connections (id, user_sid, service_sid, node, heartbeat_at, date_created) "
@@ -176,7 +178,8 @@ def test_upgrade_from_previous_revision_keeps_the_data(empty_url: str, tmp_path:
         assert differences(engine) == []
         assert "ix_users_role_sid" in {i["name"] for i in inspect(engine).get_indexes("users")}
         with engine.connect() as conn:
-            counts = {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE {col} = :acc"), {"acc": d["account"]}).scalar()
+            counts = {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE {col} = :acc"),
+                                      {"acc": d["account"]}).scalar()
                       for t, col in (("accounts", "sid"), ("api_keys", "account_sid"), ("services", "account_sid"),
                                      ("roles", "account_sid"), ("users", "account_sid"))}
             assert counts == {"accounts": 1, "api_keys": 1, "services": 1, "roles": 2, "users": 3}
@@ -218,7 +221,9 @@ def test_head_downgrades_to_previous_and_upgrades_again(empty_url: str, tmp_path
         upgrade(engine)
         assert differences(engine) == []
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM users WHERE service_sid = :s"), {"s": d["service"]}).scalar() == 3
+            count = conn.execute(text("SELECT count(*) FROM users WHERE service_sid = :s"),
+                                 {"s": d["service"]}).scalar()
+            assert count == 3
     finally:
         engine.dispose()
 

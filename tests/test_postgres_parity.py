@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -20,9 +21,9 @@ from conftest import Api, assert_error
 from tokensvc import errors
 from tokensvc.models import connections, roles, users
 from tokensvc.paging import MAX_ROW_ID, Cursors
+from tokensvc.roles import create_role
 from tokensvc.services import find_service
 from tokensvc.sids import new_sid
-from tokensvc.roles import create_role
 from tokensvc.users import create_user, delete_user, get_or_create_user
 
 
@@ -134,8 +135,10 @@ def test_deleting_a_service_cascades_to_its_roles_users_and_connections(api: Api
 
     def counts(service_sid: str) -> tuple[int, int, int]:
         def q(conn: Any) -> tuple[int, int, int]:
-            return tuple(conn.execute(select(func.count()).select_from(t).where(t.c.service_sid == service_sid)).scalar()
-                         for t in (roles, users, connections))  # type: ignore[return-value]
+            n_roles, n_users, n_connections = (
+                conn.execute(select(func.count()).select_from(t).where(t.c.service_sid == service_sid)).scalar()
+                for t in (roles, users, connections))
+            return n_roles, n_users, n_connections
         return db.call(q)
 
     assert counts(svc["sid"]) == (0, 0, 0)
@@ -202,8 +205,8 @@ def test_concurrent_deletes_of_one_user_succeed_once(api: Api, service: dict[str
     for round_ in range(3):
         sid = api.post(users_url(service), {"Identity": f"doomed-{round_}"}).json()["sid"]
         graves = api.app.state.ctx.tombstones
-        results = race(8, lambda: db.call(lambda conn: delete_user(conn, service_sid=service["sid"], key=sid,
-                                                                   graves=graves)))
+        results = race(8, lambda sid=sid, graves=graves: db.call(
+            lambda conn: delete_user(conn, service_sid=service["sid"], key=sid, graves=graves)))
         assert results.count(sid) == 1, results
         assert all(isinstance(r, errors.TwilioError) and r.status == 404 for r in results if r != sid), results
 

@@ -35,12 +35,12 @@ def test_concurrent_joins_share_one_transaction_and_provision_once(db: Database)
     async def scenario() -> None:
         presence = Presence(db, node="node-batch", timeout=30, interval=10, writes=writes, on_gone=lambda s: None)
         presence.start()
-        sessions = [Session(None) for _ in range(40)]  # type: ignore[arg-type]
+        sessions = [Session(None) for _ in range(40)]  # type: ignore[arg-type]  # no WebSocket: presence never touches it
         identities = [f"id-{i % 20}" for i in range(40)]  # every identity twice in the same burst
-        results = await asyncio.gather(*(presence.join(s, svc, i) for s, i in zip(sessions, identities)))
+        results = await asyncio.gather(*(presence.join(s, svc, i) for s, i in zip(sessions, identities, strict=True)))
         assert registry.get_sample_value("w_total", {"kind": "join"}) == 1
         by_identity: dict[str, set[str]] = {}
-        for (user, _), identity in zip(results, identities):
+        for (user, _), identity in zip(results, identities, strict=True):
             by_identity.setdefault(identity, set()).add(user["sid"])
         assert all(len(sids) == 1 for sids in by_identity.values())  # one user per identity
         assert sum(created for _, created in results) == 20
@@ -65,7 +65,7 @@ def test_heartbeat_renews_restores_swept_rows_and_reports_deleted_users(db: Data
     async def scenario() -> None:
         presence = Presence(db, node="node-beat", timeout=2, interval=1, writes=writes, on_gone=gone.append)
         presence.start()
-        kept, swept, deleted = (Session(None) for _ in range(3))  # type: ignore[arg-type]
+        kept, swept, deleted = (Session(None) for _ in range(3))  # type: ignore[arg-type]  # no WebSocket: presence never touches it
         await presence.join(kept, svc, "kept")
         await presence.join(swept, svc, "swept")
         user, _ = await presence.join(deleted, svc, "deleted")
@@ -105,7 +105,7 @@ def test_a_vanished_user_fails_only_its_own_join(db: Database, monkeypatch) -> N
     async def scenario():
         presence = Presence(db, node="node-ghost", timeout=30, interval=10, writes=writes, on_gone=lambda s: None)
         presence.start()
-        alice, ghost = Session(None), Session(None)  # type: ignore[arg-type]
+        alice, ghost = Session(None), Session(None)  # type: ignore[arg-type]  # no WebSocket: presence never touches it
         results = await asyncio.gather(presence.join(alice, svc, "alice"), presence.join(ghost, svc, "ghost"),
                                        return_exceptions=True)
         rows = _rows(db, "node-ghost")
@@ -139,7 +139,7 @@ def test_stop_settles_waiting_joins_and_leaves_no_rows(db: Database) -> None:
         presence.start()
         busy = asyncio.ensure_future(db.write(slow))
         await asyncio.sleep(0.05)
-        joining = asyncio.ensure_future(presence.join(Session(None), svc, "late"))  # type: ignore[arg-type]
+        joining = asyncio.ensure_future(presence.join(Session(None), svc, "late"))  # type: ignore[arg-type]  # no WebSocket: presence never touches it
         await asyncio.sleep(0.05)  # the writer submitted the join; it waits behind `slow`
         await presence.stop()
         done, _ = await asyncio.wait([joining], timeout=2)

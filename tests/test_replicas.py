@@ -12,8 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -154,7 +154,8 @@ def test_api_key_deleted_through_a_fails_on_b_within_one_second(
     assert all(t < 1.0 for t in last_success.values()), (last_success, refused)
 
 
-async def _first_encounters(targets: list[tuple[str, tuple[str, str]]], service: str, identity: str) -> list[httpx.Response]:
+async def _first_encounters(targets: list[tuple[str, tuple[str, str]]], service: str,
+                            identity: str) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(targets))
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         start = asyncio.Event()
@@ -170,7 +171,8 @@ async def _first_encounters(targets: list[tuple[str, tuple[str, str]]], service:
 
 
 def assert_one_user(responses: list[httpx.Response], list_url: str, auth: tuple[str, str], identity: str) -> None:
-    assert [r.status_code for r in responses] == [201] * len(responses), [r.text for r in responses if r.status_code != 201]
+    assert [r.status_code for r in responses] == [201] * len(responses), \
+        [r.text for r in responses if r.status_code != 201]
     bodies = [r.json() for r in responses]
     assert len({body["user_sid"] for body in bodies}) == 1
     assert sum(body["user_created"] for body in bodies) == 1
@@ -203,7 +205,8 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
         workers: list[int] = []
         while time.monotonic() < deadline:
             workers = [p for p in _children(server.proc.pid)
-                       if "multiprocessing.resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+                       if "multiprocessing.resource_tracker"
+                       not in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
             ready = httpx.get(f"{server.base}/readyz", timeout=TIMEOUT).status_code == 200
             if len(workers) >= 2 and ready:
                 break

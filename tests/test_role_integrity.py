@@ -8,8 +8,9 @@ import concurrent.futures
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -130,7 +131,7 @@ def _switch_delete_then_first_encounters(srv: Server, other: Server | None = Non
                 r = client.post(f"/v2/Services/{service}", data={"DefaultServiceRoleSid": new})
                 assert r.status_code == 200 and r.json()["default_service_role_sid"] == new
                 assert client.delete(f"/v2/Services/{service}/Roles/{old}").status_code == 204
-                answers = list(pool.map(lambda i: httpx.post(
+                answers = list(pool.map(lambda i, round=round: httpx.post(
                     f"{target.base}/v2/Services/{service}/Tokens", data={"Identity": f"new-{round}-{i}"},
                     auth=srv.auth, timeout=30), range(50)))
                 assert all(a.status_code == 201 and a.json()["user_created"] for a in answers), \
@@ -157,7 +158,8 @@ def head_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def _rows(conn: Any, *, user_role: str | None, default_role: str | None = None, ts: int = 1_700_000_000) -> dict[str, str]:
+def _rows(conn: Any, *, user_role: str | None, default_role: str | None = None,
+          ts: int = 1_700_000_000) -> dict[str, str]:
     d = {"account": new_sid("AC"), "service": new_sid("IS"), "role": new_sid("RL"), "user": new_sid("US")}
     conn.execute(text("INSERT INTO accounts (sid, friendly_name, auth_token_hash, date_created, date_updated) "
                       "VALUES (:a, 'a', 'x', :ts, :ts)"), {"a": d["account"], "ts": ts})
@@ -175,7 +177,8 @@ def _rows(conn: Any, *, user_role: str | None, default_role: str | None = None, 
     conn.execute(text(
         "INSERT INTO users (sid, account_sid, service_sid, role_sid, identity, joined_channels_count, was_online, "
         "date_created, date_updated) VALUES (:u, :a, :s, :r, :i, 0, false, :ts, :ts)"),
-        {"u": d["user"], "a": d["account"], "s": d["service"], "r": user_role or d["role"], "i": uuid.uuid4().hex, "ts": ts})
+        {"u": d["user"], "a": d["account"], "s": d["service"], "r": user_role or d["role"], "i": uuid.uuid4().hex,
+         "ts": ts})
     return d
 
 

@@ -14,8 +14,9 @@ import json
 import os
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -92,7 +93,8 @@ def full_flow(server: Server) -> dict[str, Any]:
         seen["wrong"] = wrong
         c.get("/v2/Services", auth=(server.account_sid, wrong))
         c.get("/v2/Services", auth=(key["sid"], wrong))
-        c.get("/v2/Services", headers={"Authorization": "Basic " + base64.b64encode(wrong.encode()).decode()}, auth=None)
+        c.get("/v2/Services", headers={"Authorization": "Basic " + base64.b64encode(wrong.encode()).decode()},
+              auth=None)
         c.post(users, content=("Identity=" + identity + "&Attributes=" + "x" * 70000).encode(),
                headers={"Content-Type": "application/x-www-form-urlencoded"})  # 413
         c.put(f"{users}/{quote(identity)}", data={"Attributes": attributes})  # 405

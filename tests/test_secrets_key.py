@@ -80,8 +80,8 @@ def test_serve_refuses_another_secrets_key_even_with_no_api_key_stored(tmp_path:
     assert done.returncode != 0 and str(keys / SECRET_KEY_FILE) in out, out
     assert "Traceback" not in out and "serving on" not in out, out
     # The same key starts again.
-    again = start_server(tmp_path, database=first.env["TOKENSVC_DATABASE_URL"], keys_dir=Path(first.env["TOKENSVC_KEYS_DIR"]),
-                         account=first.auth, name="again")
+    again = start_server(tmp_path, database=first.env["TOKENSVC_DATABASE_URL"],
+                         keys_dir=Path(first.env["TOKENSVC_KEYS_DIR"]), account=first.auth, name="again")
     again.stop()
 
 
@@ -101,15 +101,18 @@ def test_a_secret_that_does_not_decrypt_at_run_time_is_an_invalid_token(tmp_path
 
             other = AESGCM(AESGCM.generate_key(bit_length=256))
             nonce = os.urandom(12)
-            enc = "v1:" + base64.urlsafe_b64encode(nonce + other.encrypt(nonce, secret.encode(), key_sid.encode())).decode()
+            sealed = other.encrypt(nonce, secret.encode(), key_sid.encode())
+            enc = "v1:" + base64.urlsafe_b64encode(nonce + sealed).decode()
             with sqlite3.connect(db) as conn:
                 conn.execute("UPDATE api_keys SET secret_enc = ? WHERE sid = ?", (enc, key_sid))
         else:
             from sqlalchemy import create_engine, text
 
-            engine = create_engine(srv.env["TOKENSVC_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))
+            url = srv.env["TOKENSVC_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+            engine = create_engine(url)
             with engine.begin() as conn:
-                conn.execute(text("UPDATE api_keys SET secret_enc = 'v1:' || secret_enc WHERE sid = :s"), {"s": key_sid})
+                conn.execute(text("UPDATE api_keys SET secret_enc = 'v1:' || secret_enc WHERE sid = :s"),
+                             {"s": key_sid})
             engine.dispose()
         time.sleep(1.2)  # the API key cache (1 s) has let go of the decrypted secret
         for _ in range(3):

@@ -140,7 +140,7 @@ def test_high_s_tokens_of_an_upgraded_keyring_stay_valid_until_they_expire(tmp_p
     import time
 
     from tokensvc import errors
-    from tokensvc.signing import Keyring, LOW_S_SINCE, ensure_keys, load_snapshot
+    from tokensvc.signing import LOW_S_SINCE, Keyring, ensure_keys, load_snapshot
     from tokensvc.tokens import mint, verify
 
     keys = tmp_path / "keys"

@@ -9,14 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
-from conftest import Server, start_server
 import tokensvc.db
+from conftest import Server, start_server
 from fresh_db import PG_URL
 
 WRITE_BUSY_MS = getattr(tokensvc.db, "WRITE_BUSY_MS", 5000)  # how long a write waits for the lock

@@ -11,8 +11,9 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +24,10 @@ from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant
 from websockets.sync.client import connect
 
+from conftest import Server, start_server
 from tokensvc import errors, signing
 from tokensvc.signing import Snapshot, load_snapshot
 from tokensvc.tokens import mint, parse, verify
-
-from conftest import Server, start_server
 
 ACCOUNT = "AC" + "1" * 32
 SERVICE = "IS" + "2" * 32
@@ -414,7 +414,8 @@ def test_update_token_with_an_unbounded_token_closes_4001(e2e: tuple[Server, dic
     _assert_clean_log(srv, [bad])
 
 
-def test_tokens_of_exactly_max_ttl_work_over_http_and_connect(e2e: tuple[Server, dict[str, Any], dict[str, Any]]) -> None:
+def test_tokens_of_exactly_max_ttl_work_over_http_and_connect(
+        e2e: tuple[Server, dict[str, Any], dict[str, Any]]) -> None:
     srv, svc, key = e2e
     common = dict(account_sid=srv.account_sid, key_sid=key["sid"], secret=key["secret"], service_sid=svc["sid"])
     issued = httpx.post(f"{srv.base}/v2/Services/{svc['sid']}/Tokens", data={"Identity": "own", "Ttl": str(MAX_TTL)},

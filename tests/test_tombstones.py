@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,9 +25,9 @@ from tokensvc import tombstones as tombstones_module
 from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
+from tokensvc.lifetimes import LEEWAY, acceptable_for
 from tokensvc.models import tombstones
 from tokensvc.signing import load_snapshot
-from tokensvc.lifetimes import LEEWAY, acceptable_for
 from tokensvc.tokens import Verified
 
 TIMEOUT = 10
@@ -247,7 +248,7 @@ def test_one_burst_of_connects_refuses_the_tokens_from_before_a_deletion_and_joi
                             on_gone=lambda s: None, graves=graves)
         presence.start()
         try:
-            joins = [presence.join(Session(None), svc, f"gone-{i % 10}",  # type: ignore[arg-type]
+            joins = [presence.join(Session(None), svc, f"gone-{i % 10}",  # type: ignore[arg-type]  # no WebSocket: presence never touches it
                                    deleted_at - 1 if i < 10 else deleted_at + 1) for i in range(20)]
             return await asyncio.gather(*joins, return_exceptions=True)
         finally:

@@ -12,8 +12,8 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -239,7 +239,7 @@ def test_idle_slow_head_and_slow_body_connections_are_closed_at_their_deadlines(
                 if not data:
                     closed[name] = time.monotonic() - started
                     return
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 closed[name] = time.monotonic() - started

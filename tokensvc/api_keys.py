@@ -7,13 +7,14 @@ with the secret itself).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, select
 
 from . import errors
 from .crypto import SecretBox, hash_secret, new_secret
-from .db import now
+from .db import first_row, now
 from .formats import rfc2822
 from .models import api_keys
 from .paging import Page, PageRequest, fetch_page
@@ -32,7 +33,8 @@ def key_to_json(key: Mapping[str, Any], *, secret: str | None = None) -> dict[st
     return body
 
 
-def create_key(conn: Connection, *, account_sid: str, friendly_name: str | None, box: SecretBox) -> tuple[dict[str, Any], str]:
+def create_key(conn: Connection, *, account_sid: str, friendly_name: str | None,
+               box: SecretBox) -> tuple[dict[str, Any], str]:
     """A new API key and its secret (returned only here)."""
     sid = new_sid("SK")
     secret = new_secret()
@@ -44,10 +46,10 @@ def create_key(conn: Connection, *, account_sid: str, friendly_name: str | None,
     return row, secret
 
 
-def get_key(conn: Connection, *, account_sid: str, sid: str) -> RowMapping:
+def get_key(conn: Connection, *, account_sid: str, sid: str) -> Mapping[str, Any]:
     if not is_sid("SK", sid):
         raise errors.not_found()
-    row = conn.execute(select(api_keys).where(api_keys.c.sid == sid)).mappings().first()
+    row = first_row(conn.execute(select(api_keys).where(api_keys.c.sid == sid)))
     if row is None or row["account_sid"] != account_sid:
         raise errors.not_found()
     return row
@@ -57,7 +59,7 @@ def list_keys(conn: Connection, *, account_sid: str, req: PageRequest) -> Page:
     return fetch_page(conn, select(api_keys).where(api_keys.c.account_sid == account_sid), api_keys.c.id, req)
 
 
-def update_key(conn: Connection, *, account_sid: str, sid: str, friendly_name: str | None) -> RowMapping:
+def update_key(conn: Connection, *, account_sid: str, sid: str, friendly_name: str | None) -> Mapping[str, Any]:
     key = get_key(conn, account_sid=account_sid, sid=sid)
     if friendly_name is None:
         return key

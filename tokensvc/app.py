@@ -9,7 +9,8 @@ import os
 import re
 import signal
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -33,8 +34,8 @@ from .auth import Authenticator
 from .config import Settings
 from .context import Context
 from .crypto import SecretBox
-from .limits import TokenRateLimiter
 from .db import Database, make_engine
+from .limits import TokenRateLimiter
 from .metrics import Metrics
 from .schema import ensure_schema
 from .signing import Keyring

@@ -12,8 +12,9 @@ import binascii
 import logging
 import time
 from collections import OrderedDict, defaultdict, deque
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Hashable, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Connection, select

@@ -10,7 +10,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .config import ConfigError, Settings, load_settings
 
@@ -135,8 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .app import build_context
     from . import errors, validation
+    from .app import build_context
     from .services import find_service
     from .tokens import issued_json, mint
 
@@ -193,7 +194,8 @@ def cmd_accounts(args: argparse.Namespace) -> int:
             print(f"account_sid={made.sid}\nauth_token={made.auth_token}\n(the auth token is shown only this once)")
         else:
             for acc in db.call(list_accounts):
-                print(f"{acc['sid']}  {time.strftime('%Y-%m-%d', time.gmtime(acc['date_created']))}  {acc['friendly_name']}")
+                created = time.strftime('%Y-%m-%d', time.gmtime(acc['date_created']))
+                print(f"{acc['sid']}  {created}  {acc['friendly_name']}")
     finally:
         db.dispose()
     return 0
@@ -212,7 +214,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         elif args.action == "list":
             signing.ensure_keys(keys_dir)
             for k in signing.key_listing(keys_dir):
-                print(f"{k['kid']}  {k['status']:<9}  created {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k['created']))}")
+                created = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k['created']))
+                print(f"{k['kid']}  {k['status']:<9}  created {created}")
         elif args.action == "activate":
             signing.activate(keys_dir, args.kid)
             print(f"activated {args.kid}")

@@ -24,18 +24,18 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Mapping
-
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import errors, tombstones, urls
 from .db import now
 from .models import api_keys
+from .presence import Presence, Stopping
 from .usecases.effects import apply
 from .usecases.events import UserAdded
-from .presence import Presence, Stopping
 from .users import user_to_json
 
 log = logging.getLogger("tokensvc.connect")

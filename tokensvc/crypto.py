@@ -9,8 +9,8 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -68,7 +68,7 @@ class SecretBox:
                     info=b"tokensvc/" + purpose.encode()).derive(self._key)
 
     @classmethod
-    def load_or_create(cls, keys_dir: Path) -> "SecretBox":
+    def load_or_create(cls, keys_dir: Path) -> SecretBox:
         keys_dir.mkdir(parents=True, exist_ok=True)
         path = keys_dir / SECRET_KEY_FILE
         if not path.exists():

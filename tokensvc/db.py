@@ -15,17 +15,18 @@ import asyncio
 import logging
 import sqlite3
 import time
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar, cast
 
 import anyio.to_thread
 from psycopg import OperationalError
-from sqlalchemy import Connection, Engine, create_engine, event, literal_column
+from sqlalchemy import Connection, Engine, Result, create_engine, event, literal_column
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import QueuePool
 
-from .config import Settings
 from . import errors
+from .config import Settings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -148,7 +149,7 @@ class GroupCommit:
             # Savepoints on the sqlite3 connection itself: SQLAlchemy's begin_nested() costs
             # ~10x more per job, on the first-encounter path. (sqlite3 begins implicitly only
             # before DML, and the transaction is already open.)
-            raw = conn.connection.driver_connection
+            raw = sqlite_connection(conn)
             for job in jobs:
                 raw.execute("SAVEPOINT job")  # a failed job leaves nothing behind
                 try:
@@ -216,7 +217,7 @@ class Batcher(Generic[T, R]):
         finally:
             # Free the lane now: a done callback runs a turn later, and a call made in between
             # (by a caller this batch just woke) would find no lane and no drain to serve it.
-            self._drains.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._drains.discard(asyncio.current_task())
             for _, future in batch:  # cancelled mid-batch (shutdown): nobody waits forever
                 if not future.done():
                     future.cancel()
@@ -270,14 +271,14 @@ class AsyncPostgres:
             self._drop()
         elif conn.closed:
             self._drop()
-        elif self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
+        elif self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]  # Queue's waiting get()s
             self._waiters.put_nowait(conn)
         else:
             self._idle.append(conn)
 
     def _drop(self) -> None:
         self._open -= 1
-        if self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
+        if self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]  # Queue's waiting get()s
             self._waiters.put_nowait(None)  # a waiter opens the replacement
 
     async def fetchall(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -360,7 +361,7 @@ class Database:
 
     def _open_reader(self) -> Connection:
         conn = self.engine.connect()
-        raw = conn.connection.driver_connection
+        raw = sqlite_connection(conn)
         raw.execute("PRAGMA query_only=ON")
         raw.execute(f"PRAGMA busy_timeout={READ_BUSY_MS}")
         return conn
@@ -399,25 +400,46 @@ class Database:
         self.engine.dispose()
 
 
+# A row by column name is a Mapping[str, Any] here. SQLAlchemy's RowMapping also accepts Column
+# objects as keys, so it is declared Mapping[str | Column..., Any], which a Mapping[str, Any]
+# parameter does not take; its keys are the column names, all that this code looks up.
+def first_row(result: Result[Any]) -> Mapping[str, Any] | None:
+    """The first row of a result by column name, or None."""
+    return cast("Mapping[str, Any] | None", result.mappings().first())
+
+
+def named_rows(result: Result[Any]) -> Iterable[Mapping[str, Any]]:
+    """The rows of a result by column name."""
+    return cast("Iterable[Mapping[str, Any]]", result.mappings())
+
+
+def sqlite_connection(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLAlchemy connection on SQLite."""
+    raw = conn.connection.driver_connection
+    assert raw is not None  # None only once the connection is closed or invalidated
+    return raw
+
+
 _INSERT_IGNORE: dict[tuple[str, str], Any] = {}  # built once per table
 
 
 def insert_ignore(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when the row was inserted."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         # psycopg reports rowcount -1 for the INSERT … RETURNING id SQLAlchemy emits there, so ask
         # for a row back instead: one comes only when the insert happened (same round trip).
         stmt = _INSERT_IGNORE.get(("pg", table.name))
         if stmt is None:
-            stmt = _INSERT_IGNORE[("pg", table.name)] = insert(table).on_conflict_do_nothing().returning(literal_column("1"))
+            stmt = pg_insert(table).on_conflict_do_nothing().returning(literal_column("1"))
+            _INSERT_IGNORE[("pg", table.name)] = stmt
         return conn.execute(stmt, values).first() is not None
-    from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     stmt = _INSERT_IGNORE.get(("sqlite", table.name))
     if stmt is None:
-        stmt = _INSERT_IGNORE[("sqlite", table.name)] = insert(table).on_conflict_do_nothing()
+        stmt = _INSERT_IGNORE[("sqlite", table.name)] = sqlite_insert(table).on_conflict_do_nothing()
     result = conn.execute(stmt, values)
     return result.rowcount == 1
 

@@ -36,7 +36,7 @@ class BufferedLineHandler(logging.Handler):
         except Exception:  # pragma: no cover - logging's own convention
             self.handleError(record)
             return
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says RLock | None
             self._lines.append(line)
             self._size += len(line) + 1
             full = self._size >= self.max_bytes
@@ -44,7 +44,7 @@ class BufferedLineHandler(logging.Handler):
             self.flush()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__, as in emit()
             lines, self._lines, self._size = self._lines, [], 0
         if lines:
             try:

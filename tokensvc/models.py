@@ -6,9 +6,7 @@ order. Dates are whole epoch seconds (the API shows whole seconds anyway).
 
 from __future__ import annotations
 
-from typing import Optional
-
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 metadata = SQLModel.metadata
@@ -18,33 +16,33 @@ def _fk(target: str, *, index: bool = True) -> Column:  # a cascading foreign ke
     return Column(String(34), ForeignKey(target, ondelete="CASCADE"), nullable=False, index=index)
 
 
-def _role_fk(name: str, **kw: object) -> ForeignKey:
+def _role_fk(name: str, *, use_alter: bool = False) -> ForeignKey:
     """A reference to a role the database refuses to leave dangling (migration 0003). NO ACTION,
     not RESTRICT: it is checked at the end of the statement, so deleting a service, which
     cascades to its roles and users (and takes the service row itself), passes."""
-    return ForeignKey("roles.sid", name=name, **kw)
+    return ForeignKey("roles.sid", name=name, use_alter=use_alter)
 
 
 class Account(SQLModel, table=True):
     __tablename__ = "accounts"
-    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     friendly_name: str = Field(sa_column=Column(String(256), nullable=False))
     # SHA-256 (hex) of the auth token: the token is 32 random bytes, so a fast hash suffices.
     auth_token_hash: str = Field(sa_column=Column(String(64), nullable=False))
     # HMAC of a fixed text under a key derived from keys/secrets.key, recorded by the first
     # `tokensvc serve` for its bootstrap account: a replica with another secrets.key refuses to start.
-    key_check: Optional[str] = Field(default=None, sa_column=Column(String(64), nullable=True))
+    key_check: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
     date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
-    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=_fk("accounts.sid"))
-    friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))
+    friendly_name: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
     secret_hash: str = Field(sa_column=Column(String(64), nullable=False))
     # The secret itself is needed to verify HS256 tokens it signed: stored AES-GCM encrypted.
     secret_enc: str = Field(sa_column=Column(Text, nullable=False))
@@ -54,22 +52,22 @@ class ApiKey(SQLModel, table=True):
 
 class Service(SQLModel, table=True):
     __tablename__ = "services"
-    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=_fk("accounts.sid"))
-    friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))
-    default_service_role_sid: Optional[str] = Field(default=None, sa_column=Column(
+    friendly_name: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    default_service_role_sid: str | None = Field(default=None, sa_column=Column(
         String(34), _role_fk("fk_services_default_service_role_sid", use_alter=True)))
-    default_channel_role_sid: Optional[str] = Field(default=None, sa_column=Column(
+    default_channel_role_sid: str | None = Field(default=None, sa_column=Column(
         String(34), _role_fk("fk_services_default_channel_role_sid", use_alter=True)))
-    default_channel_creator_role_sid: Optional[str] = Field(default=None, sa_column=Column(
+    default_channel_creator_role_sid: str | None = Field(default=None, sa_column=Column(
         String(34), _role_fk("fk_services_default_channel_creator_role_sid", use_alter=True)))
     read_status_enabled: bool = True
     reachability_enabled: bool = False
     typing_indicator_timeout: int = 5
     consumption_report_interval: int = 10
-    pre_webhook_url: Optional[str] = Field(default=None, sa_column=Column(Text))
-    post_webhook_url: Optional[str] = Field(default=None, sa_column=Column(Text))
+    pre_webhook_url: str | None = Field(default=None, sa_column=Column(Text))
+    post_webhook_url: str | None = Field(default=None, sa_column=Column(Text))
     webhook_method: str = Field(default="POST", sa_column=Column(String(8), nullable=False))
     pre_webhook_retry_count: int = 0
     post_webhook_retry_count: int = 0
@@ -84,7 +82,7 @@ class Service(SQLModel, table=True):
 
 class Role(SQLModel, table=True):
     __tablename__ = "roles"
-    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=Column(String(34), nullable=False))
     service_sid: str = Field(sa_column=_fk("services.sid"))
@@ -102,7 +100,7 @@ class User(SQLModel, table=True):
         # Keyset paging: WHERE service_sid = ? AND id > ? ORDER BY id.
         Index("ix_users_service_id", "service_sid", "id"),
     )
-    id: Optional[int] = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=Column(String(34), nullable=False))
     service_sid: str = Field(sa_column=_fk("services.sid", index=False))
@@ -110,8 +108,8 @@ class User(SQLModel, table=True):
     # does the foreign key's check.
     role_sid: str = Field(sa_column=Column(String(34), _role_fk("fk_users_role_sid"), nullable=False, index=True))
     identity: str = Field(sa_column=Column(String(256), nullable=False))
-    attributes: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
-    friendly_name: Optional[str] = Field(default=None, sa_column=Column(String(256), nullable=True))
+    attributes: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    friendly_name: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
     joined_channels_count: int = 0
     # Set once the user has had a client connection: is_online is null before, a boolean after.
     was_online: bool = False
@@ -143,10 +141,15 @@ class Tombstone(SQLModel, table=True):
     expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
 
 
-accounts = Account.__table__
-api_keys = ApiKey.__table__
-services = Service.__table__
-roles = Role.__table__
-users = User.__table__
-connections = Connection.__table__
-tombstones = Tombstone.__table__
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table of a table=True model."""
+    return model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass for table=True; undeclared
+
+
+accounts = _table(Account)
+api_keys = _table(ApiKey)
+services = _table(Service)
+roles = _table(Role)
+users = _table(User)
+connections = _table(Connection)
+tombstones = _table(Tombstone)

@@ -14,9 +14,10 @@ import copy
 import json
 import re
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import metadata, resources
-from typing import Any, Iterable
+from typing import Any
 
 from starlette.routing import WebSocketRoute
 
@@ -140,7 +141,8 @@ def _form(title: str, properties: dict[str, Any], required: list[str] | None = N
 
 
 _PAGING = [
-    {"name": "PageSize", "in": "query", "description": "Resources per page: default 50, at most 100 (larger values are clamped).",
+    {"name": "PageSize", "in": "query",
+     "description": "Resources per page: default 50, at most 100 (larger values are clamped).",
      "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 100}},
     {"name": "Page", "in": "query", "description": "The page index (client state).",
      "schema": {"type": "integer", "minimum": 0}},
@@ -168,9 +170,11 @@ OWN_SCHEMAS: dict[str, Any] = {
     },
     "tokensvc.token": {
         "type": "object", "additionalProperties": False,
-        "required": ["token", "identity", "user_sid", "service_sid", "account_sid", "ttl", "expires_at", "user_created"],
+        "required": ["token", "identity", "user_sid", "service_sid", "account_sid", "ttl", "expires_at",
+                     "user_created"],
         "properties": {
-            "token": {"type": "string", "description": "An ES256 JWT shaped like a Twilio Access Token, with a Chat grant."},
+            "token": {"type": "string",
+                      "description": "An ES256 JWT shaped like a Twilio Access Token, with a Chat grant."},
             "identity": {"type": "string"},
             "user_sid": _sid("US"),
             "service_sid": _sid("IS"),
@@ -198,7 +202,8 @@ OWN_SCHEMAS: dict[str, Any] = {
     },
     "api.v2010.account.key_list": {
         "type": "object",
-        "required": ["keys", "first_page_uri", "next_page_uri", "previous_page_uri", "uri", "page", "page_size", "start", "end"],
+        "required": ["keys", "first_page_uri", "next_page_uri", "previous_page_uri", "uri", "page", "page_size",
+                     "start", "end"],
         "properties": {
             "keys": {"type": "array", "items": _ref("api.v2010.account.key")},
             "first_page_uri": {"type": "string"},
@@ -265,7 +270,8 @@ def own_paths() -> dict[str, dict[str, Any]]:
                 "Identity": {"type": "string", "minLength": 1, "maxLength": 256,
                              "description": "The user's identity; not a User SID."},
                 "Ttl": {"type": "integer", "minimum": 1, "maximum": 86400,
-                        "description": "Lifetime in seconds: default TOKENSVC_DEFAULT_TTL (3600), at most TOKENSVC_MAX_TTL (86400)."},
+                        "description": "Lifetime in seconds: default TOKENSVC_DEFAULT_TTL (3600), "
+                                       "at most TOKENSVC_MAX_TTL (86400)."},
             }, ["Identity"]),
             "responses": {"201": _json(_ref("tokensvc.token"), "Created"),
                           **_errors("400", "401", "403", "404", "409", "413", "429")},

@@ -11,8 +11,9 @@ belongs to), opaque to the caller and refused (21481) when altered or replayed o
 from __future__ import annotations
 
 import binascii
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from cryptography.exceptions import InvalidTag

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Generic, Iterator, Mapping, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import insert_ignore, is_foreign_key_violation, now
+from .db import insert_ignore, is_foreign_key_violation, named_rows, now
 from .models import connections, users
 from .tombstones import Tombstones
 from .tombstones import refused as tombstone_refusal
@@ -104,8 +105,8 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
     known: dict[tuple[str, str], Mapping[str, Any]] = {}
     for service_sid, identities in wanted.items():
         for chunk in _chunks(sorted(identities)):
-            for row in conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
-                                                         "b_identities": list(chunk)}).mappings():
+            for row in named_rows(conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
+                                                                    "b_identities": list(chunk)})):
                 known[(service_sid, row["identity"])] = row
     # Tombstones are asked about only for users missing or younger than the token, in one read.
     deleted: dict[tuple[str, str], int] = {}
@@ -308,7 +309,7 @@ class Presence(Generic[S]):
         try:
             results = await self._write_joins(batch)
             self.writes.labels("join").inc()
-            for join, result in zip(batch, results):
+            for join, result in zip(batch, results, strict=True):
                 if isinstance(result, tuple):
                     join.session.user_sid = result[0]["sid"]
                     self.rows[join.session.id] = join.session

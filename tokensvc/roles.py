@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import is_foreign_key_violation, now
+from .db import first_row, is_foreign_key_violation, now
 from .formats import iso8601
 from .models import roles, services, users
 from .paging import Page, PageRequest, fetch_page
@@ -83,10 +84,10 @@ def create_role(conn: Connection, *, service: Mapping[str, Any], friendly_name: 
         raise
 
 
-def get_role(conn: Connection, *, service_sid: str, sid: str) -> RowMapping:
+def get_role(conn: Connection, *, service_sid: str, sid: str) -> Mapping[str, Any]:
     if not is_sid("RL", sid):
         raise errors.not_found()
-    row = conn.execute(select(roles).where(roles.c.sid == sid, roles.c.service_sid == service_sid)).mappings().first()
+    row = first_row(conn.execute(select(roles).where(roles.c.sid == sid, roles.c.service_sid == service_sid)))
     if row is None:
         raise errors.not_found()
     return row
@@ -117,7 +118,7 @@ def list_roles(conn: Connection, *, service_sid: str, req: PageRequest) -> Page:
     return fetch_page(conn, select(roles).where(roles.c.service_sid == service_sid), roles.c.id, req)
 
 
-def update_role(conn: Connection, *, service_sid: str, sid: str, permissions: list[str] | None) -> RowMapping:
+def update_role(conn: Connection, *, service_sid: str, sid: str, permissions: list[str] | None) -> Mapping[str, Any]:
     """Replace the permission set (an update without Permission changes nothing)."""
     role = get_role(conn, service_sid=service_sid, sid=sid)
     if permissions is None:

@@ -50,7 +50,7 @@ class TransportLimits:
     body_timeout: float = 30.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "TransportLimits":
+    def from_settings(cls, settings: Settings) -> TransportLimits:
         return cls(max_line_bytes=settings.max_header_line_bytes, max_head_bytes=settings.max_head_bytes,
                    head_timeout=settings.head_timeout, body_timeout=settings.body_timeout)
 
@@ -120,6 +120,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- connection ---------------------------------------------------------------------------
 
+    # asyncio.Protocol takes a BaseTransport; uvicorn's HttpToolsProtocol narrows it to Transport
+    # (with its own ignore), and so does this override of it.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # uvicorn times out only kept-alive connections, after a response: this covers the first.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, select
+from sqlalchemy import Connection, bindparam, select
 
 from . import errors
-from .db import now
+from .db import first_row, now
 from .formats import iso8601
 from .models import services
 from .paging import Page, PageRequest, fetch_page
@@ -62,7 +63,7 @@ def service_to_json(svc: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     }
 
 
-def create_service(conn: Connection, *, account_sid: str, friendly_name: str) -> RowMapping:
+def create_service(conn: Connection, *, account_sid: str, friendly_name: str) -> Mapping[str, Any]:
     """A new service with Twilio's four default roles; `service user` is the default user role."""
     sid = new_sid("IS")
     ts = now()
@@ -86,11 +87,11 @@ def create_service(conn: Connection, *, account_sid: str, friendly_name: str) ->
 _BY_SID = select(services).where(services.c.sid == bindparam("sid"))
 
 
-def get_service(conn: Connection, *, account_sid: str, sid: str) -> RowMapping:
+def get_service(conn: Connection, *, account_sid: str, sid: str) -> Mapping[str, Any]:
     """The account's service, or 404 (also for another account's service)."""
     if not is_sid("IS", sid):
         raise errors.not_found()
-    row = conn.execute(_BY_SID, {"sid": sid}).mappings().first()
+    row = first_row(conn.execute(_BY_SID, {"sid": sid}))
     if row is None or row["account_sid"] != account_sid:
         raise errors.not_found()
     return row
@@ -110,7 +111,7 @@ def list_services(conn: Connection, *, account_sid: str, req: PageRequest) -> Pa
     return fetch_page(conn, select(services).where(services.c.account_sid == account_sid), services.c.id, req)
 
 
-def update_service(conn: Connection, *, account_sid: str, sid: str, changes: dict[str, Any]) -> RowMapping:
+def update_service(conn: Connection, *, account_sid: str, sid: str, changes: dict[str, Any]) -> Mapping[str, Any]:
     """Apply parsed changes. `notifications`, `limits` and `media` hold partial objects that are
     merged into the stored ones; default role SIDs must name roles of the right type."""
     svc = get_service(conn, account_sid=account_sid, sid=sid)

@@ -14,8 +14,9 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -26,10 +27,9 @@ from . import errors
 from .config import Settings
 from .formats import iso8601
 from .lifetimes import LEEWAY
-from .signing import HALF_ORDER, Snapshot
 from .sids import is_sid
+from .signing import HALF_ORDER, Snapshot
 from .validation import is_text
-
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import Boolean, Connection, RowMapping, any_, bindparam, delete, func, select, text
+from sqlalchemy import Boolean, Connection, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import Batcher, Database, is_foreign_key_violation, now
+from .db import Batcher, Database, first_row, is_foreign_key_violation, now, sqlite_connection
 from .formats import iso8601
 from .models import connections, services, users
 from .paging import Page, PageRequest, fetch_page
@@ -136,8 +137,8 @@ _BOOLEANS = tuple(i for i, c in enumerate(users.c) if isinstance(c.type, Boolean
 def find_by_identity(conn: Connection, *, service_sid: str, identity: str) -> Mapping[str, Any] | None:
     """The user of an identity (one indexed read), or None."""
     if conn.dialect.name != "sqlite":
-        return conn.execute(_BY_IDENTITY, {"service_sid": service_sid, "identity": identity}).mappings().first()
-    cur = conn.connection.driver_connection.cursor()
+        return first_row(conn.execute(_BY_IDENTITY, {"service_sid": service_sid, "identity": identity}))
+    cur = sqlite_connection(conn).cursor()
     try:
         row = cur.execute(_BY_IDENTITY_SQLITE, (service_sid, identity)).fetchone()
     finally:
@@ -147,10 +148,11 @@ def find_by_identity(conn: Connection, *, service_sid: str, identity: str) -> Ma
     values = list(row)
     for i in _BOOLEANS:
         values[i] = bool(values[i])
-    return dict(zip(_COLUMNS, values))
+    return dict(zip(_COLUMNS, values, strict=True))
 
 
-def get_or_create_user(conn: Connection, *, service: Mapping[str, Any], identity: str) -> tuple[Mapping[str, Any], bool]:
+def get_or_create_user(conn: Connection, *, service: Mapping[str, Any],
+                       identity: str) -> tuple[Mapping[str, Any], bool]:
     """The user of this identity, created with the default role on first encounter.
 
     One indexed read when it exists. Otherwise INSERT … ON CONFLICT DO NOTHING decides the race
@@ -214,7 +216,7 @@ async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
     outcomes = await _each(*(_by_identities(apg, s, sorted(ids)) for s, ids in wanted.items()))
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
     failed: dict[str, BaseException] = {}
-    for service_sid, outcome in zip(wanted, outcomes):
+    for service_sid, outcome in zip(wanted, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             failed[service_sid] = outcome
             continue
@@ -262,7 +264,7 @@ async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) ->
         services.setdefault(svc["sid"], (svc, set()))[1].add(identity)
     outcomes = await _each(*(_create_service_batch(apg, svc, sorted(identities))
                              for svc, identities in services.values()))
-    by_service = dict(zip(services, outcomes))
+    by_service = dict(zip(services, outcomes, strict=True))
     results: list[Any] = []
     for svc, identity in items:
         outcome = by_service[svc["sid"]]
@@ -320,7 +322,7 @@ def get_user(conn: Connection, *, service_sid: str, key: str) -> Mapping[str, An
     if "\x00" in key:  # no identity holds a NUL, and PostgreSQL refuses one in a query
         raise errors.not_found()
     if is_sid("US", key):
-        row = conn.execute(_BY_SID, {"sid": key, "service_sid": service_sid}).mappings().first()
+        row = first_row(conn.execute(_BY_SID, {"sid": key, "service_sid": service_sid}))
     else:
         row = find_by_identity(conn, service_sid=service_sid, identity=key)
     if row is None:
@@ -333,7 +335,7 @@ def list_users(conn: Connection, *, service_sid: str, req: PageRequest) -> Page:
 
 
 def update_user(conn: Connection, *, service_sid: str, key: str, role_sid: Any = Unset,
-                attributes: Any = Unset, friendly_name: Any = Unset) -> RowMapping:
+                attributes: Any = Unset, friendly_name: Any = Unset) -> Mapping[str, Any]:
     """Change role, attributes or friendly name; the identity never changes. Nothing given: no-op."""
     user = get_user(conn, service_sid=service_sid, key=key)
     values: dict[str, Any] = {}
@@ -399,8 +401,8 @@ async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identit
         found = await read((sid, identity))
     else:
         found = await db.read(lambda conn: find_by_identity(conn, service_sid=sid, identity=identity))
-    if not graves.must_ask(found, issued_at):
-        return found, False  # type: ignore[return-value]  # must_ask is True for None
+    if found is not None and not graves.must_ask(found, issued_at):  # must_ask is True for None
+        return found, False
     if found is not None:
         if await graves.refuses_user(db, user=found, identity=identity, issued_at=issued_at):
             raise tombstone_refusal()

@@ -48,8 +48,9 @@ def test_deeply_nested_attributes(api: Api, service: dict) -> None:
 
 
 def test_garbage_in_path_segments(api: Api, service: dict) -> None:
-    for path in ("/v2/Services/%FF", f"/v2/Services/{service['sid']}/Users/%FF%FE", f"/v2/Services/{service['sid']}/Roles/x",
-                 "/v2/Services/IS" + "z" * 32, "/2010-04-01/Accounts/x/Keys/y.json"):
+    for path in ("/v2/Services/%FF", f"/v2/Services/{service['sid']}/Users/%FF%FE",
+                 f"/v2/Services/{service['sid']}/Roles/x", "/v2/Services/IS" + "z" * 32,
+                 "/2010-04-01/Accounts/x/Keys/y.json"):
         r = api.get(path)
         assert r.status_code in (404, 401, 403), (path, r.status_code)
         assert r.json()["code"] in (20404, 20003, 20403)

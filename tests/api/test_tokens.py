@@ -203,7 +203,8 @@ def forged_tokens(api: Api, service: dict, settings) -> dict[str, tuple[str, int
     return {
         "alg none": (f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.", 20101),
         "alg none with kid": (f"{_b64({'alg': 'none', 'kid': header['kid']})}.{_b64(claims)}.", 20101),
-        "tampered payload": (f"{good.split('.')[0]}.{_b64(dict(claims, grants=grants(service['sid'], 'admin')))}.{sig}", 20101),
+        "tampered payload": (
+            f"{good.split('.')[0]}.{_b64(dict(claims, grants=grants(service['sid'], 'admin')))}.{sig}", 20101),
         "tampered signature": (good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"), 20101),
         "HS256 with the PEM public key": (hmac_token(public_pem, claims), 20101),
         "HS256 with the JWK": (hmac_token(jwk_json.encode(), claims), 20101),
@@ -222,7 +223,8 @@ def forged_tokens(api: Api, service: dict, settings) -> dict[str, tuple[str, int
         "not yet valid": (es256(dict(base, nbf=now + 600, exp=now + 1200)), 20101),
         "expired": (es256(dict(base, iat=now - 700, nbf=now - 700, exp=now - 60)), 20104),
         "expired twilio token": (twilio_token(api.account_sid, key, service["sid"], "victim", ttl=-60), 20104),
-        "twilio token with wrong secret": (twilio_token(api.account_sid, dict(key, secret="x" * 32), service["sid"], "v"), 20101),
+        "twilio token with wrong secret": (
+            twilio_token(api.account_sid, dict(key, secret="x" * 32), service["sid"], "v"), 20101),
         "twilio token of another account": (twilio_token(other_account[0], key, service["sid"], "v"), 20101),
         "garbage": ("not.a.token", 20101),
         "empty": ("", 20101),
@@ -247,7 +249,8 @@ def test_clock_skew_of_30s_is_tolerated(api: Api, service: dict, settings) -> No
     r = api.client.get(f"/v2/Services/{service['sid']}/Users", headers={"X-Twilio-Token": snap.active.sign(claims)})
     assert r.status_code == 200
     just_expired = dict(claims, iat=now - 100, nbf=now - 100, exp=now - 20)
-    r = api.client.get(f"/v2/Services/{service['sid']}/Users", headers={"X-Twilio-Token": snap.active.sign(just_expired)})
+    r = api.client.get(f"/v2/Services/{service['sid']}/Users",
+                       headers={"X-Twilio-Token": snap.active.sign(just_expired)})
     assert r.status_code == 200
 
 
@@ -266,7 +269,8 @@ def test_client_reads_users_of_its_service_and_edits_itself(api: Api, service: d
     r = api.client.post(f"{users}/me", data={"FriendlyName": "Me!", "Attributes": '{"a":1}'}, headers=h)
     assert r.status_code == 200 and r.json()["friendly_name"] == "Me!"
     assert_error(api.client.post(f"{users}/other", data={"FriendlyName": "x"}, headers=h), 403, 20403)
-    assert_error(api.client.post(f"{users}/me", data={"RoleSid": service["default_service_role_sid"]}, headers=h), 403, 20403)
+    assert_error(api.client.post(f"{users}/me", data={"RoleSid": service["default_service_role_sid"]}, headers=h),
+                 403, 20403)
     assert_error(api.client.post(users, data={"Identity": "new"}, headers=h), 403, 20403)
     assert_error(api.client.delete(f"{users}/other", headers=h), 403, 20403)
     assert_error(api.client.get("/v2/Services", headers=h), 403, 20403)
@@ -308,7 +312,8 @@ def test_presenting_a_valid_token_auto_provisions(api: Api, service: dict, setti
     now = int(time.time())
     claims = {"jti": "j", "iss": "tokensvc", "sub": api.account_sid, "iat": now, "nbf": now, "exp": now + 60,
               "grants": {"identity": "newcomer", "chat": {"service_sid": service["sid"]}}}
-    r = api.client.get(f"/v2/Services/{service['sid']}/Users/newcomer", headers={"X-Twilio-Token": snap.active.sign(claims)})
+    r = api.client.get(f"/v2/Services/{service['sid']}/Users/newcomer",
+                       headers={"X-Twilio-Token": snap.active.sign(claims)})
     assert r.status_code == 200 and r.json()["identity"] == "newcomer"
 
 

@@ -13,13 +13,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+
 from conftest import start_server  # tests/conftest.py, imported the way the other test modules do
 
 PG_URL = os.environ.get("TOKENSVC_TEST_DATABASE_URL") or None

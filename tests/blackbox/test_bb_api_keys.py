@@ -11,8 +11,13 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant
 
-from blackbox.blackbox_helpers import BB, RFC2822, assert_error, sid_re
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    RFC2822,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    sid_re,
+)
 
 
 @pytest.fixture(scope="module")

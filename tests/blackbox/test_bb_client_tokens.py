@@ -9,8 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from blackbox.blackbox_helpers import BB, assert_error
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +124,8 @@ def test_role_permission_change_takes_effect(bb: BB, svc: dict[str, Any]) -> Non
     bb.new_user(svc["sid"], "flipper", RoleSid=role)
     c = as_client(bb, svc, "flipper")
     assert_error(c.post(users(svc, "flipper"), data={"FriendlyName": "no"}), 403, 20403)
-    assert bb.http.post(f"/v2/Services/{svc['sid']}/Roles/{role}", data={"Permission": "editOwnUserInfo"}).status_code == 200
+    r = bb.http.post(f"/v2/Services/{svc['sid']}/Roles/{role}", data={"Permission": "editOwnUserInfo"})
+    assert r.status_code == 200
     assert c.post(users(svc, "flipper"), data={"FriendlyName": "yes"}).status_code == 200
 
 

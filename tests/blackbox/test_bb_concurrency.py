@@ -8,8 +8,11 @@ from typing import Any
 
 import httpx
 
-from blackbox.blackbox_helpers import BB, assert_error
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 
 def _race(bb: BB, n: int, url: str, data: dict[str, str]) -> list[httpx.Response]:

@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 import websockets
 
-from blackbox.blackbox_helpers import BB, assert_error
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 
 @pytest.fixture(scope="module")

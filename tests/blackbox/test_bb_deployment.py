@@ -12,8 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from blackbox.blackbox_helpers import BB, assert_error, jwt_parts, start_server
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    jwt_parts,
+    start_server,
+)
 
 
 def test_health_and_readiness(bb: BB) -> None:

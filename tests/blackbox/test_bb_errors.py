@@ -11,8 +11,12 @@ import httpx
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from blackbox.blackbox_helpers import BB, assert_error, assert_not_5xx
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    assert_not_5xx,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 # This module provokes many failed logins on purpose: its own server, with the failed-login limit
 # (README: TOKENSVC_AUTH_FAIL_LIMIT, 20 per 60 s by default) out of the way; test_bb_limits covers it.
@@ -273,8 +277,9 @@ def test_nul_and_odd_bytes_in_other_fields_never_5xx(bb: BB, svc: dict[str, Any]
     assert_not_5xx(bb.http.post(f"/v2/Services/{svc['sid']}", data={"DefaultServiceRoleSid": value}))
 
 
-@pytest.mark.parametrize("path", ["/v2/Services/%ff%fe", "/v2/Services/{IS}/Users/%ff%fe", "/v2/Services/{IS}/Users/%00",
-                                  "/v2/Services/{IS}/Users/" + "x" * 8000, "/v2/Services/{IS}/Users/%",
+@pytest.mark.parametrize("path", ["/v2/Services/%ff%fe", "/v2/Services/{IS}/Users/%ff%fe",
+                                  "/v2/Services/{IS}/Users/%00", "/v2/Services/{IS}/Users/" + "x" * 8000,
+                                  "/v2/Services/{IS}/Users/%",
                                   "/v2/Services/{IS}/Users/%2e%2e", "/v2/Services/{IS}/Roles/%ff",
                                   "/2010-04-01/Accounts/%ff/Keys.json"])
 def test_odd_paths_never_5xx(bb: BB, svc: dict[str, Any], path: str) -> None:
@@ -298,7 +303,8 @@ def test_unexpected_content_types_never_5xx(bb: BB, svc: dict[str, Any]) -> None
 
 
 def test_repeated_scalar_parameters_never_5xx(bb: BB, svc: dict[str, Any]) -> None:
-    r = form_post(bb, f"/v2/Services/{svc['sid']}/Users", b"Identity=rep-a&Identity=rep-b&FriendlyName=a&FriendlyName=b")
+    r = form_post(bb, f"/v2/Services/{svc['sid']}/Users",
+                  b"Identity=rep-a&Identity=rep-b&FriendlyName=a&FriendlyName=b")
     assert_not_5xx(r)
 
 

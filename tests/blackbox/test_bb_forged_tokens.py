@@ -22,8 +22,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant
 
-from blackbox.blackbox_helpers import BB, assert_error, b64url, b64url_decode, jwt_parts
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    b64url,
+    b64url_decode,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    jwt_parts,
+)
 
 
 @pytest.fixture(scope="module")

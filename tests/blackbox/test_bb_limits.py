@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from blackbox.blackbox_helpers import BB, assert_error
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 # Poisons 127.0.0.1 for a while on purpose: its own server, default limits (README: 20 per 60 s).
 OWN_SERVER = True

@@ -8,8 +8,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from blackbox.blackbox_helpers import BB, META_KEYS, assert_error, assert_not_5xx
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    META_KEYS,
+    assert_error,
+    assert_not_5xx,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+)
 
 N_USERS = 250
 

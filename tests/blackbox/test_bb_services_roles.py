@@ -8,9 +8,16 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from blackbox.blackbox_helpers import (
-    BB, ISO_Z, META_KEYS, ROLE_FIELDS, SERVICE_FIELDS, assert_error, form, sid_re,
+    BB,
+    ISO_Z,
+    META_KEYS,
+    ROLE_FIELDS,
+    SERVICE_FIELDS,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    form,
+    sid_re,
 )
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
 
 SERVICE_USER_PERMISSIONS = {"createChannel", "joinChannel", "editOwnUserInfo"}
 SERVICE_ADMIN_PERMISSIONS = {"addMember", "createChannel", "deleteAnyMessage", "destroyChannel", "editAnyMessage",
@@ -177,7 +184,8 @@ def test_update_default_service_role_with_bad_value_is_50102(bb: BB, bad: str) -
     elif bad == "other-service":
         bad = bb.roles(bb.new_service("other")["sid"])["service user"]["sid"]
     assert_error(bb.http.post(f"/v2/Services/{svc['sid']}", data={"DefaultServiceRoleSid": bad}), 400, 50102)
-    assert bb.http.get(f"/v2/Services/{svc['sid']}").json()["default_service_role_sid"] == svc["default_service_role_sid"]
+    current = bb.http.get(f"/v2/Services/{svc['sid']}").json()
+    assert current["default_service_role_sid"] == svc["default_service_role_sid"]
 
 
 def test_update_default_service_role_bad_value_through_twilio_package(bb: BB) -> None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
 
-from blackbox.blackbox_helpers import BB, ISO_Z, assert_error, jwt_parts
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    ISO_Z,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    jwt_parts,
+)
 
 TOKEN_RESPONSE_KEYS = {"token", "identity", "user_sid", "service_sid", "account_sid", "ttl", "expires_at",
                        "user_created"}
@@ -45,7 +50,7 @@ def test_token_endpoint_answers_201_with_exactly_the_spec_fields(bb: BB, svc: di
     assert body["ttl"] == 3600
     assert body["user_created"] is True
     assert ISO_Z.match(body["expires_at"]), body["expires_at"]
-    expires = datetime.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    expires = datetime.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     assert before + 3600 - 2 <= expires <= time.time() + 3600 + 2
     _, claims, _ = jwt_parts(body["token"])
     assert claims["exp"] == int(expires)

@@ -12,8 +12,16 @@ from urllib.parse import quote
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from blackbox.blackbox_helpers import BB, ISO_Z, META_KEYS, PG_URL, USER_FIELDS, assert_error, sid_re
-from blackbox.blackbox_helpers import bb  # noqa: F401  (the server fixture, module-scoped)
+from blackbox.blackbox_helpers import (
+    BB,
+    ISO_Z,
+    META_KEYS,
+    PG_URL,
+    USER_FIELDS,
+    assert_error,
+    bb,  # noqa: F401  (the server fixture, module-scoped)
+    sid_re,
+)
 
 
 @pytest.fixture(scope="module")
@@ -428,7 +436,8 @@ def test_delete_by_identity_raw_is_204_and_twice_is_404(bb: BB, svc: dict[str, A
     r = bb.http.delete(f"{users_url(svc)}/{identity}")
     assert r.status_code == 204 and r.content == b""
     assert_error(bb.http.delete(f"{users_url(svc)}/{identity}"), 404, 20404)
-    assert identity not in [u["identity"] for u in bb.http.get(users_url(svc), params={"PageSize": 100}).json()["users"]]
+    listed = bb.http.get(users_url(svc), params={"PageSize": 100}).json()["users"]
+    assert identity not in [u["identity"] for u in listed]
 
 
 @pytest.mark.skipif(bool(PG_URL), reason="inspects the SQLite database files")

@@ -27,7 +27,7 @@ async def create(request: Request) -> Response:
     principal = await _account(request)
     c = ctx(request)
     form = await read_form(request)
-    name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    name = validation.friendly_name(form.require("FriendlyName")) if "FriendlyName" in form else None
     (row, secret), events = await api_keys_uc.create_api_key(c, account_sid=principal.account_sid,
                                                              friendly_name=name)
     await apply(c, events)
@@ -69,7 +69,7 @@ async def update(request: Request) -> Response:
     principal = await _account(request)
     sid = request.path_params["sid"]
     form = await read_form(request)
-    name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    name = validation.friendly_name(form.require("FriendlyName")) if "FriendlyName" in form else None
     c = ctx(request)
     row, events = await api_keys_uc.update_api_key(c, account_sid=principal.account_sid, sid=sid, friendly_name=name)
     await apply(c, events)

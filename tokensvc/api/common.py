@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -125,7 +126,8 @@ async def authenticate(request: Request, *, service_sid: str | None = None) -> P
     token = request.headers.get("x-twilio-token")
     if token is not None and request.headers.get("authorization") is None:
         principal = await c.auth.client(token)
-        if service_sid is not None and principal.token.service_sid != service_sid:  # type: ignore[union-attr]
+        assert principal.token is not None  # a client principal always carries its verified token
+        if service_sid is not None and principal.token.service_sid != service_sid:
             raise errors.invalid_token("Access Token is not for this service")
         await provision(request, principal)
         return principal

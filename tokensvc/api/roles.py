@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,5 +75,6 @@ async def update(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    await _in_service(request, await _admin(request), lambda conn, service_sid, sid: delete_role(conn, service_sid=service_sid, sid=sid))
+    await _in_service(request, await _admin(request),
+                      lambda conn, service_sid, sid: delete_role(conn, service_sid=service_sid, sid=sid))
     return empty_response()

@@ -7,7 +7,8 @@ elimination ("not GET and not POST, so DELETE": that is how `HEAD` once deleted 
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request

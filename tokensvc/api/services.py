@@ -12,8 +12,17 @@ from ..paging import page_meta, parse_page_request
 from ..services import get_service, list_services, service_to_json
 from ..usecases import services as services_uc
 from ..usecases.effects import apply
-from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
-                     require_admin)
+from .common import (
+    authenticate,
+    base_url,
+    ctx,
+    empty_response,
+    json_response,
+    page_cursors,
+    query,
+    read_form,
+    require_admin,
+)
 
 _NOTIFICATION_PARAMS = {
     "NewMessage": "new_message", "AddedToChannel": "added_to_channel",

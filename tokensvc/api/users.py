@@ -15,9 +15,19 @@ from ..services import get_service
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
 from ..users import get_user, is_online, list_users, user_to_json
+from .common import (
+    authenticate,
+    base_url,
+    ctx,
+    empty_response,
+    json_response,
+    page_cursors,
+    query,
+    read_form,
+    require_admin,
+    service_list,
+)
 from .routing import allow_header, dispatch, method_table
-from .common import (authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form,
-                     require_admin, service_list)
 
 
 async def list_(request: Request) -> Response:
@@ -34,8 +44,8 @@ async def create(request: Request) -> Response:
     form = await read_form(request)
     identity = validation.identity(form.get("Identity"))
     role_sid = form.get("RoleSid")  # present but empty is malformed (50102), as on update
-    attributes = validation.attributes(form.get("Attributes")) if "Attributes" in form else None
-    friendly_name = validation.friendly_name(form.get("FriendlyName")) if "FriendlyName" in form else None
+    attributes = validation.attributes(form.require("Attributes")) if "Attributes" in form else None
+    friendly_name = validation.friendly_name(form.require("FriendlyName")) if "FriendlyName" in form else None
     user, events = await users_uc.create_user(c, account_sid=principal.account_sid, service_sid=service_sid,
                                               identity=identity, role_sid=role_sid, attributes=attributes,
                                               friendly_name=friendly_name)
@@ -138,9 +148,9 @@ async def update(request: Request) -> Response:
     if "RoleSid" in form:
         changes["role_sid"] = form.get("RoleSid")
     if "Attributes" in form:
-        changes["attributes"] = validation.attributes(form.get("Attributes"))
+        changes["attributes"] = validation.attributes(form.require("Attributes"))
     if "FriendlyName" in form:
-        changes["friendly_name"] = validation.friendly_name(form.get("FriendlyName"))
+        changes["friendly_name"] = validation.friendly_name(form.require("FriendlyName"))
     user, events = await users_uc.update_user(c, principal=principal, caller=getattr(request.state, "user", None),
                                               service_sid=service_sid, key=request.state.user_key, changes=changes)
     await apply(c, events)

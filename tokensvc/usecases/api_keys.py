@@ -16,7 +16,8 @@ async def create_api_key(c: Context, *, account_sid: str, friendly_name: str | N
     return made, []
 
 
-async def update_api_key(c: Context, *, account_sid: str, sid: str, friendly_name: str | None) -> tuple[Any, list[Event]]:
+async def update_api_key(c: Context, *, account_sid: str, sid: str,
+                         friendly_name: str | None) -> tuple[Any, list[Event]]:
     row = await c.db.run(lambda conn: update_key(conn, account_sid=account_sid, sid=sid, friendly_name=friendly_name))
     return row, []
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,4 +47,4 @@ class TokenIssued:
     service_sid: str
 
 
-Event = Union[UserAdded, UserUpdated, UserRemoved, ServiceUpdated, ServiceRemoved, ApiKeyRemoved, TokenIssued]
+Event = UserAdded | UserUpdated | UserRemoved | ServiceUpdated | ServiceRemoved | ApiKeyRemoved | TokenIssued

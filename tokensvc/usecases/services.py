@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import Context
-from ..services import create_service as store_create, delete_service as store_delete
+from ..services import create_service as store_create
+from ..services import delete_service as store_delete
 from ..services import update_service as store_update
 from .events import Event, ServiceRemoved, ServiceUpdated
 

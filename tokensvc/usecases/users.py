@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import errors
 from ..auth import Principal
@@ -10,8 +11,10 @@ from ..context import Context
 from ..roles import role_permissions
 from ..services import get_service
 from ..tokens import Verified
-from ..users import Unset, create_user as store_create_user, delete_user as store_delete_user
-from ..users import ensure_token_user, ensure_user, get_user, update_user as store_update_user
+from ..users import Unset, ensure_token_user, ensure_user, get_user
+from ..users import create_user as store_create_user
+from ..users import delete_user as store_delete_user
+from ..users import update_user as store_update_user
 from .events import Event, UserAdded, UserRemoved, UserUpdated
 
 Result = tuple[Any, list[Event]]
