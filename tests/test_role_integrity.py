@@ -39,12 +39,8 @@ def _role(client: httpx.Client, service: str, name: str) -> str:
 
 
 @pytest.fixture
-def srv(tmp_path: Path) -> Iterator[Server]:
-    s = start_server(tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop()
+def srv(server: Server) -> Server:
+    return server  # conftest's real `tokensvc serve`, stopped after the test
 
 
 @needs_postgres

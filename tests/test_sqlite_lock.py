@@ -9,14 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 import tokensvc.db
-from conftest import Server, start_server
+from conftest import Server
 from fresh_db import PG_URL
 
 WRITE_BUSY_MS = getattr(tokensvc.db, "WRITE_BUSY_MS", 5000)  # how long a write waits for the lock
@@ -45,12 +44,8 @@ class Lock:
 
 
 @pytest.fixture
-def srv(tmp_path: Path) -> Iterator[Server]:
-    s = start_server(tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop()
+def srv(server: Server) -> Server:
+    return server  # conftest's real `tokensvc serve`, stopped after the test
 
 
 def _db_file(srv: Server) -> str:
