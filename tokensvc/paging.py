@@ -69,7 +69,8 @@ class Cursors:
             raw = self.box.decrypt(_SEALED + body + "=" * (-len(body) % 4), f"page-token:{self.scope}")
         except (InvalidTag, ValueError, binascii.Error, UnicodeDecodeError):
             raise invalid_page_token() from None
-        if len(raw) < 2 or raw[0] not in "np" or not raw[1:].isdigit() or int(raw[1:]) > MAX_ROW_ID:
+        digits = raw[1:]
+        if raw[:1] not in ("n", "p") or not (digits.isascii() and digits.isdigit()) or int(digits) > MAX_ROW_ID:
             raise invalid_page_token()
         return raw[0], int(raw[1:])
 
