@@ -194,8 +194,8 @@ def main() -> int:
         from starlette.requests import Request
 
         from tokensvc.api.common import authenticate, read_form
+        from tokensvc.store.users import find_by_identity, get_or_create_user
         from tokensvc.tokens import mint
-        from tokensvc.users import find_by_identity, get_or_create_user
 
         svc_row = loop.run_until_complete(c.auth.service(svc["sid"]))
         raw = sqlite3.connect(db_path, check_same_thread=False)

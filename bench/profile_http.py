@@ -52,7 +52,7 @@ RULES = [
     ("form parsing (read_form, read_body)", "read_form (tokensvc"),
     ("form parsing (read_form, read_body)", "read_body (tokensvc"),
     ("JSON response (json_response)", "json_response (tokensvc"),
-    ("get_or_create_user / Database.run own code", "tokensvc/users.py"),
+    ("get_or_create_user / Database.run own code", "tokensvc/store/users.py"),
     ("get_or_create_user / Database.run own code", "tokensvc/db.py"),
     ("RequestMiddleware own code (request id, json.dumps of the log line)", "tokensvc/app.py"),
     ("other tokensvc code (create_token, ctx, validation)", "tokensvc/"),

@@ -25,12 +25,12 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
 from tokensvc.db import Database, make_engine
-from tokensvc.schema import ensure_schema
 from tokensvc.sids import new_sid
+from tokensvc.store.accounts import create_account
+from tokensvc.store.schema import ensure_schema
 
 PG_URL = os.environ.get("TOKENSVC_TEST_DATABASE_URL") or None
 _pg_ready = False

@@ -8,17 +8,17 @@ import pytest
 from sqlalchemy import func, select
 
 from tokensvc import errors
-from tokensvc.accounts import create_account
 from tokensvc.db import Database, GroupCommit, make_engine
-from tokensvc.models import users
-from tokensvc.services import create_service
-from tokensvc.users import ensure_user, get_or_create_user
+from tokensvc.store.accounts import create_account
+from tokensvc.store.services import create_service
+from tokensvc.store.tables import users
+from tokensvc.store.users import ensure_user, get_or_create_user
 
 
 @pytest.fixture
 def sqlite_db(tmp_path):
     from tokensvc.config import Settings
-    from tokensvc.schema import ensure_schema
+    from tokensvc.store.schema import ensure_schema
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
     ensure_schema(settings)
@@ -77,7 +77,7 @@ def test_a_constraint_violation_fails_only_its_own_job(sqlite_db: Database) -> N
     of a user deleted a moment ago must not fail the first encounters sharing their batch)."""
     from sqlalchemy.exc import IntegrityError
 
-    from tokensvc.models import connections
+    from tokensvc.store.tables import connections
 
     acc = sqlite_db.call(lambda conn: create_account(conn))
     svc = sqlite_db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
@@ -154,7 +154,7 @@ def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) 
     each caller getting its own row (or None), whatever the mix of services."""
     _pg(db)
     from tokensvc.db import Batcher
-    from tokensvc.users import _read_batch, get_or_create_user
+    from tokensvc.store.users import _read_batch, get_or_create_user
 
     acc = db.call(lambda conn: create_account(conn))
     one = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="one")))
@@ -199,8 +199,8 @@ def test_concurrent_first_encounters_share_inserts_on_postgresql(db: Database) -
     gets one user and exactly one creator, an identity created meanwhile elsewhere is found, and
     a deleted service refuses its own items (404) without failing the others'."""
     _pg(db)
-    from tokensvc.services import delete_service
-    from tokensvc.users import ensure_user, get_or_create_user
+    from tokensvc.store.services import delete_service
+    from tokensvc.store.users import ensure_user, get_or_create_user
 
     acc = db.call(lambda conn: create_account(conn))
     one = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="one")))

@@ -19,12 +19,12 @@ from sqlalchemy import func, insert, select
 
 from conftest import Api, assert_error
 from tokensvc import errors
-from tokensvc.models import connections, roles, users
 from tokensvc.paging import MAX_ROW_ID, Cursors
-from tokensvc.roles import create_role
-from tokensvc.services import find_service
 from tokensvc.sids import new_sid
-from tokensvc.users import create_user, delete_user, get_or_create_user
+from tokensvc.store.roles import create_role
+from tokensvc.store.services import find_service
+from tokensvc.store.tables import connections, roles, users
+from tokensvc.store.users import create_user, delete_user, get_or_create_user
 
 
 def users_url(service: dict[str, Any]) -> str:

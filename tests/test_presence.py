@@ -9,12 +9,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import delete, select
 
-from tokensvc.accounts import create_account
 from tokensvc.connect import Session
 from tokensvc.db import Database
-from tokensvc.models import connections, users
 from tokensvc.presence import Presence
-from tokensvc.services import create_service
+from tokensvc.store.accounts import create_account
+from tokensvc.store.services import create_service
+from tokensvc.store.tables import connections, users
 
 
 def _rows(db: Database, node: str) -> dict[str, int]:

@@ -25,10 +25,10 @@ from sqlalchemy.exc import IntegrityError
 
 from . import errors
 from .db import insert_ignore, is_foreign_key_violation, named_rows, now
-from .models import connections, users
-from .tombstones import Tombstones
-from .tombstones import refused as tombstone_refusal
-from .users import get_or_create_user
+from .store.tables import connections, users
+from .store.tombstones import Tombstones
+from .store.tombstones import refused as tombstone_refusal
+from .store.users import get_or_create_user
 
 log = logging.getLogger("tokensvc.presence")
 

@@ -12,13 +12,12 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 
-from . import errors
-from .db import Batcher, Database, first_row, is_foreign_key_violation, now, sqlite_connection
-from .formats import iso8601
-from .models import connections, services, users
-from .paging import Page, PageRequest, fetch_page
+from .. import errors
+from ..db import Batcher, Database, first_row, is_foreign_key_violation, now, sqlite_connection
+from ..paging import Page, PageRequest, fetch_page
+from ..sids import is_sid, new_sid
 from .roles import check_role
-from .sids import is_sid, new_sid
+from .tables import connections, services, users
 from .tombstones import Tombstones
 from .tombstones import refused as tombstone_refusal
 
@@ -28,28 +27,6 @@ Unset = object()
 _BY_IDENTITY = select(users).where(users.c.service_sid == bindparam("service_sid"),
                                    users.c.identity == bindparam("identity"))
 _BY_SID = select(users).where(users.c.sid == bindparam("sid"), users.c.service_sid == bindparam("service_sid"))
-
-
-def user_to_json(user: Mapping[str, Any], base_url: str, *, is_online: bool | None = None) -> dict[str, Any]:
-    """The chat.v2.service.user resource; is_online is given only where the caller knows it."""
-    url = f"{base_url}/v2/Services/{user['service_sid']}/Users/{user['sid']}"
-    return {
-        "sid": user["sid"],
-        "account_sid": user["account_sid"],
-        "service_sid": user["service_sid"],
-        "role_sid": user["role_sid"],
-        "identity": user["identity"],
-        "attributes": user["attributes"] if user["attributes"] is not None else "{}",
-        "is_online": is_online,
-        # No push bindings exist yet, so no user has ever been notifiable: null (SPEC §3).
-        "is_notifiable": None,
-        "friendly_name": user["friendly_name"],
-        "joined_channels_count": user["joined_channels_count"],
-        "date_created": iso8601(user["date_created"]),
-        "date_updated": iso8601(user["date_updated"]),
-        "links": {"user_channels": f"{url}/Channels", "user_bindings": f"{url}/Bindings"},
-        "url": url,
-    }
 
 
 def _new_row(service: Mapping[str, Any], identity: str, role_sid: str | None,
