@@ -24,7 +24,7 @@ from tokensvc.sids import new_sid
 from tokensvc.store.roles import create_role
 from tokensvc.store.services import find_service
 from tokensvc.store.tables import connections, roles, users
-from tokensvc.store.users import create_user, delete_user, get_or_create_user
+from tokensvc.store.users import create_user, delete_user, get_or_create
 
 
 def users_url(service: dict[str, Any]) -> str:
@@ -80,7 +80,7 @@ def test_concurrent_creates_of_one_identity_one_wins_the_rest_get_50201(api: Api
 def test_concurrent_get_or_create_yields_one_user(api: Api, service: dict[str, Any]) -> None:
     db = api.app.state.ctx.db
     svc = db.call(lambda conn: find_service(conn, service["sid"]))
-    results = race(16, lambda: db.call(lambda conn: get_or_create_user(conn, service=svc, identity="crowd")))
+    results = race(16, lambda: db.call(lambda conn: get_or_create(conn, service=svc, identity="crowd")))
     assert not [r for r in results if isinstance(r, Exception)], results
     assert len({user["sid"] for user, _ in results}) == 1
     assert sum(created for _, created in results) == 1
@@ -217,7 +217,7 @@ def test_writes_for_a_service_deleted_meanwhile_are_404_not_a_database_error(api
     db = api.app.state.ctx.db
     stale = db.call(lambda conn: dict(find_service(conn, svc["sid"])))
     assert api.delete(f"/v2/Services/{svc['sid']}").status_code == 204
-    for write in (lambda conn: get_or_create_user(conn, service=stale, identity="late"),
+    for write in (lambda conn: get_or_create(conn, service=stale, identity="late"),
                   lambda conn: create_user(conn, service=stale, identity="late"),
                   lambda conn: create_role(conn, service=stale, friendly_name="late", type="deployment",
                                            permissions=[])):

@@ -92,14 +92,14 @@ def test_a_vanished_user_fails_only_its_own_join(db: Database, monkeypatch) -> N
     import tokensvc.presence as presence_mod
 
     svc = _service(db)
-    real = presence_mod.get_or_create_user
+    real = presence_mod.get_or_create
 
     def vanishing(conn, *, service, identity):
         if identity == "ghost":  # read a moment ago; deleted before this batch's insert
             return {"sid": "US" + "0" * 32, "identity": "ghost", "was_online": False}, False
         return real(conn, service=service, identity=identity)
 
-    monkeypatch.setattr(presence_mod, "get_or_create_user", vanishing)
+    monkeypatch.setattr(presence_mod, "get_or_create", vanishing)
     writes = Counter("w", "w", ["kind"], registry=CollectorRegistry())
 
     async def scenario():

@@ -8,9 +8,10 @@ from typing import Any
 from .. import errors
 from ..auth import Principal
 from ..context import Context
+from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
-from ..store.users import Unset, ensure_token_user, ensure_user, get_user
+from ..store.users import Unset, get_user
 from ..store.users import create_user as store_create_user
 from ..store.users import delete_user as store_delete_user
 from ..store.users import update_user as store_update_user
