@@ -1,4 +1,5 @@
-"""The store's write path: group commit of first encounters on SQLite."""
+"""The database writers: SQLite's group commit, the PostgreSQL Batcher and async pool, and the
+batching they give first encounters."""
 
 from __future__ import annotations
 
