@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,23 @@ def db(settings: Settings, app: Any) -> Iterator[Database]:
     database = Database(make_engine(settings))
     yield database
     database.dispose()
+
+
+def race(n: int, fn: Callable[[], Any]) -> list[Any]:
+    """Run fn in n threads released together; each result or exception, in thread order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait(10)
+        try:
+            results[i] = fn()
+        except Exception as exc:  # collected for the assertions
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results

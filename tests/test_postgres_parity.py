@@ -9,15 +9,13 @@ concurrent transactions truly in parallel; psycopg reports rowcounts differently
 from __future__ import annotations
 
 import base64
-import threading
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, insert, select
 
-from conftest import Api, assert_error
+from conftest import Api, assert_error, race
 from tokensvc import errors
 from tokensvc.paging import MAX_ROW_ID, Cursors
 from tokensvc.sids import new_sid
@@ -29,26 +27,6 @@ from tokensvc.store.users import create_user, delete_user, get_or_create
 
 def users_url(service: dict[str, Any]) -> str:
     return f"/v2/Services/{service['sid']}/Users"
-
-
-def race(n: int, fn: Callable[[], Any]) -> list[Any]:
-    """Run fn in n threads released together; each result or exception, in thread order."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait(10)
-        try:
-            results[i] = fn()
-        except Exception as exc:  # collected for the assertions
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def test_identities_are_unique_exactly_as_given(api: Api, service: dict[str, Any]) -> None:

@@ -5,13 +5,12 @@ and store/provision.py's async path on PostgreSQL, which must give the same rows
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from conftest import race
 from tokensvc import errors
 from tokensvc.db import Database
 from tokensvc.store import provision
@@ -29,25 +28,6 @@ def _service(db: Database) -> dict[str, Any]:
 def _count(db: Database, service_sid: str) -> int:
     return db.call(lambda conn: conn.execute(select(func.count()).select_from(users)
                                              .where(users.c.service_sid == service_sid)).scalar())
-
-
-def _race(n: int, fn: Callable[[], Any]) -> list[Any]:
-    """fn in n threads released together; each result or exception."""
-    barrier, results = threading.Barrier(n), [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait(10)
-        try:
-            results[i] = fn()
-        except Exception as exc:  # collected for the assertions
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
 
 
 def test_insert_many_gives_every_column_its_table_default_and_the_service_default_role(db: Database) -> None:
@@ -120,7 +100,7 @@ def test_get_or_create_many_mixes_found_and_new(db: Database) -> None:
 
 def test_concurrent_first_encounters_of_one_identity_yield_one_user(db: Database) -> None:
     svc = _service(db)
-    results = _race(12, lambda: db.call(lambda conn: get_or_create(conn, svc, "crowd")))
+    results = race(12, lambda: db.call(lambda conn: get_or_create(conn, svc, "crowd")))
     assert all(isinstance(r, tuple) for r in results), results
     assert len({user["sid"] for user, _ in results}) == 1
     assert sum(created for _, created in results) == 1
