@@ -7,7 +7,7 @@
 
 Each does what tokensvc does on that route minus the framework around it: the same form parsing
 (parse_qsl), the same claims and signature (tokensvc.tokens.mint → SigningKey.sign with the key
-parsed once at start), the same user serialization (tokensvc.users.user_to_json), the same SQLite
+parsed once at start), the same user serialization (tokensvc.store.users.user_to_json), the same SQLite
 PRAGMAs as tokensvc/db.py. No authentication: the Basic header is sent but ignored.
 """
 
@@ -32,10 +32,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tokensvc import validation
+from tokensvc.api.render import user_to_json
 from tokensvc.formats import iso8601
 from tokensvc.signing import load_snapshot
 from tokensvc.tokens import mint
-from tokensvc.users import user_to_json
 
 SELECT_USER = "SELECT * FROM users WHERE service_sid = ? AND identity = ?"
 INSERT_USER = ("INSERT INTO users (sid, account_sid, service_sid, role_sid, identity, attributes, friendly_name, "

@@ -318,12 +318,12 @@ def run_load(load: Load, server: Server, *, client: str, concurrency: int, durat
 def tokensvc_database(url: str, keys_dir: Path, account: tuple[str, str]) -> dict[str, Any]:
     """Schema (tokensvc's migrations), the bootstrap account and one service, through tokensvc's
     own domain functions; returns the service row."""
-    from tokensvc.accounts import ensure_bootstrap_account
     from tokensvc.config import Settings
     from tokensvc.db import Database, make_engine
-    from tokensvc.schema import ensure_schema
-    from tokensvc.services import create_service
     from tokensvc.signing import ensure_keys
+    from tokensvc.store.accounts import ensure_bootstrap_account
+    from tokensvc.store.schema import ensure_schema
+    from tokensvc.store.services import create_service
 
     settings = Settings(database_url=url, keys_dir=keys_dir, account_sid=account[0], auth_token=account[1])
     ensure_schema(settings)

@@ -194,8 +194,8 @@ def main() -> int:
         from starlette.requests import Request
 
         from tokensvc.api.common import authenticate, read_form
+        from tokensvc.store.users import find_by_identity, get_or_create
         from tokensvc.tokens import mint
-        from tokensvc.users import find_by_identity, get_or_create_user
 
         svc_row = loop.run_until_complete(c.auth.service(svc["sid"]))
         raw = sqlite3.connect(db_path, check_same_thread=False)
@@ -229,10 +229,10 @@ def main() -> int:
             await c.auth.service(svc["sid"])
 
         async def p_goc(i: int) -> None:
-            await c.db.run(lambda conn: get_or_create_user(conn, service=svc_row, identity=f"user-{i % 10_000}"))
+            await c.db.run(lambda conn: get_or_create(conn, service=svc_row, identity=f"user-{i % 10_000}"))
 
         def p_call_goc(i: int) -> None:
-            c.db.call(lambda conn: get_or_create_user(conn, service=svc_row, identity=f"user-{i % 10_000}"))
+            c.db.call(lambda conn: get_or_create(conn, service=svc_row, identity=f"user-{i % 10_000}"))
 
         def p_begin(i: int) -> None:
             with c.db.engine.begin():
@@ -253,7 +253,7 @@ def main() -> int:
             await raw_store.get_or_create(svc_row, f"rawnew-{run_id}-{i}")
 
         async def p_goc_new(i: int) -> None:
-            await c.db.run(lambda conn: get_or_create_user(conn, service=svc_row, identity=f"sanew-{run_id}-{i}"))
+            await c.db.run(lambda conn: get_or_create(conn, service=svc_row, identity=f"sanew-{run_id}-{i}"))
 
         def p_mint(i: int) -> None:
             mint(c.keyring.current(), issuer="tokensvc", account_sid=account[0], service_sid=svc["sid"],
@@ -282,12 +282,12 @@ def main() -> int:
             ("api.common.authenticate (Request headers + basic)", p_authenticate),
             ("api.common.read_form", p_form),
             ("Authenticator.service (cached)", p_service),
-            ("Database.run(get_or_create_user) existing", p_goc),
+            ("Database.run(get_or_create) existing", p_goc),
             ("  of which engine.begin() + commit, empty", p_begin),
             ("  of which find_by_identity on an open Connection", p_core_select),
             ("raw sqlite3 SELECT of the user", p_raw_select),
             ("raw sqlite3 get-or-create existing (C1's)", p_raw_goc),
-            ("Database.run(get_or_create_user) new (fsync)", p_goc_new),
+            ("Database.run(get_or_create) new (fsync)", p_goc_new),
             ("raw sqlite3 get-or-create new (C1's, fsync)", p_raw_goc_new),
             ("tokens.mint (ES256)", p_mint),
             ("access log line (json.dumps + logging to a file)", p_access_log),

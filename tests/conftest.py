@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,12 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
 from tokensvc.db import Database, make_engine
-from tokensvc.schema import ensure_schema
 from tokensvc.sids import new_sid
+from tokensvc.store.accounts import create_account
+from tokensvc.store.schema import ensure_schema
 
 PG_URL = os.environ.get("TOKENSVC_TEST_DATABASE_URL") or None
 _pg_ready = False
@@ -224,3 +225,23 @@ def db(settings: Settings, app: Any) -> Iterator[Database]:
     database = Database(make_engine(settings))
     yield database
     database.dispose()
+
+
+def race(n: int, fn: Callable[[], Any]) -> list[Any]:
+    """Run fn in n threads released together; each result or exception, in thread order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait(10)
+        try:
+            results[i] = fn()
+        except Exception as exc:  # collected for the assertions
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results

@@ -21,8 +21,8 @@ from conftest import Server, database_url, start_server
 from tokensvc.config import Settings
 from tokensvc.connect import AUTH_TIMEOUT
 from tokensvc.db import make_engine
-from tokensvc.models import connections
 from tokensvc.signing import load_snapshot
+from tokensvc.store.tables import connections
 from tokensvc.tokens import mint
 
 # ---- helpers ----------------------------------------------------------------------------------

@@ -23,11 +23,11 @@ from websockets.exceptions import ConnectionClosed
 
 from conftest import Server, database_url, replica_pair
 from test_connect import expect_close, fetch_user, issue, mint_local, new_service, online, open_ws, recv, wait_for
-from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
-from tokensvc.models import services
 from tokensvc.signing import load_snapshot
+from tokensvc.store.accounts import create_account
+from tokensvc.store.tables import services
 from tokensvc.tokens import mint
 
 TIMEOUT = 10

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from conftest import Server, assert_error, basic, start_server
-from tokensvc.accounts import create_account
 from tokensvc.config import Settings
 from tokensvc.db import Database, make_engine
+from tokensvc.store.accounts import create_account
 
 LIMIT = 5
 

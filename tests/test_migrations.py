@@ -28,9 +28,9 @@ from tokensvc.app import create_app
 from tokensvc.config import Settings
 from tokensvc.crypto import SecretBox, hash_secret
 from tokensvc.db import make_engine
-from tokensvc.models import metadata
-from tokensvc.schema import downgrade, head_revision, upgrade
 from tokensvc.sids import new_sid
+from tokensvc.store.schema import downgrade, head_revision, upgrade
+from tokensvc.store.tables import metadata
 
 PREVIOUS = "0001"  # the revision before head, which the data-carrying upgrade starts from
 
@@ -287,7 +287,7 @@ _UPGRADE_AT = """
 import sys, time
 from tokensvc.config import Settings
 from tokensvc.db import make_engine
-from tokensvc.schema import upgrade
+from tokensvc.store.schema import upgrade
 engine = make_engine(Settings(database_url=sys.argv[1]))
 engine.connect().close()
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))

@@ -79,8 +79,8 @@ def test_metrics_count_requests_latency_tokens_users_and_failures(api: Api, serv
 def test_limited_logins_are_counted(tmp_path: Path, settings: Any) -> None:
     from starlette.testclient import TestClient
 
-    from tokensvc.accounts import create_account
     from tokensvc.app import create_app
+    from tokensvc.store.accounts import create_account
 
     app = create_app(settings.with_(auth_fail_limit=2))
     made = app.state.ctx.db.call(lambda conn: create_account(conn))

@@ -9,46 +9,24 @@ concurrent transactions truly in parallel; psycopg reports rowcounts differently
 from __future__ import annotations
 
 import base64
-import threading
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, insert, select
 
-from conftest import Api, assert_error
+from conftest import Api, assert_error, race
 from tokensvc import errors
-from tokensvc.models import connections, roles, users
 from tokensvc.paging import MAX_ROW_ID, Cursors
-from tokensvc.roles import create_role
-from tokensvc.services import find_service
 from tokensvc.sids import new_sid
-from tokensvc.users import create_user, delete_user, get_or_create_user
+from tokensvc.store.roles import create_role
+from tokensvc.store.services import find_service
+from tokensvc.store.tables import connections, roles, users
+from tokensvc.store.users import create_user, delete_user, get_or_create
 
 
 def users_url(service: dict[str, Any]) -> str:
     return f"/v2/Services/{service['sid']}/Users"
-
-
-def race(n: int, fn: Callable[[], Any]) -> list[Any]:
-    """Run fn in n threads released together; each result or exception, in thread order."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait(10)
-        try:
-            results[i] = fn()
-        except Exception as exc:  # collected for the assertions
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def test_identities_are_unique_exactly_as_given(api: Api, service: dict[str, Any]) -> None:
@@ -80,7 +58,7 @@ def test_concurrent_creates_of_one_identity_one_wins_the_rest_get_50201(api: Api
 def test_concurrent_get_or_create_yields_one_user(api: Api, service: dict[str, Any]) -> None:
     db = api.app.state.ctx.db
     svc = db.call(lambda conn: find_service(conn, service["sid"]))
-    results = race(16, lambda: db.call(lambda conn: get_or_create_user(conn, service=svc, identity="crowd")))
+    results = race(16, lambda: db.call(lambda conn: get_or_create(conn, service=svc, identity="crowd")))
     assert not [r for r in results if isinstance(r, Exception)], results
     assert len({user["sid"] for user, _ in results}) == 1
     assert sum(created for _, created in results) == 1
@@ -217,7 +195,7 @@ def test_writes_for_a_service_deleted_meanwhile_are_404_not_a_database_error(api
     db = api.app.state.ctx.db
     stale = db.call(lambda conn: dict(find_service(conn, svc["sid"])))
     assert api.delete(f"/v2/Services/{svc['sid']}").status_code == 204
-    for write in (lambda conn: get_or_create_user(conn, service=stale, identity="late"),
+    for write in (lambda conn: get_or_create(conn, service=stale, identity="late"),
                   lambda conn: create_user(conn, service=stale, identity="late"),
                   lambda conn: create_role(conn, service=stale, friendly_name="late", type="deployment",
                                            permissions=[])):

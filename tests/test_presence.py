@@ -9,12 +9,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import delete, select
 
-from tokensvc.accounts import create_account
 from tokensvc.connect import Session
 from tokensvc.db import Database
-from tokensvc.models import connections, users
 from tokensvc.presence import Presence
-from tokensvc.services import create_service
+from tokensvc.store.accounts import create_account
+from tokensvc.store.services import create_service
+from tokensvc.store.tables import connections, users
 
 
 def _rows(db: Database, node: str) -> dict[str, int]:
@@ -92,14 +92,14 @@ def test_a_vanished_user_fails_only_its_own_join(db: Database, monkeypatch) -> N
     import tokensvc.presence as presence_mod
 
     svc = _service(db)
-    real = presence_mod.get_or_create_user
+    real = presence_mod.get_or_create
 
     def vanishing(conn, *, service, identity):
         if identity == "ghost":  # read a moment ago; deleted before this batch's insert
             return {"sid": "US" + "0" * 32, "identity": "ghost", "was_online": False}, False
         return real(conn, service=service, identity=identity)
 
-    monkeypatch.setattr(presence_mod, "get_or_create_user", vanishing)
+    monkeypatch.setattr(presence_mod, "get_or_create", vanishing)
     writes = Counter("w", "w", ["kind"], registry=CollectorRegistry())
 
     async def scenario():

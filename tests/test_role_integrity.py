@@ -21,8 +21,8 @@ from conftest import Server, start_server
 from fresh_db import KINDS, fresh_database, needs_postgres
 from tokensvc.config import Settings
 from tokensvc.db import make_engine
-from tokensvc.schema import head_revision, upgrade
 from tokensvc.sids import new_sid
+from tokensvc.store.schema import head_revision, upgrade
 
 DANGLING = "SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM roles r WHERE r.sid = u.role_sid)"
 

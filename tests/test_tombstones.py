@@ -21,13 +21,13 @@ from twilio.jwt.access_token.grants import ChatGrant
 from conftest import PG_URL, Server, assert_error, database_url, replica_pair
 from fresh_db import KINDS, fresh_database
 from test_connect import expect_error_then_close, mint_local, new_service, open_ws, recv
-from tokensvc import tombstones as tombstones_module
-from tokensvc.accounts import create_account
 from tokensvc.app import create_app
 from tokensvc.config import Settings
 from tokensvc.lifetimes import LEEWAY, acceptable_for
-from tokensvc.models import tombstones
 from tokensvc.signing import load_snapshot
+from tokensvc.store import tombstones as tombstones_module
+from tokensvc.store.accounts import create_account
+from tokensvc.store.tables import tombstones
 from tokensvc.tokens import Verified
 
 TIMEOUT = 10
@@ -232,8 +232,8 @@ def test_one_burst_of_connects_refuses_the_tokens_from_before_a_deletion_and_joi
 
     from tokensvc.connect import Session
     from tokensvc.presence import Presence
-    from tokensvc.services import create_service
-    from tokensvc.tombstones import Tombstones
+    from tokensvc.store.services import create_service
+    from tokensvc.store.tombstones import Tombstones
 
     account = db.call(lambda conn: create_account(conn))
     svc = db.call(lambda conn: dict(create_service(conn, account_sid=account.sid, friendly_name="burst")))

@@ -37,9 +37,9 @@ from .crypto import SecretBox
 from .db import Database, make_engine
 from .limits import TokenRateLimiter
 from .metrics import Metrics
-from .schema import ensure_schema
 from .signing import Keyring
-from .tombstones import Tombstones
+from .store.schema import ensure_schema
+from .store.tombstones import Tombstones
 
 
 class _AnyPath(PathConvertor):

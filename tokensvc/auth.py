@@ -24,10 +24,10 @@ from .config import Settings
 from .crypto import SecretBox, secret_matches
 from .db import Database
 from .metrics import Metrics
-from .models import accounts, api_keys
-from .services import find_service
 from .sids import is_sid
 from .signing import Keyring
+from .store.services import find_service
+from .store.tables import accounts, api_keys
 from .tokens import Verified, api_key_issuer, parse, verify
 
 log = logging.getLogger("tokensvc")

@@ -56,12 +56,12 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     """Schema, signing keys and the bootstrap account, before any worker starts."""
     from sqlalchemy import select
 
-    from .accounts import ensure_bootstrap_account, record_key_check, served_account
     from .crypto import SECRET_KEY_FILE, SecretBox
     from .db import Database, make_engine
-    from .models import api_keys
-    from .schema import SchemaOutOfDate, ensure_schema
     from .signing import KeyringError, ensure_keys, load_snapshot
+    from .store.accounts import ensure_bootstrap_account, record_key_check, served_account
+    from .store.schema import SchemaOutOfDate, ensure_schema
+    from .store.tables import api_keys
 
     try:
         ensure_schema(settings, migrate=migrate)
@@ -138,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from . import errors, validation
     from .app import build_context
-    from .services import find_service
+    from .store.services import find_service
     from .tokens import issued_json, mint
 
     settings = _settings()
@@ -182,8 +182,8 @@ async def _provision(c: Any, service: Any, identity: str) -> Any:
 
 
 def cmd_accounts(args: argparse.Namespace) -> int:
-    from .accounts import create_account, list_accounts
     from .db import Database, make_engine
+    from .store.accounts import create_account, list_accounts
 
     settings = _settings()
     prepare(settings, migrate=settings.is_sqlite)
@@ -228,7 +228,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from .schema import SchemaOutOfDate, current_revision, ensure_schema, head_revision
+    from .store.schema import SchemaOutOfDate, current_revision, ensure_schema, head_revision
 
     settings = _settings()
     if args.action == "upgrade":

@@ -30,13 +30,14 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import errors, tombstones, urls
+from . import errors, urls
+from .api.render import user_to_json
 from .db import now
-from .models import api_keys
 from .presence import Presence, Stopping
+from .store import tombstones
+from .store.tables import api_keys
 from .usecases.effects import apply
 from .usecases.events import UserAdded
-from .users import user_to_json
 
 log = logging.getLogger("tokensvc.connect")
 

@@ -12,7 +12,7 @@ from .db import Database
 from .limits import TokenRateLimiter
 from .metrics import Metrics
 from .signing import Keyring
-from .tombstones import Tombstones
+from .store.tombstones import Tombstones
 
 
 class Sessions(Protocol):

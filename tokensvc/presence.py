@@ -24,11 +24,11 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import errors
-from .db import insert_ignore, is_foreign_key_violation, named_rows, now
-from .models import connections, users
-from .tombstones import Tombstones
-from .tombstones import refused as tombstone_refusal
-from .users import get_or_create_user
+from .db import insert_ignore, is_foreign_key_violation, now, settle
+from .store.tables import connections, users
+from .store.tombstones import Tombstones
+from .store.tombstones import refused as tombstone_refusal
+from .store.users import get_many, get_or_create
 
 log = logging.getLogger("tokensvc.presence")
 
@@ -78,8 +78,6 @@ def _gone() -> errors.TwilioError:
 # ---- the store: plain functions of a Connection, run through Database.run -------------------
 
 # Statements built once (building a Core statement costs more than running it); IN lists expand.
-_USERS_BY_IDENTITY = select(users).where(users.c.service_sid == bindparam("b_service"),
-                                         users.c.identity.in_(bindparam("b_identities", expanding=True)))
 _MARK_ONLINE = update(users).where(users.c.sid.in_(bindparam("b_sids", expanding=True))).values(was_online=True)
 _USERS_ALIVE = select(users.c.sid).where(users.c.sid.in_(bindparam("b_sids", expanding=True)))
 _INSERT_ROWS = connections.insert()
@@ -95,8 +93,8 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
     """Provision each identity and insert its connection row, in one transaction. Returns per
     item (user, created) or the TwilioError that refused it.
 
-    Returning identities, the usual case, cost one SELECT … IN for the whole batch; only those not
-    found go through get_or_create_user, which settles races for them in the database. An item
+    Returning identities, the usual case, cost one read per service (store/users.get_many); only
+    those not found go through get_or_create, which settles races for them in the database. An item
     carries its token's issue time: one whose user is missing or younger than the token asks
     `graves` whether the token predates the identity's deletion (SPEC §11)."""
     wanted: dict[str, set[str]] = {}
@@ -104,10 +102,8 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
         wanted.setdefault(svc["sid"], set()).add(identity)
     known: dict[tuple[str, str], Mapping[str, Any]] = {}
     for service_sid, identities in wanted.items():
-        for chunk in _chunks(sorted(identities)):
-            for row in named_rows(conn.execute(_USERS_BY_IDENTITY, {"b_service": service_sid,
-                                                                    "b_identities": list(chunk)})):
-                known[(service_sid, row["identity"])] = row
+        for identity, row in get_many(conn, service_sid, identities).items():
+            known[(service_sid, identity)] = row
     # Tombstones are asked about only for users missing or younger than the token, in one read.
     deleted: dict[tuple[str, str], int] = {}
     if graves is not None:
@@ -127,7 +123,7 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
             continue
         if user is None:
             try:
-                user, created = get_or_create_user(conn, service=svc, identity=identity)
+                user, created = get_or_create(conn, service=svc, identity=identity)
             except errors.TwilioError as exc:
                 results.append(exc)
                 continue
@@ -306,6 +302,10 @@ class Presence(Generic[S]):
 
     async def _flush_joins(self) -> None:
         batch, self._joins = self._joins, []
+        # db.settle: each session its outcome; stop() cancelling the write closes them (Stopping).
+        await settle([join.future for join in batch], self._record_joins(batch), stopping=Stopping)
+
+    async def _record_joins(self, batch: list[_Join[S]]) -> list[Any]:
         try:
             results = await self._write_joins(batch)
             self.writes.labels("join").inc()
@@ -313,22 +313,12 @@ class Presence(Generic[S]):
                 if isinstance(result, tuple):
                     join.session.user_sid = result[0]["sid"]
                     self.rows[join.session.id] = join.session
-                if join.future.done():  # the session went away meanwhile
-                    if isinstance(result, tuple):
+                    if join.future.done():  # the session went away meanwhile
                         self._leaves.append(join.session.id)
-                elif isinstance(result, BaseException):
-                    join.future.set_exception(result)
-                else:
-                    join.future.set_result(result)
-        except asyncio.CancelledError:  # stop(): the sessions close as the server goes away
-            for join in batch:
-                if not join.future.done():
-                    join.future.set_exception(Stopping())
+            return results
+        except Exception:  # a bug: its sessions fail with it, and the writer goes on
+            log.exception("presence writer failed; continuing")
             raise
-        finally:  # no session may wait forever, whatever went wrong above
-            for join in batch:
-                if not join.future.done():
-                    join.future.set_exception(RuntimeError("presence write failed"))
 
     async def _write_joins(self, batch: list[_Join[S]]) -> list[Any]:
         ts = now()

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import Api, assert_error
-from tokensvc.models import users
+from tokensvc.store.tables import users
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
@@ -253,9 +253,9 @@ def test_public_url_setting_builds_links(tmp_path) -> None:
     from starlette.testclient import TestClient
 
     from conftest import database_url
-    from tokensvc.accounts import create_account
     from tokensvc.app import create_app
     from tokensvc.config import Settings
+    from tokensvc.store.accounts import create_account
 
     app = create_app(Settings(database_url=database_url(tmp_path), keys_dir=tmp_path / "k",
                               public_url="https://chat.example.com"))

@@ -6,12 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
-from ..api_keys import get_key, key_to_json, list_keys
 from ..auth import Principal
 from ..paging import page_links, parse_page_request
+from ..store.api_keys import get_key, list_keys
 from ..usecases import api_keys as api_keys_uc
 from ..usecases.effects import apply
 from .common import authenticate, ctx, empty_response, json_response, page_cursors, query, read_form
+from .render import key_to_json
 
 
 async def _account(request: Request) -> Principal:

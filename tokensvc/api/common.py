@@ -161,7 +161,7 @@ def require_admin(principal: Principal) -> None:
 async def service_list(request: Request, principal: Principal, service_sid: str, key: str,
                        lister: Callable[..., Page], to_json: Callable[[Any, str], dict[str, Any]]) -> Response:
     """A paged list of a service's children (roles, users): the service must be the caller's."""
-    from ..services import get_service
+    from ..store.services import get_service
 
     path = f"/v2/Services/{service_sid}/{key.capitalize()}"
     cursors = page_cursors(request, path)

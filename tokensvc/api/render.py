@@ -1,13 +1,17 @@
-"""The one renderer of Twilio errors as HTTP responses (SPEC §2); the catalogue itself
-(tokensvc/errors.py) stays free of any web framework."""
+"""What the API sends: the one renderer of Twilio errors as HTTP responses (SPEC §2; the
+catalogue itself, tokensvc/errors.py, stays free of any web framework), and one serializer per
+resource, shared by fetch, list, create, update, token and connect responses."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.responses import Response
 
 from ..errors import TwilioError
+from ..formats import iso8601, rfc2822
 
 
 def error_response(err: TwilioError) -> Response:
@@ -18,3 +22,86 @@ def error_response(err: TwilioError) -> Response:
         media_type="application/json",
         headers=err.headers,
     )
+
+
+def user_to_json(user: Mapping[str, Any], base_url: str, *, is_online: bool | None = None) -> dict[str, Any]:
+    """The chat.v2.service.user resource; is_online is given only where the caller knows it."""
+    url = f"{base_url}/v2/Services/{user['service_sid']}/Users/{user['sid']}"
+    return {
+        "sid": user["sid"],
+        "account_sid": user["account_sid"],
+        "service_sid": user["service_sid"],
+        "role_sid": user["role_sid"],
+        "identity": user["identity"],
+        "attributes": user["attributes"] if user["attributes"] is not None else "{}",
+        "is_online": is_online,
+        # No push bindings exist yet, so no user has ever been notifiable: null (SPEC §3).
+        "is_notifiable": None,
+        "friendly_name": user["friendly_name"],
+        "joined_channels_count": user["joined_channels_count"],
+        "date_created": iso8601(user["date_created"]),
+        "date_updated": iso8601(user["date_updated"]),
+        "links": {"user_channels": f"{url}/Channels", "user_bindings": f"{url}/Bindings"},
+        "url": url,
+    }
+
+
+def service_to_json(svc: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of Twilio's chat.v2.service schema."""
+    url = f"{base_url}/v2/Services/{svc['sid']}"
+    return {
+        "sid": svc["sid"],
+        "account_sid": svc["account_sid"],
+        "friendly_name": svc["friendly_name"],
+        "date_created": iso8601(svc["date_created"]),
+        "date_updated": iso8601(svc["date_updated"]),
+        "default_service_role_sid": svc["default_service_role_sid"],
+        "default_channel_role_sid": svc["default_channel_role_sid"],
+        "default_channel_creator_role_sid": svc["default_channel_creator_role_sid"],
+        "read_status_enabled": svc["read_status_enabled"],
+        "reachability_enabled": svc["reachability_enabled"],
+        "typing_indicator_timeout": svc["typing_indicator_timeout"],
+        "consumption_report_interval": svc["consumption_report_interval"],
+        "limits": json.loads(svc["limits"]),
+        "pre_webhook_url": svc["pre_webhook_url"],
+        "post_webhook_url": svc["post_webhook_url"],
+        "webhook_method": svc["webhook_method"],
+        "webhook_filters": json.loads(svc["webhook_filters"]),
+        "pre_webhook_retry_count": svc["pre_webhook_retry_count"],
+        "post_webhook_retry_count": svc["post_webhook_retry_count"],
+        "notifications": json.loads(svc["notifications"]),
+        "media": json.loads(svc["media"]),
+        "url": url,
+        "links": {
+            "channels": f"{url}/Channels",
+            "roles": f"{url}/Roles",
+            "users": f"{url}/Users",
+            "bindings": f"{url}/Bindings",
+        },
+    }
+
+
+def role_to_json(role: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    return {
+        "sid": role["sid"],
+        "account_sid": role["account_sid"],
+        "service_sid": role["service_sid"],
+        "friendly_name": role["friendly_name"],
+        "type": role["type"],
+        "permissions": json.loads(role["permissions"]),
+        "date_created": iso8601(role["date_created"]),
+        "date_updated": iso8601(role["date_updated"]),
+        "url": f"{base_url}/v2/Services/{role['service_sid']}/Roles/{role['sid']}",
+    }
+
+
+def key_to_json(key: Mapping[str, Any], *, secret: str | None = None) -> dict[str, Any]:
+    body = {
+        "sid": key["sid"],
+        "friendly_name": key["friendly_name"],
+        "date_created": rfc2822(key["date_created"]),
+        "date_updated": rfc2822(key["date_updated"]),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..paging import page_meta, parse_page_request
-from ..services import get_service, list_services, service_to_json
+from ..store.services import get_service, list_services
 from ..usecases import services as services_uc
 from ..usecases.effects import apply
 from .common import (
@@ -23,6 +23,7 @@ from .common import (
     read_form,
     require_admin,
 )
+from .render import service_to_json
 
 _NOTIFICATION_PARAMS = {
     "NewMessage": "new_message", "AddedToChannel": "added_to_channel",

@@ -11,10 +11,10 @@ from starlette.responses import Response
 from .. import errors, validation
 from ..auth import Principal
 from ..paging import Page, page_meta, parse_page_request
-from ..services import get_service
+from ..store.services import get_service
+from ..store.users import get_user, is_online, list_users
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
-from ..users import get_user, is_online, list_users, user_to_json
 from .common import (
     authenticate,
     base_url,
@@ -27,6 +27,7 @@ from .common import (
     require_admin,
     service_list,
 )
+from .render import user_to_json
 from .routing import allow_header, dispatch, method_table
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api_keys import create_key, delete_key, update_key
 from ..context import Context
+from ..store.api_keys import create_key, delete_key, update_key
 from .events import ApiKeyRemoved, Event
 
 

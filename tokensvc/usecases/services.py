@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import Context
-from ..services import create_service as store_create
-from ..services import delete_service as store_delete
-from ..services import update_service as store_update
+from ..store.services import create_service as store_create
+from ..store.services import delete_service as store_delete
+from ..store.services import update_service as store_update
 from .events import Event, ServiceRemoved, ServiceUpdated
 
 

@@ -8,13 +8,14 @@ from typing import Any
 from .. import errors
 from ..auth import Principal
 from ..context import Context
-from ..roles import role_permissions
-from ..services import get_service
+from ..store.provision import ensure_token_user, ensure_user
+from ..store.roles import role_permissions
+from ..store.services import get_service
+from ..store.users import Unset, get_user
+from ..store.users import create_user as store_create_user
+from ..store.users import delete_user as store_delete_user
+from ..store.users import update_user as store_update_user
 from ..tokens import Verified
-from ..users import Unset, ensure_token_user, ensure_user, get_user
-from ..users import create_user as store_create_user
-from ..users import delete_user as store_delete_user
-from ..users import update_user as store_update_user
 from .events import Event, UserAdded, UserRemoved, UserUpdated
 
 Result = tuple[Any, list[Event]]

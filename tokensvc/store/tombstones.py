@@ -24,10 +24,10 @@ from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from . import errors
-from .lifetimes import LEEWAY, acceptable_for
-from .models import tombstones
-from .tokens import Verified
+from .. import errors
+from ..lifetimes import LEEWAY, acceptable_for
+from ..tokens import Verified
+from .tables import tombstones
 
 _BY_DIGEST = select(tombstones.c.deleted_at).where(tombstones.c.digest == bindparam("b_digest"))
 _BY_DIGESTS = select(tombstones.c.digest, tombstones.c.deleted_at).where(

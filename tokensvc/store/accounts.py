@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from .crypto import hash_secret, new_secret
-from .db import now
-from .models import accounts
-from .sids import is_sid, new_sid
+from ..crypto import hash_secret, new_secret
+from ..db import now
+from ..sids import is_sid, new_sid
+from .tables import accounts
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from . import errors
-from .crypto import SecretBox, hash_secret, new_secret
-from .db import first_row, now
-from .formats import rfc2822
-from .models import api_keys
-from .paging import Page, PageRequest, fetch_page
-from .sids import is_sid, new_sid
-
-
-def key_to_json(key: Mapping[str, Any], *, secret: str | None = None) -> dict[str, Any]:
-    body = {
-        "sid": key["sid"],
-        "friendly_name": key["friendly_name"],
-        "date_created": rfc2822(key["date_created"]),
-        "date_updated": rfc2822(key["date_updated"]),
-    }
-    if secret is not None:
-        body["secret"] = secret
-    return body
+from .. import errors
+from ..crypto import SecretBox, hash_secret, new_secret
+from ..db import first_row, now
+from ..paging import Page, PageRequest, fetch_page
+from ..sids import is_sid, new_sid
+from .tables import api_keys
 
 
 def create_key(conn: Connection, *, account_sid: str, friendly_name: str | None,

@@ -1,4 +1,5 @@
-"""The store's write path: group commit of first encounters on SQLite."""
+"""The database writers: SQLite's group commit, the PostgreSQL Batcher and async pool, and the
+batching they give first encounters."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ import pytest
 from sqlalchemy import func, select
 
 from tokensvc import errors
-from tokensvc.accounts import create_account
 from tokensvc.db import Database, GroupCommit, make_engine
-from tokensvc.models import users
-from tokensvc.services import create_service
-from tokensvc.users import ensure_user, get_or_create_user
+from tokensvc.store.accounts import create_account
+from tokensvc.store.provision import ensure_user
+from tokensvc.store.services import create_service
+from tokensvc.store.tables import users
+from tokensvc.store.users import get_or_create
 
 
 @pytest.fixture
 def sqlite_db(tmp_path):
     from tokensvc.config import Settings
-    from tokensvc.schema import ensure_schema
+    from tokensvc.store.schema import ensure_schema
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
     ensure_schema(settings)
@@ -77,7 +79,7 @@ def test_a_constraint_violation_fails_only_its_own_job(sqlite_db: Database) -> N
     of a user deleted a moment ago must not fail the first encounters sharing their batch)."""
     from sqlalchemy.exc import IntegrityError
 
-    from tokensvc.models import connections
+    from tokensvc.store.tables import connections
 
     acc = sqlite_db.call(lambda conn: create_account(conn))
     svc = sqlite_db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
@@ -104,7 +106,7 @@ def test_a_failed_job_is_rolled_back_alone(sqlite_db: Database) -> None:
     svc = sqlite_db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="s")))
 
     def half_then_broken(conn):
-        get_or_create_user(conn, service=svc, identity="half")  # written, then undone with its job
+        get_or_create(conn, service=svc, identity="half")  # written, then undone with its job
         conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
 
     async def main():
@@ -154,7 +156,8 @@ def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) 
     each caller getting its own row (or None), whatever the mix of services."""
     _pg(db)
     from tokensvc.db import Batcher
-    from tokensvc.users import _read_batch, get_or_create_user
+    from tokensvc.store.provision import _read_batch
+    from tokensvc.store.users import get_or_create
 
     acc = db.call(lambda conn: create_account(conn))
     one = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="one")))
@@ -162,7 +165,7 @@ def test_concurrent_identity_reads_share_statements_on_postgresql(db: Database) 
     sids = {}
     for svc in (one, two):
         for i in range(30):
-            user, _ = db.call(lambda conn, svc=svc, i=i: get_or_create_user(conn, service=svc, identity=f"id-{i}"))
+            user, _ = db.call(lambda conn, svc=svc, i=i: get_or_create(conn, service=svc, identity=f"id-{i}"))
             sids[(svc["sid"], f"id-{i}")] = user["sid"]
     apg = db.apg
     statements = _count_statements(apg)
@@ -199,13 +202,14 @@ def test_concurrent_first_encounters_share_inserts_on_postgresql(db: Database) -
     gets one user and exactly one creator, an identity created meanwhile elsewhere is found, and
     a deleted service refuses its own items (404) without failing the others'."""
     _pg(db)
-    from tokensvc.services import delete_service
-    from tokensvc.users import ensure_user, get_or_create_user
+    from tokensvc.store.provision import ensure_user
+    from tokensvc.store.services import delete_service
+    from tokensvc.store.users import get_or_create
 
     acc = db.call(lambda conn: create_account(conn))
     one = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="one")))
     gone = db.call(lambda conn: dict(create_service(conn, account_sid=acc.sid, friendly_name="gone")))
-    earlier, _ = db.call(lambda conn: get_or_create_user(conn, service=one, identity="earlier"))
+    earlier, _ = db.call(lambda conn: get_or_create(conn, service=one, identity="earlier"))
     db.call(lambda conn: delete_service(conn, account_sid=acc.sid, sid=gone["sid"]))
     apg = db.apg
     statements = _count_statements(apg)

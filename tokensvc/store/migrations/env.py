@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from tokensvc.models import metadata
+from tokensvc.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - tokensvc always passes one

@@ -10,12 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from . import errors
-from .db import first_row, is_foreign_key_violation, now
-from .formats import iso8601
-from .models import roles, services, users
-from .paging import Page, PageRequest, fetch_page
-from .sids import is_sid, new_sid
+from .. import errors
+from ..db import first_row, is_foreign_key_violation, now
+from ..paging import Page, PageRequest, fetch_page
+from ..sids import is_sid, new_sid
+from .tables import roles, services, users
 
 ROLE_TYPES = ("deployment", "channel")
 _PERMISSION = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
@@ -35,20 +34,6 @@ DEFAULT_ROLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "deleteOwnMessage", "editOwnMessage", "editOwnMessageAttributes", "inviteMember", "leaveChannel",
         "sendMediaMessage", "sendMessage")),
 )
-
-
-def role_to_json(role: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    return {
-        "sid": role["sid"],
-        "account_sid": role["account_sid"],
-        "service_sid": role["service_sid"],
-        "friendly_name": role["friendly_name"],
-        "type": role["type"],
-        "permissions": json.loads(role["permissions"]),
-        "date_created": iso8601(role["date_created"]),
-        "date_updated": iso8601(role["date_updated"]),
-        "url": f"{base_url}/v2/Services/{role['service_sid']}/Roles/{role['sid']}",
-    }
 
 
 def validate_permissions(values: list[str]) -> list[str]:

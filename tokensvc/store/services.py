@@ -8,13 +8,12 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
-from . import errors
-from .db import first_row, now
-from .formats import iso8601
-from .models import services
-from .paging import Page, PageRequest, fetch_page
+from .. import errors
+from ..db import first_row, now
+from ..paging import Page, PageRequest, fetch_page
+from ..sids import is_sid, new_sid
 from .roles import DEFAULT_ROLES, check_role, insert_role
-from .sids import is_sid, new_sid
+from .tables import services
 
 NOTIFICATION_KINDS = ("new_message", "added_to_channel", "removed_from_channel", "invited_to_channel")
 # Twilio's documented defaults (reference schema: channel_members 250, user_channels 100).
@@ -26,41 +25,6 @@ def default_notifications() -> dict[str, Any]:
     notes: dict[str, Any] = {kind: {"enabled": False} for kind in NOTIFICATION_KINDS}
     notes["log_enabled"] = False
     return notes
-
-
-def service_to_json(svc: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """Every field of Twilio's chat.v2.service schema."""
-    url = f"{base_url}/v2/Services/{svc['sid']}"
-    return {
-        "sid": svc["sid"],
-        "account_sid": svc["account_sid"],
-        "friendly_name": svc["friendly_name"],
-        "date_created": iso8601(svc["date_created"]),
-        "date_updated": iso8601(svc["date_updated"]),
-        "default_service_role_sid": svc["default_service_role_sid"],
-        "default_channel_role_sid": svc["default_channel_role_sid"],
-        "default_channel_creator_role_sid": svc["default_channel_creator_role_sid"],
-        "read_status_enabled": svc["read_status_enabled"],
-        "reachability_enabled": svc["reachability_enabled"],
-        "typing_indicator_timeout": svc["typing_indicator_timeout"],
-        "consumption_report_interval": svc["consumption_report_interval"],
-        "limits": json.loads(svc["limits"]),
-        "pre_webhook_url": svc["pre_webhook_url"],
-        "post_webhook_url": svc["post_webhook_url"],
-        "webhook_method": svc["webhook_method"],
-        "webhook_filters": json.loads(svc["webhook_filters"]),
-        "pre_webhook_retry_count": svc["pre_webhook_retry_count"],
-        "post_webhook_retry_count": svc["post_webhook_retry_count"],
-        "notifications": json.loads(svc["notifications"]),
-        "media": json.loads(svc["media"]),
-        "url": url,
-        "links": {
-            "channels": f"{url}/Channels",
-            "roles": f"{url}/Roles",
-            "users": f"{url}/Users",
-            "bindings": f"{url}/Bindings",
-        },
-    }
 
 
 def create_service(conn: Connection, *, account_sid: str, friendly_name: str) -> Mapping[str, Any]:

@@ -11,8 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from .config import Settings
-from .db import make_engine
+from ..config import Settings
+from ..db import make_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -1,0 +1,176 @@
+"""Provisioning users for request handlers: the token endpoint (`ensure_user`) and a presented
+token (`ensure_token_user`, which asks the tombstones). SQLite: the read inline, a first
+encounter's insert group-committed (`Database.write`) through store/users.get_or_create.
+PostgreSQL: the same statements (store/users.py builds them) on the async pool, batched with
+concurrent callers (db.Batcher): a read per service, then on a miss one INSERT … ON CONFLICT DO
+NOTHING per service, the losers reading the winners (store/users.settle decides the outcome)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from psycopg.errors import ForeignKeyViolation
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+
+from .. import errors
+from ..db import Batcher, Database, now
+from ..sids import new_sid
+from .tables import users
+from .tombstones import Tombstones
+from .tombstones import refused as tombstone_refusal
+from .users import _BY_IDENTITIES, _SERVICE_EXISTS, INSERT_MANY_PG, Outcome, User, find_by_identity, get_or_create
+from .users import settle as settle_outcomes
+
+_PG = postgresql_dialect.psycopg.dialect()
+
+
+def _pg(stmt: Any) -> tuple[str, dict[str, Any]]:
+    """A statement as psycopg's SQL text, and the values of the column defaults it binds (what
+    SQLAlchemy's execution would fill in)."""
+    compiled = stmt.compile(dialect=_PG)
+    defaults: dict[str, Any] = {}
+    for key in compiled.params:
+        default = users.c[key].default if key in users.c else None
+        if default is not None:
+            assert default.is_scalar, f"users.{key}: the async path renders scalar column defaults only"
+            defaults[key] = default.arg
+    return str(compiled), defaults
+
+
+_BY_IDENTITIES_PG, _ = _pg(_BY_IDENTITIES)
+_INSERT_MANY_PG, _INSERT_DEFAULTS = _pg(INSERT_MANY_PG)
+_SERVICE_EXISTS_PG, _ = _pg(_SERVICE_EXISTS)
+_ROLE_RACE_RETRIES = 3
+
+
+async def _each(*calls: Any) -> list[Any]:
+    """Each call's result or exception: concurrently when several (a batch spanning services),
+    directly for the usual one (gather would cost a task and a future per batch)."""
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def get_many(apg: Any, service_sid: str, identities: list[str]) -> dict[str, User]:
+    """store/users.get_many on the async pool: one `= ANY(…)` statement."""
+    rows = await apg.fetchall(_BY_IDENTITIES_PG, {"service_sid": service_sid, "identities": sorted(identities)})
+    return {row["identity"]: row for row in rows}
+
+
+async def insert_many(apg: Any, service: Mapping[str, Any], identities: list[str]) -> dict[str, User]:
+    """store/users.insert_many on the async pool (autocommit): one statement, identities sorted.
+    A default role switched and deleted between the statement's read and its write is retried:
+    the next statement reads the default committed now."""
+    wanted, ts = sorted(identities), now()
+    params = dict(_INSERT_DEFAULTS, service_sid=service["sid"], ts=ts, sids=[new_sid("US") for _ in wanted],
+                  identities=wanted)
+    for attempt in range(1, _ROLE_RACE_RETRIES + 1):
+        try:
+            return {row["identity"]: row for row in await apg.fetchall(_INSERT_MANY_PG, params)}
+        except ForeignKeyViolation:
+            if attempt == _ROLE_RACE_RETRIES:
+                raise errors.database_busy() from None
+    raise AssertionError("unreachable")
+
+
+async def _first_encounters(apg: Any, service: Mapping[str, Any], identities: list[str]) -> dict[str, Outcome]:
+    made = await insert_many(apg, service, identities)
+    lost = [identity for identity in identities if identity not in made]
+    winners = await get_many(apg, service["sid"], lost) if lost else {}
+    exists = all(identity in winners for identity in lost) or bool(
+        await apg.fetchall(_SERVICE_EXISTS_PG, {"service_sid": service["sid"]}))
+    return settle_outcomes(identities, made, winners, service_exists=exists)
+
+
+async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
+    """Users of (service_sid, identity) pairs, None where there is none: one statement per
+    service, the services' statements concurrent; a failed statement fails only its items."""
+    wanted: dict[str, set[str]] = {}
+    for service_sid, identity in items:
+        wanted.setdefault(service_sid, set()).add(identity)
+    outcomes = dict(zip(wanted, await _each(*(get_many(apg, s, list(ids)) for s, ids in wanted.items())),
+                        strict=True))
+    return [outcome if isinstance(outcome := outcomes[sid], BaseException) else outcome.get(identity)
+            for sid, identity in items]
+
+
+async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) -> list[Any]:
+    """get-or-create's second half for (service, identity) pairs not found a moment ago, a
+    statement per service (concurrently). Per item (user, created), or the error to raise for
+    it; of several callers for one identity, one is its creator."""
+    wanted: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
+    for svc, identity in items:
+        wanted.setdefault(svc["sid"], (svc, set()))[1].add(identity)
+    outcomes = await _each(*(_first_encounters(apg, svc, sorted(ids)) for svc, ids in wanted.values()))
+    by_service = dict(zip(wanted, outcomes, strict=True))
+    results: list[Any] = []
+    for svc, identity in items:
+        outcome = by_service[svc["sid"]]
+        result = outcome if isinstance(outcome, BaseException) else outcome[identity]
+        if isinstance(result, tuple) and result[1]:
+            outcome[identity] = (result[0], False)  # one creator; the others found it
+        results.append(result)
+    return results
+
+
+def _batchers(apg: Any) -> tuple[Batcher[tuple[str, str], User | None],
+                                 Batcher[tuple[Mapping[str, Any], str], tuple[User, bool]]]:
+    found = apg.batchers.get("users.read")
+    if found is None:
+        found = apg.batchers["users.read"] = Batcher(lambda items: _read_batch(apg, items))
+        apg.batchers["users.create"] = Batcher(lambda items: _create_batch(apg, items))
+    return found, apg.batchers["users.create"]
+
+
+async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str) -> tuple[User, bool]:
+    """get_or_create for request handlers. SQLite: the read inline, a first encounter's insert
+    group-committed with concurrent ones. PostgreSQL: batched statements on the async pool."""
+    if db.apg is not None:
+        read, create = _batchers(db.apg)
+        found = await read((service["sid"], identity))
+        if found is not None:
+            return found, False
+        return await create((service, identity))
+    found = await db.read(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
+    if found is not None:
+        return found, False
+    return await db.write(lambda conn: get_or_create(conn, service, identity))
+
+
+def get_or_create_unburied(conn: Any, *, service: Mapping[str, Any], identity: str, issued_at: int,
+                           graves: Tombstones) -> tuple[User, bool]:
+    """get_or_create for a presented token: 401 20101 when the identity was deleted at or after
+    the token's issue time. Asked in the writing transaction, so no deletion slips between."""
+    if graves.refuses(conn, service_sid=service["sid"], identity=identity, issued_at=issued_at):
+        raise tombstone_refusal()
+    return get_or_create(conn, service, identity)
+
+
+async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identity: str, issued_at: int,
+                            graves: Tombstones) -> tuple[User, bool]:
+    """ensure_user for the holder of a token issued at `issued_at`. A user created no later than
+    that costs exactly what ensure_user costs; only a missing user or one created after the token
+    asks the tombstones whether the token predates a deletion (401 20101)."""
+    sid = service["sid"]
+    if db.apg is not None:
+        read, create = _batchers(db.apg)
+        found = await read((sid, identity))
+    else:
+        found = await db.read(lambda conn: find_by_identity(conn, service_sid=sid, identity=identity))
+    if found is not None and not graves.must_ask(found, issued_at):  # must_ask is True for None
+        return found, False
+    if found is not None:
+        if await graves.refuses_user(db, user=found, identity=identity, issued_at=issued_at):
+            raise tombstone_refusal()
+        return found, False
+    if db.apg is None:
+        return await db.write(lambda conn: get_or_create_unburied(conn, service=service, identity=identity,
+                                                                  issued_at=issued_at, graves=graves))
+    if graves.refuses_since(await graves.deleted_at(db, service_sid=sid, identity=identity), issued_at):
+        raise tombstone_refusal()
+    return await create((service, identity))
