@@ -26,18 +26,18 @@ from twilio.jwt.access_token.grants import ChatGrant
 
 from conftest import database_url
 from tokensvc import errors
-from tokensvc.accounts import create_account, ensure_bootstrap_account
-from tokensvc.api_keys import create_key, delete_key
 from tokensvc.auth import _MISSING, Authenticator, Principal, TTLCache
 from tokensvc.config import Settings
 from tokensvc.crypto import SecretBox, hash_secret
 from tokensvc.db import Database, make_engine
 from tokensvc.metrics import Metrics
-from tokensvc.models import api_keys
-from tokensvc.schema import ensure_schema
-from tokensvc.services import create_service
 from tokensvc.sids import new_sid
 from tokensvc.signing import Keyring
+from tokensvc.store.accounts import create_account, ensure_bootstrap_account
+from tokensvc.store.api_keys import create_key, delete_key
+from tokensvc.store.schema import ensure_schema
+from tokensvc.store.services import create_service
+from tokensvc.store.tables import api_keys
 from tokensvc.tokens import mint
 
 T = TypeVar("T")

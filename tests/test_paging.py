@@ -20,12 +20,9 @@ from sqlalchemy import event, update
 
 from conftest import database_url
 from tokensvc import errors
-from tokensvc.accounts import create_account
-from tokensvc.api_keys import create_key, delete_key, list_keys
 from tokensvc.config import Settings
 from tokensvc.crypto import SecretBox
 from tokensvc.db import Database, make_engine
-from tokensvc.models import api_keys
 from tokensvc.paging import (
     MAX_OFFSET_ROWS,
     MAX_ROW_ID,
@@ -37,8 +34,11 @@ from tokensvc.paging import (
     page_meta,
     parse_page_request,
 )
-from tokensvc.schema import ensure_schema
 from tokensvc.sids import new_sid
+from tokensvc.store.accounts import create_account
+from tokensvc.store.api_keys import create_key, delete_key, list_keys
+from tokensvc.store.schema import ensure_schema
+from tokensvc.store.tables import api_keys
 
 USERS = "/v2/Services/IS" + "a" * 32 + "/Users"
 B64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"  # in digit order
