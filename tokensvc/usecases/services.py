@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import kicks
 from ..context import Context
 from ..services import create_service as store_create
 from ..services import delete_service as store_delete
@@ -22,5 +23,9 @@ async def update_service(c: Context, *, account_sid: str, sid: str, changes: dic
 
 
 async def delete_service(c: Context, *, account_sid: str, sid: str) -> tuple[None, list[Event]]:
-    await c.db.run(lambda conn: store_delete(conn, account_sid=account_sid, sid=sid))
+    def remove(conn: Any) -> None:
+        store_delete(conn, account_sid=account_sid, sid=sid)
+        kicks.record(conn, kicks.SERVICE, sid)  # its sessions, on every replica
+
+    await c.db.run(remove)
     return None, [ServiceRemoved(sid)]

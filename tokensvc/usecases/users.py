@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import errors
+from .. import errors, kicks
 from ..auth import Principal
 from ..context import Context
 from ..roles import role_permissions
@@ -87,7 +87,9 @@ async def delete_user(c: Context, *, account_sid: str, service_sid: str, key: st
 
     def remove(conn: Any) -> str:
         get_service(conn, account_sid=account_sid, sid=service_sid)
-        return store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
+        user_sid = store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
+        kicks.record(conn, kicks.USER, user_sid, service_sid=service_sid)  # its sessions, on every replica
+        return user_sid
 
     user_sid = await c.db.run(remove)
     return user_sid, [UserRemoved(service_sid, user_sid)]
