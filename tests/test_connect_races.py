@@ -217,3 +217,46 @@ def test_connects_racing_the_deletion_of_their_service_never_close_1011(pair: tu
         assert len(codes) == len(tokens)
         assert set(codes) <= {4001, 4003}, codes  # refused or kicked, never 1011 or left open
         assert fetch_user(a, svc, f"racer-{round_}-0").status_code == 404
+
+
+def test_a_key_deleted_elsewhere_closes_sessions_and_refuses_new_ones_despite_a_cached_copy(
+        tmp_path: Path) -> None:
+    # Another replica deleted the key: here only its kick row says so, while this process still
+    # has the key cached (cache_seconds=60). The open session closes, and a token of that key
+    # opens no session that would outlive the kick.
+    from tokensvc import kicks
+    from tokensvc.api_keys import create_key
+    from tokensvc.models import api_keys
+
+    settings = Settings(database_url=database_url(tmp_path), keys_dir=tmp_path / "keys", cache_seconds=60)
+    app = create_app(settings)
+    c = app.state.ctx
+    made = c.db.call(lambda conn: create_account(conn))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/v2/Services", data={"FriendlyName": "keyed"}, auth=(made.sid, made.auth_token))
+        assert r.status_code == 201, r.text
+        svc = r.json()["sid"]
+        key, secret = c.db.call(lambda conn: create_key(conn, account_sid=made.sid, friendly_name="k", box=c.box))
+        minted = AccessToken(made.sid, key["sid"], secret, identity="cached", ttl=600)
+        minted.add_grant(ChatGrant(service_sid=svc))
+        token = minted.to_jwt()
+        with client.websocket_connect("/v2/Connect", headers={"X-Twilio-Token": token}) as ws:
+            assert ws.receive_json()["type"] == "connected"  # the key is cached now
+
+            def elsewhere(conn: Any) -> None:
+                conn.execute(api_keys.delete().where(api_keys.c.sid == key["sid"]))
+                kicks.record(conn, kicks.API_KEY, key["sid"])
+
+            c.db.call(elsewhere)
+            started = time.monotonic()
+            frame = ws.receive_json()
+            assert frame["type"] == "error" and frame["code"] == 20101, frame
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4001 and time.monotonic() - started < 1.2
+        with client.websocket_connect("/v2/Connect", headers={"X-Twilio-Token": token}) as ws:
+            frame = ws.receive_json()
+            assert frame["type"] == "error" and frame["code"] == 20101, frame
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4001

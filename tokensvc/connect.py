@@ -49,6 +49,7 @@ CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the database was busy or u
 CLOSE_GOING_AWAY = 1001
 KICK_POLL = 0.5  # seconds between reads of new kicks, while this process has sessions
 TOMBSTONE_SWEEP = 60.0  # seconds between sweeps of expired tombstones and old kicks
+GONE_KEY_MEMORY = 60.0  # seconds a deleted API key is remembered, past any cached copy of it
 
 
 class Session:
@@ -108,6 +109,9 @@ class Hub:
         self.by_key: dict[str, set[Session]] = {}  # sessions of HS256 tokens, by signing API key
         self._busy = asyncio.Event()  # a session arrived: read kicks while there are any
         self._kicks: kicks.Reader | None = None
+        # API keys deleted lately (loop time): a token verified from a copy of the key cached a
+        # moment before (cache_seconds) must not open a session that outlives the kick.
+        self._gone_keys: dict[str, float] = {}
         self._watcher: asyncio.Task | None = None
         self.graves = ctx.tombstones
         writes = ctx.metrics.presence_writes
@@ -155,6 +159,9 @@ class Hub:
 
     async def key_deleted(self, key_sid: str) -> None:
         """Close this process's sessions of tokens the deleted API key signed (20101, 4001)."""
+        t = asyncio.get_running_loop().time()
+        self._gone_keys = {k: at for k, at in self._gone_keys.items() if t - at < GONE_KEY_MEMORY}
+        self._gone_keys[key_sid] = t
         for session in list(self.by_key.pop(key_sid, ())):
             session.kick(CLOSE_TOKEN, _key_gone())
 
@@ -166,6 +173,8 @@ class Hub:
         session.key_sid = key_sid
         if key_sid is not None:
             self.by_key.setdefault(key_sid, set()).add(session)
+            if key_sid in self._gone_keys:
+                session.kick(CLOSE_TOKEN, _key_gone())
 
     def _untrack_key(self, session: Session) -> None:
         if session.key_sid is None:
@@ -210,8 +219,10 @@ class Hub:
             if kick.kind == kicks.USER and kick.service_sid is not None:
                 await self.user_deleted(kick.service_sid, kick.sid)
             elif kick.kind == kicks.SERVICE:
+                self.ctx.auth.forget()  # new sessions see it gone at once, not within cache_seconds
                 await self.service_deleted(kick.sid)
             elif kick.kind == kicks.API_KEY:
+                self.ctx.auth.forget()
                 await self.key_deleted(kick.sid)
 
     async def serve(self, websocket: WebSocket) -> None:
