@@ -336,9 +336,11 @@ def test_presence_is_shared_between_processes_and_expires_when_one_dies(tmp_path
             time.sleep(3.5)  # longer than the presence timeout: only A's heartbeats keep ivan online
             assert online(b, svc["sid"], "ivan") is True
 
-            # Deleted on B: A notices on its next heartbeat that the row went with the user.
+            # Deleted on B: A reads B's kick within a second (not at its next heartbeat).
             assert httpx.delete(f"{b.base}/v2/Services/{svc['sid']}/Users/judy", auth=b.auth).status_code == 204
+            deleted = time.monotonic()
             expect_close(judy, 4003, timeout=4)
+            assert time.monotonic() - deleted < 1.2
 
             # A dies without closing anything; B sees ivan go offline once the heartbeat is stale.
             a.proc.send_signal(signal.SIGKILL)

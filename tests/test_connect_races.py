@@ -1,6 +1,6 @@
 """Client sessions end when what they stand on goes away: the API key that signed their HS256
-token (on every replica, within a second), their user or their service, even when the deletion
-races the connect itself. Real `tokensvc serve` processes sharing one database and keys dir (a
+token, their user or their service (on every replica, within a second: kicks.py), even when the
+deletion races the connect itself. Real `tokensvc serve` processes sharing one database and keys dir (a
 SQLite file, or PostgreSQL under scripts/with-postgres), the official `twilio` helpers and the
 `websockets` client."""
 
@@ -35,9 +35,9 @@ TIMEOUT = 10
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    """Replicas A and B: one database (the suite's), one keys directory, one account. A heartbeat
-    a second: a replica learns within that of a user or service deleted through another."""
-    with replica_pair(tmp_path, extra_env={"TOKENSVC_HEARTBEAT_INTERVAL": "1"}) as (a, b):
+    """Replicas A and B: one database (the suite's), one keys directory, one account. The default
+    heartbeat (15 s): what closes sessions on the other replica within a second is the kick."""
+    with replica_pair(tmp_path) as (a, b):
         yield a, b
     for srv in (a, b):
         assert "Traceback" not in srv.logs(), srv.logs()
@@ -93,6 +93,44 @@ def test_deleting_an_api_key_closes_its_sessions_on_every_replica_within_a_secon
     # And the key's tokens stay refused, on connect as on HTTP.
     with open_ws(b, twilio_token(a, key, svc, "hs-user")) as again:
         closed_with_error(again, 20101, 4001, timeout=5)
+
+
+def test_deleting_a_user_closes_its_sessions_on_every_replica_within_a_second(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    svc = new_service(a)["sid"]
+    token = issue(a, svc, "doomed")
+    with open_ws(a, token) as on_a, open_ws(b, token) as on_b, open_ws(b, issue(a, svc, "bystander")) as other:
+        sid = recv(on_a)["user"]["sid"]
+        assert recv(on_b)["user"]["sid"] == sid and recv(other)["type"] == "connected"
+        r = httpx.delete(f"{a.base}/v2/Services/{svc}/Users/{sid}", auth=a.auth, timeout=TIMEOUT)
+        assert r.status_code == 204, r.text
+        deleted = time.monotonic()
+        expect_close(on_a, 4003, timeout=3)
+        took_a = time.monotonic() - deleted
+        expect_close(on_b, 4003, timeout=3)  # B: by the kick, long before its next heartbeat (15 s)
+        took_b = time.monotonic() - deleted
+        assert took_a < 0.5 and took_b < 1.2, (took_a, took_b)
+        with pytest.raises(TimeoutError):  # another user of the service stays connected
+            other.recv(timeout=1)
+        assert online(b, svc, "bystander") is True
+    assert fetch_user(b, svc, "doomed").status_code == 404
+
+
+def test_deleting_a_service_closes_its_sessions_on_every_replica_within_a_second(
+        pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    svc, kept = new_service(a)["sid"], new_service(a)["sid"]
+    with open_ws(b, issue(a, svc, "tenant")) as on_b, open_ws(a, issue(a, svc, "tenant-a")) as on_a, \
+            open_ws(b, issue(a, kept, "tenant")) as elsewhere:
+        for ws in (on_b, on_a, elsewhere):
+            assert recv(ws)["type"] == "connected"
+        assert httpx.delete(f"{a.base}/v2/Services/{svc}", auth=a.auth, timeout=TIMEOUT).status_code == 204
+        deleted = time.monotonic()
+        expect_close(on_a, 4003, timeout=3)
+        expect_close(on_b, 4003, timeout=3)
+        assert time.monotonic() - deleted < 1.2
+        with pytest.raises(TimeoutError):  # the same identity in another service stays connected
+            elsewhere.recv(timeout=1)
 
 
 def test_a_session_that_switched_to_an_es256_token_outlives_the_deleted_key(pair: tuple[Server, Server]) -> None:
@@ -179,3 +217,46 @@ def test_connects_racing_the_deletion_of_their_service_never_close_1011(pair: tu
         assert len(codes) == len(tokens)
         assert set(codes) <= {4001, 4003}, codes  # refused or kicked, never 1011 or left open
         assert fetch_user(a, svc, f"racer-{round_}-0").status_code == 404
+
+
+def test_a_key_deleted_elsewhere_closes_sessions_and_refuses_new_ones_despite_a_cached_copy(
+        tmp_path: Path) -> None:
+    # Another replica deleted the key: here only its kick row says so, while this process still
+    # has the key cached (cache_seconds=60). The open session closes, and a token of that key
+    # opens no session that would outlive the kick.
+    from tokensvc.store import kicks
+    from tokensvc.store.api_keys import create_key
+    from tokensvc.store.tables import api_keys
+
+    settings = Settings(database_url=database_url(tmp_path), keys_dir=tmp_path / "keys", cache_seconds=60)
+    app = create_app(settings)
+    c = app.state.ctx
+    made = c.db.call(lambda conn: create_account(conn))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/v2/Services", data={"FriendlyName": "keyed"}, auth=(made.sid, made.auth_token))
+        assert r.status_code == 201, r.text
+        svc = r.json()["sid"]
+        key, secret = c.db.call(lambda conn: create_key(conn, account_sid=made.sid, friendly_name="k", box=c.box))
+        minted = AccessToken(made.sid, key["sid"], secret, identity="cached", ttl=600)
+        minted.add_grant(ChatGrant(service_sid=svc))
+        token = minted.to_jwt()
+        with client.websocket_connect("/v2/Connect", headers={"X-Twilio-Token": token}) as ws:
+            assert ws.receive_json()["type"] == "connected"  # the key is cached now
+
+            def elsewhere(conn: Any) -> None:
+                conn.execute(api_keys.delete().where(api_keys.c.sid == key["sid"]))
+                kicks.record(conn, kicks.API_KEY, key["sid"])
+
+            c.db.call(elsewhere)
+            started = time.monotonic()
+            frame = ws.receive_json()
+            assert frame["type"] == "error" and frame["code"] == 20101, frame
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4001 and time.monotonic() - started < 1.2
+        with client.websocket_connect("/v2/Connect", headers={"X-Twilio-Token": token}) as ws:
+            frame = ws.receive_json()
+            assert frame["type"] == "error" and frame["code"] == 20101, frame
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4001

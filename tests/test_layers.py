@@ -21,7 +21,7 @@ def test_errors_and_tokens_import_no_web_framework_or_database() -> None:
 
 
 def test_presence_imports_nothing_from_connect() -> None:
-    # connect imports presence; presence knows a session only as presence.Member.
+    # connect imports presence; presence knows a session only by its connection id.
     tree = ast.parse(Path(tokensvc.presence.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
@@ -58,3 +58,12 @@ def test_the_store_and_db_layers_import_nothing_above_them() -> None:
         assert not {m for m in imported if m.startswith(above_store)}, module
     for module, imported in _imports_of(root / "db").items():
         assert not {m for m in imported if m.startswith((*above_store, "tokensvc.store"))}, module
+
+
+def test_the_hub_uses_only_presences_public_interface() -> None:
+    import tokensvc.connect
+
+    tree = ast.parse(Path(tokensvc.connect.__file__).read_text())
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "presence"}
+    assert used and used <= {"start", "stop", "join", "leave", "forget_user", "forget_service"}, used

@@ -22,6 +22,7 @@ from twilio.jwt.access_token.grants import ChatGrant
 
 from conftest import PG_URL, Server, replica_pair, start_server
 from fresh_db import needs_postgres
+from test_connect import expect_close, open_ws, recv
 
 TIMEOUT = 10
 
@@ -152,6 +153,39 @@ def test_api_key_deleted_through_a_fails_on_b_within_one_second(
     assert set(refused) == set(probes), (refused, last_success)
     # No request sent a second or more after the deletion was honoured.
     assert all(t < 1.0 for t in last_success.values()), (last_success, refused)
+
+
+@needs_postgres
+def test_sessions_on_b_close_within_a_second_of_deletions_through_a(
+        replicas: tuple[Server, Server], service: str) -> None:
+    # One kick row per deletion (kicks.py), read by B's Hub every half second while it has sessions.
+    a, b = replicas
+    key_sid, secret = new_api_key(a)
+    minted = AccessToken(a.account_sid, key_sid, secret, identity="kicked-by-key", ttl=600)
+    minted.add_grant(ChatGrant(service_sid=service))
+    doomed = httpx.post(f"{a.base}/v2/Services", data={"FriendlyName": "doomed"}, auth=a.auth,
+                        timeout=TIMEOUT).json()["sid"]
+
+    def token(svc: str, identity: str) -> str:
+        r = httpx.post(f"{a.base}/v2/Services/{svc}/Tokens", data={"Identity": identity}, auth=a.auth, timeout=TIMEOUT)
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    deletions = {  # what is deleted through A -> (token of a session on B, close code, error frame code)
+        "user": (token(service, "kicked-user"), f"/v2/Services/{service}/Users/kicked-user", 4003, None),
+        "service": (token(doomed, "kicked-tenant"), f"/v2/Services/{doomed}", 4003, None),
+        "api key": (minted.to_jwt(), f"/2010-04-01/Accounts/{a.account_sid}/Keys/{key_sid}.json", 4001, 20101),
+    }
+    for what, (tok, path, close, code) in deletions.items():
+        with open_ws(b, tok) as ws:
+            assert recv(ws)["type"] == "connected", what
+            assert httpx.delete(f"{a.base}{path}", auth=a.auth, timeout=TIMEOUT).status_code == 204, what
+            deleted = time.monotonic()
+            if code is not None:
+                frame = recv(ws, timeout=3)
+                assert frame["type"] == "error" and frame["code"] == code, (what, frame)
+            expect_close(ws, close, timeout=3)
+            assert time.monotonic() - deleted < 1.2, what
 
 
 async def _first_encounters(targets: list[tuple[str, tuple[str, str]]], service: str,

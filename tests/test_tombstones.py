@@ -230,7 +230,6 @@ def test_one_burst_of_connects_refuses_the_tokens_from_before_a_deletion_and_joi
 
     from prometheus_client import CollectorRegistry, Counter
 
-    from tokensvc.connect import Session
     from tokensvc.presence import Presence
     from tokensvc.store.services import create_service
     from tokensvc.store.tombstones import Tombstones
@@ -245,10 +244,10 @@ def test_one_burst_of_connects_refuses_the_tokens_from_before_a_deletion_and_joi
 
     async def scenario() -> list[Any]:
         presence = Presence(db, node="node-graves", timeout=30, interval=10, writes=writes,
-                            on_gone=lambda s: None, graves=graves)
+                            on_gone=lambda cid: None, graves=graves)
         presence.start()
         try:
-            joins = [presence.join(Session(None), svc, f"gone-{i % 10}",  # type: ignore[arg-type]  # no WebSocket: presence never touches it
+            joins = [presence.join(f"CN-graves-{i}", svc, f"gone-{i % 10}",
                                    deleted_at - 1 if i < 10 else deleted_at + 1) for i in range(20)]
             return await asyncio.gather(*joins, return_exceptions=True)
         finally:

@@ -7,12 +7,13 @@ only timer is the `asyncio.timeout` around its pending `receive()`, rescheduled 
 token-expiry events or when another part of the process needs it closed.
 
 Presence (the `connections` rows that make `is_online` true on every process) is written by
-presence.Presence on the sessions' behalf.
+presence.Presence on the sessions' behalf, which knows a session only by its id.
 
-Sessions opened with a Twilio-format (HS256) token live only as long as the API key that signed
-it: the process deleting a key closes its own sessions at once, and every Hub holding such
-sessions asks the database every KEY_POLL seconds which of their keys still exist, so a key
-deleted through any replica closes its sessions everywhere within about a second.
+A session lives only as long as its user, its service and, for a Twilio-format (HS256) token,
+the API key that signed it. The process deleting one closes its own sessions at once (after the
+commit, usecases/effects.apply); the deletion's transaction also wrote a kick (kicks.py), which
+every Hub holding sessions reads every KICK_POLL seconds, so a deletion through any replica
+closes its sessions everywhere within about a second.
 """
 
 from __future__ import annotations
@@ -27,15 +28,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import errors, urls
 from .api.render import user_to_json
 from .db import now
 from .presence import Presence, Stopping
-from .store import tombstones
-from .store.tables import api_keys
+from .store import kicks, tombstones
 from .usecases.effects import apply
 from .usecases.events import UserAdded
 
@@ -49,22 +48,20 @@ CLOSE_DELETED = 4003  # the User was deleted
 CLOSE_ERROR = 1011
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the database was busy or unavailable
 CLOSE_GOING_AWAY = 1001
-KEY_POLL = 0.5  # seconds between checks that the API keys of open HS256 sessions still exist
-TOMBSTONE_SWEEP = 60.0  # seconds between sweeps of expired tombstones (deletions sweep too)
-_KEYS_CHUNK = 500
-_KEYS_PRESENT = select(api_keys.c.sid).where(api_keys.c.sid.in_(bindparam("b_sids", expanding=True)))
+KICK_POLL = 0.5  # seconds between reads of new kicks, while this process has sessions
+TOMBSTONE_SWEEP = 60.0  # seconds between sweeps of expired tombstones and old kicks
+GONE_KEY_MEMORY = 60.0  # seconds a deleted API key is remembered, past any cached copy of it
 
 
 class Session:
     """One client connection; slots keep idle connections small (bench/connect.py)."""
 
-    __slots__ = ("ws", "id", "user_sid", "service_sid", "identity", "expires_at", "warned", "close_code",
-                 "close_error", "waker", "key_sid")
+    __slots__ = ("ws", "id", "service_sid", "identity", "expires_at", "warned", "close_code", "close_error",
+                 "waker", "key_sid")
 
     def __init__(self, ws: WebSocket):
         self.ws = ws
-        self.id = "CN" + uuid.uuid4().hex
-        self.user_sid: str | None = None
+        self.id = "CN" + uuid.uuid4().hex  # the connection id presence knows it by
         self.service_sid: str | None = None
         self.identity: str | None = None
         self.expires_at = 0
@@ -99,14 +96,6 @@ def _key_gone() -> errors.TwilioError:
     return errors.invalid_token("Access Token signed by an unknown or deleted API key")
 
 
-def _keys_present(conn: Connection, sids: list[str]) -> set[str]:
-    """Which of these API key SIDs still exist (one indexed IN read per chunk)."""
-    present: set[str] = set()
-    for i in range(0, len(sids), _KEYS_CHUNK):
-        present.update(conn.execute(_KEYS_PRESENT, {"b_sids": sids[i:i + _KEYS_CHUNK]}).scalars())
-    return present
-
-
 class _Closed(Exception):
     """The session is over (closed by us or by the client)."""
 
@@ -117,23 +106,31 @@ class Hub:
     def __init__(self, ctx: Any):
         self.ctx = ctx
         self.node = _node_id()
-        self.sessions: set[Session] = set()
+        self.sessions: dict[str, Session] = {}  # by connection id
         self.by_key: dict[str, set[Session]] = {}  # sessions of HS256 tokens, by signing API key
-        self._keyed = asyncio.Event()  # the first HS256 session arrived: start polling keys
+        self._busy = asyncio.Event()  # a session arrived: read kicks while there are any
+        self._kicks: kicks.Reader | None = None
+        # API keys deleted lately (loop time): a token verified from a copy of the key cached a
+        # moment before (cache_seconds) must not open a session that outlives the kick.
+        self._gone_keys: dict[str, float] = {}
         self._watcher: asyncio.Task | None = None
         self.graves = ctx.tombstones
         writes = ctx.metrics.presence_writes
-        self.presence: Presence[Session] = Presence(ctx.db, node=self.node, timeout=ctx.settings.presence_timeout,
-                                                    interval=ctx.settings.heartbeat_interval, writes=writes,
-                                                    on_gone=lambda s: s.kick(CLOSE_DELETED), graves=self.graves)
+        self.presence = Presence(ctx.db, node=self.node, timeout=ctx.settings.presence_timeout,
+                                 interval=ctx.settings.heartbeat_interval, writes=writes, on_gone=self._gone,
+                                 graves=self.graves)
 
     async def start(self) -> None:
         self.presence.start()
+        try:  # kicks from now on; older ones concern no session of this process
+            self._kicks = kicks.Reader(await self.ctx.db.read(kicks.latest))
+        except Exception as exc:  # the database may be away for a moment: the watcher starts it
+            log.warning("could not read the kicks' position (%s); retrying", type(exc).__name__)
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="tokensvc-hub-watch")
 
     async def stop(self) -> None:
         """Close every session (1001 going away), then drop this process's rows."""
-        for session in list(self.sessions):
+        for session in list(self.sessions.values()):
             session.kick(CLOSE_GOING_AWAY)
         deadline = time.monotonic() + 2
         while self.sessions and time.monotonic() < deadline:
@@ -147,15 +144,25 @@ class Hub:
             self._watcher = None
         await self.presence.stop()
 
+    def _gone(self, cid: str) -> None:
+        """Presence's on_gone: the session's user or service is gone (4003)."""
+        session = self.sessions.get(cid)
+        if session is not None:
+            session.kick(CLOSE_DELETED)
+
     async def user_deleted(self, service_sid: str, user_sid: str) -> None:
         """Close this process's sessions of a deleted user (4003); its rows went with it."""
-        for session in list(self.sessions):
-            if session.user_sid == user_sid and session.service_sid == service_sid:
-                self.presence.rows.pop(session.id, None)
-                session.kick(CLOSE_DELETED)
+        self.presence.forget_user(service_sid, user_sid)
+
+    async def service_deleted(self, service_sid: str) -> None:
+        """Close this process's sessions in a deleted service (4003); its users went with it."""
+        self.presence.forget_service(service_sid)
 
     async def key_deleted(self, key_sid: str) -> None:
         """Close this process's sessions of tokens the deleted API key signed (20101, 4001)."""
+        t = asyncio.get_running_loop().time()
+        self._gone_keys = {k: at for k, at in self._gone_keys.items() if t - at < GONE_KEY_MEMORY}
+        self._gone_keys[key_sid] = t
         for session in list(self.by_key.pop(key_sid, ())):
             session.kick(CLOSE_TOKEN, _key_gone())
 
@@ -167,7 +174,8 @@ class Hub:
         session.key_sid = key_sid
         if key_sid is not None:
             self.by_key.setdefault(key_sid, set()).add(session)
-            self._keyed.set()
+            if key_sid in self._gone_keys:
+                session.kick(CLOSE_TOKEN, _key_gone())
 
     def _untrack_key(self, session: Session) -> None:
         if session.key_sid is None:
@@ -180,50 +188,50 @@ class Hub:
         session.key_sid = None
 
     async def _watch(self) -> None:
-        """While HS256 sessions are open, every KEY_POLL seconds: close those whose API key is
-        gone (deleted through any replica). Now and then: sweep expired tombstones."""
+        """While sessions are open, every KICK_POLL seconds: act on new kicks (deletions through
+        any replica, this one included). Now and then: sweep expired tombstones and old kicks."""
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + TOMBSTONE_SWEEP
         while True:
             try:
-                if not self.by_key:
-                    self._keyed.clear()
+                if not self.sessions:
+                    self._busy.clear()
                     try:
                         async with asyncio.timeout_at(next_sweep):
-                            await self._keyed.wait()
+                            await self._busy.wait()
                     except TimeoutError:
                         pass
-                if self.by_key:
-                    await asyncio.sleep(KEY_POLL)
-                    await self._check_keys()
+                if self.sessions:
+                    await asyncio.sleep(KICK_POLL)
+                    await self._read_kicks()
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + TOMBSTONE_SWEEP
                     await self.ctx.db.write(tombstones.sweep, now())
+                    await self.ctx.db.write(kicks.prune, now() - kicks.KEEP)
             except Exception as exc:  # the database may be away for a moment: try again later
-                log.warning("session key check or tombstone sweep failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(KEY_POLL)
+                log.warning("kick read or sweep failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(KICK_POLL)
 
-    async def _check_keys(self) -> None:
-        held = sorted(self.by_key)
-        if not held:
+    async def _read_kicks(self) -> None:
+        if self._kicks is None:
+            self._kicks = kicks.Reader(await self.ctx.db.read(kicks.latest))
             return
-        present = await self.ctx.db.read(_keys_present, held)
-        for key_sid in held:
-            if key_sid not in present:
-                await self.key_deleted(key_sid)
-
-    async def service_deleted(self, service_sid: str) -> None:
-        """Close this process's sessions in a deleted service (4003); its users went with it."""
-        for session in list(self.sessions):
-            if session.service_sid == service_sid:
-                self.presence.rows.pop(session.id, None)
-                session.kick(CLOSE_DELETED)
+        for kick in await self._kicks.poll(self.ctx.db):
+            if kick.kind == kicks.USER and kick.service_sid is not None:
+                await self.user_deleted(kick.service_sid, kick.sid)
+            elif kick.kind == kicks.SERVICE:
+                self.ctx.auth.forget()  # new sessions see it gone at once, not within cache_seconds
+                await self.service_deleted(kick.sid)
+            elif kick.kind == kicks.API_KEY:
+                self.ctx.auth.forget()
+                await self.key_deleted(kick.sid)
 
     async def serve(self, websocket: WebSocket) -> None:
         """One client connection, from handshake to close."""
         await websocket.accept()
         session = Session(websocket)
-        self.sessions.add(session)
+        self.sessions[session.id] = session
+        self._busy.set()
         gauge = self.ctx.metrics.open_connections
         gauge.inc()
         try:
@@ -238,10 +246,10 @@ class Hub:
             await self._close(session, CLOSE_ERROR)
         finally:
             gauge.dec()
-            self.sessions.discard(session)
+            del self.sessions[session.id]
             self._untrack_key(session)
-            if session.user_sid is not None:
-                self.presence.leave(session)
+            if session.service_sid is not None:  # it got as far as joining
+                self.presence.leave(session.id)
 
     # -- one session --
 
@@ -305,7 +313,7 @@ class Hub:
         session.expires_at = verified.expires_at
         self._track_key(session, verified.key_sid)
         try:
-            user, created = await self.presence.join(session, svc, verified.identity,
+            user, created = await self.presence.join(session.id, svc, verified.identity,
                                                      self.graves.issued_at(verified))
         except errors.TwilioError as exc:
             # 401: the token predates the identity's deletion; 404/409: the user or its service

@@ -1,15 +1,22 @@
-"""Presence in the database (SPEC §5): one `connections` row per open client session.
+"""Presence in the database (SPEC §5): one `connections` row per open client connection.
 
-Rows are written by a single writer task per process that batches what many sessions ask for
+Presence knows a connection only by its id (a string the hub assigns), and keeps per id just the
+user and service its row names: `join(cid, …)` provisions the user and writes the row, `leave(cid)`
+(idempotent) deletes it, `forget_user` / `forget_service` drop the ids whose rows went with a
+deleted user or service and report each through `on_gone(cid)`, the one way presence tells its
+owner that a connection must close.
+
+Rows are written by a single writer task per process that batches what many connections ask for
 into one transaction (group commit: a burst of connects costs a few commits, not one each) and
 renews the heartbeat of all of this process's rows with one UPDATE every `heartbeat_interval`.
 A process that dies without closing leaves rows whose heartbeat goes stale; `users.is_online`
-ignores them and any process sweeps them. A row that vanished under a live session tells the
-writer its user was deleted by another process (the foreign key cascades).
+ignores them and any process sweeps them. Rows of live connections that vanished anyway are
+restored by the heartbeat; those whose user is gone too are reported through `on_gone` (a
+backstop: deletions reach every process sooner as kicks, kicks.py).
 
 A join that loses a race with the deletion of its user or service (the foreign key refuses the
 row) is refused with a TwilioError, as is a token issued before its identity was deleted
-(tombstones.py): the session closes with an error frame, never with a server error.
+(tombstones.py): the connection closes with an error frame, never with a server error.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, bindparam, delete, select, update
@@ -37,18 +44,6 @@ _BURST = 0.05  # a flush within this long of the previous one means a burst is o
 _CHUNK = 500  # ids per IN (...) list
 
 
-class Member(Protocol):
-    """What presence needs of a client session (connect.Session): its connection id, and the user
-    and service its row names; presence sets `user_sid` once the user is provisioned."""
-
-    id: str
-    user_sid: str | None
-    service_sid: str | None
-
-
-S = TypeVar("S", bound=Member)
-
-
 class Stopping(Exception):
     """The server is stopping: the session was not recorded."""
 
@@ -58,12 +53,12 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i:i + _CHUNK]
 
 
-class _Join(Generic[S]):
-    __slots__ = ("session", "service", "identity", "issued_at", "future")
+class _Join:
+    __slots__ = ("cid", "service", "identity", "issued_at", "future")
 
-    def __init__(self, session: S, service: Mapping[str, Any], identity: str, issued_at: int | None,
+    def __init__(self, cid: str, service: Mapping[str, Any], identity: str, issued_at: int | None,
                  future: asyncio.Future):
-        self.session = session
+        self.cid = cid
         self.service = service
         self.identity = identity
         self.issued_at = issued_at
@@ -198,12 +193,12 @@ def _refusal(exc: Exception) -> Exception:
 # ---- the writer ------------------------------------------------------------------------------
 
 
-class Presence(Generic[S]):
+class Presence:
     """This process's connection rows, written by one task: joins and leaves are batched into one
     transaction each per wake-up, heartbeats are one UPDATE per interval for all rows."""
 
     def __init__(self, db: Any, *, node: str, timeout: int, interval: float, writes: Counter,
-                 on_gone: Callable[[S], None], graves: Tombstones | None = None):
+                 on_gone: Callable[[str], None], graves: Tombstones | None = None):
         self.db = db
         self.node = node
         self.timeout = timeout
@@ -212,17 +207,24 @@ class Presence(Generic[S]):
         self.writes = writes
         self.on_gone = on_gone
         self.graves = graves
-        self.rows: dict[str, S] = {}  # committed rows of this node
-        self._joins: list[_Join[S]] = []
+        self._rows: dict[str, tuple[str, str]] = {}  # committed rows of this node: cid -> (user, service)
+        self._joins: list[_Join] = []
         self._leaves: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+
+    def __len__(self) -> int:
+        """How many connections of this process have a committed row."""
+        return len(self._rows)
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._rows
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tokensvc-presence")
 
     async def stop(self) -> None:
-        """Stop writing and remove this node's rows (its sessions are over)."""
+        """Stop writing and remove this node's rows (its connections are over)."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -235,7 +237,7 @@ class Presence(Generic[S]):
                 join.future.set_exception(Stopping())
         self._joins.clear()
         self._leaves.clear()
-        self.rows.clear()
+        self._rows.clear()
         try:
             # Through the writer's queue: after any batch still being written for this node.
             await self.db.write(_delete_node, self.node)
@@ -243,19 +245,34 @@ class Presence(Generic[S]):
         except Exception:
             log.warning("could not remove this process's connection rows; they expire with their heartbeat")
 
-    async def join(self, session: S, service: Mapping[str, Any], identity: str,
+    async def join(self, cid: str, service: Mapping[str, Any], identity: str,
                    issued_at: int | None = None) -> tuple[Mapping[str, Any], bool]:
         """Provision the identity's user (unless a token issued at `issued_at` predates its
-        deletion) and record the session as online; (user, created)."""
+        deletion) and record connection `cid` as online; (user, created)."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._joins.append(_Join(session, service, identity, issued_at, future))
+        self._joins.append(_Join(cid, service, identity, issued_at, future))
         self._wake.set()
         return await future
 
-    def leave(self, session: S) -> None:
-        """Forget the session's row (deleted on the writer's next wake-up)."""
-        self._leaves.append(session.id)
+    def leave(self, cid: str) -> None:
+        """The connection is over: its row goes on the writer's next wake-up. Idempotent; a
+        connection without a row (never joined, forgotten, left already) costs no write."""
+        self._leaves.append(cid)
         self._wake.set()
+
+    def forget_user(self, service_sid: str, user_sid: str) -> None:
+        """The user was deleted (its rows with it): forget its connections, each through on_gone."""
+        self._forget([cid for cid, row in self._rows.items() if row == (user_sid, service_sid)])
+
+    def forget_service(self, service_sid: str) -> None:
+        """The service was deleted (its users' rows with it): forget its connections, each
+        through on_gone."""
+        self._forget([cid for cid, row in self._rows.items() if row[1] == service_sid])
+
+    def _forget(self, cids: list[str]) -> None:
+        for cid in cids:
+            if self._rows.pop(cid, None) is not None:
+                self.on_gone(cid)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -277,7 +294,7 @@ class Presence(Generic[S]):
                         await asyncio.sleep(BATCH_WINDOW)
                     last_join = loop.time()
                     await self._flush_joins()
-                if self._leaves:
+                if self._leaves:  # after the joins: a leave may name a join of this very batch
                     await self._flush_leaves()
                 t = loop.time()
                 if t >= next_beat:
@@ -287,7 +304,7 @@ class Presence(Generic[S]):
                         next_sweep = t + self.timeout
                         await self._guard("sweep", self.db.write(_sweep, now() - self.timeout))
             except Exception:
-                # The writer must outlive any bug: sessions wait on it.
+                # The writer must outlive any bug: connections wait on it.
                 log.exception("presence writer failed; continuing")
                 await asyncio.sleep(0.1)
 
@@ -302,27 +319,26 @@ class Presence(Generic[S]):
 
     async def _flush_joins(self) -> None:
         batch, self._joins = self._joins, []
-        # db.settle: each session its outcome; stop() cancelling the write closes them (Stopping).
+        # db.settle: each connection its outcome; stop() cancelling the write closes them (Stopping).
         await settle([join.future for join in batch], self._record_joins(batch), stopping=Stopping)
 
-    async def _record_joins(self, batch: list[_Join[S]]) -> list[Any]:
+    async def _record_joins(self, batch: list[_Join]) -> list[Any]:
         try:
             results = await self._write_joins(batch)
             self.writes.labels("join").inc()
             for join, result in zip(batch, results, strict=True):
                 if isinstance(result, tuple):
-                    join.session.user_sid = result[0]["sid"]
-                    self.rows[join.session.id] = join.session
-                    if join.future.done():  # the session went away meanwhile
-                        self._leaves.append(join.session.id)
+                    self._rows[join.cid] = (result[0]["sid"], join.service["sid"])
+                    if join.future.done():  # the connection went away meanwhile
+                        self._leaves.append(join.cid)
             return results
-        except Exception:  # a bug: its sessions fail with it, and the writer goes on
+        except Exception:  # a bug: its connections fail with it, and the writer goes on
             log.exception("presence writer failed; continuing")
             raise
 
-    async def _write_joins(self, batch: list[_Join[S]]) -> list[Any]:
+    async def _write_joins(self, batch: list[_Join]) -> list[Any]:
         ts = now()
-        items = [(j.session.id, j.service, j.identity, j.issued_at) for j in batch]
+        items = [(j.cid, j.service, j.identity, j.issued_at) for j in batch]
         try:
             return await self.db.write(_join_rows, items, self.node, ts, self.graves)
         except Exception as exc:
@@ -341,22 +357,19 @@ class Presence(Generic[S]):
 
     async def _flush_leaves(self) -> None:
         ids, self._leaves = self._leaves, []
-        mine = [cid for cid in ids if self.rows.pop(cid, None) is not None]
+        mine = [cid for cid in ids if self._rows.pop(cid, None) is not None]
         if mine:
             # On failure the rows stay: the heartbeat's repair or the sweep removes them.
             await self._guard("leave", self.db.write(_delete_rows, mine))
 
     async def _beat(self) -> None:
-        if not self.rows:
+        if not self._rows:
             return
-        expected = dict(self.rows)
+        expected = dict(self._rows)
         present = await self._guard("heartbeat", self.db.write(_renew, self.node, now(), len(expected)))
         if present is None:
             return
-        missing = {cid: (s.user_sid or "", s.service_sid or "") for cid, s in expected.items() if cid not in present}
-        extra = [cid for cid in present if cid not in self.rows]
+        missing = {cid: row for cid, row in expected.items() if cid in self._rows and cid not in present}
+        extra = [cid for cid in present if cid not in self._rows]
         gone = await self._guard("repair", self.db.write(_repair, missing, extra, self.node, now()))
-        for cid in gone or ():
-            session = self.rows.pop(cid, None)
-            if session is not None:
-                self.on_gone(session)
+        self._forget(sorted(gone or ()))

@@ -141,6 +141,21 @@ class Tombstone(SQLModel, table=True):
     expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
 
 
+class Kick(SQLModel, table=True):
+    """A request to every process to close the client sessions that stand on something changed
+    elsewhere (kicks.py): a deleted user, service or API key, and next a changed role or revoked
+    tokens; `kind` says which, `sid` names it. Readers follow `id`, which never goes back
+    (AUTOINCREMENT on SQLite: ids of pruned rows are not reused); pruned by `date_created`."""
+
+    __tablename__ = "kicks"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    sid: str = Field(sa_column=Column(String(34), nullable=False))
+    service_sid: str | None = Field(default=None, sa_column=Column(String(34), nullable=True))
+    date_created: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
 def _table(model: type[SQLModel]) -> Table:
     """The Core table of a table=True model."""
     return model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass for table=True; undeclared
@@ -153,3 +168,4 @@ roles = _table(Role)
 users = _table(User)
 connections = _table(Connection)
 tombstones = _table(Tombstone)
+kicks = _table(Kick)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import Context
+from ..store import kicks
 from ..store.api_keys import create_key, delete_key, update_key
 from .events import ApiKeyRemoved, Event
 
@@ -23,5 +24,9 @@ async def update_api_key(c: Context, *, account_sid: str, sid: str,
 
 
 async def delete_api_key(c: Context, *, account_sid: str, sid: str) -> tuple[None, list[Event]]:
-    await c.db.run(lambda conn: delete_key(conn, account_sid=account_sid, sid=sid))
+    def remove(conn: Any) -> None:
+        delete_key(conn, account_sid=account_sid, sid=sid)
+        kicks.record(conn, kicks.API_KEY, sid)  # the sessions of tokens it signed, on every replica
+
+    await c.db.run(remove)
     return None, [ApiKeyRemoved(sid)]

@@ -30,7 +30,7 @@ async def apply(c: Context, events: Iterable[Event]) -> None:
                 await c.hub.service_deleted(event.sid)
         elif isinstance(event, ApiKeyRemoved):
             c.auth.forget()  # this process stops honouring the key at once; others within cache_seconds
-            if c.hub is not None:  # its sessions here close now; other replicas' Hubs within a second
+            if c.hub is not None:  # its sessions here close now; other replicas' by the kick row, within a second
                 await c.hub.key_deleted(event.sid)
     if checkpoint:
         await c.db.checkpoint()

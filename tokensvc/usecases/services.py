@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import Context
+from ..store import kicks
 from ..store.services import create_service as store_create
 from ..store.services import delete_service as store_delete
 from ..store.services import update_service as store_update
@@ -22,5 +23,9 @@ async def update_service(c: Context, *, account_sid: str, sid: str, changes: dic
 
 
 async def delete_service(c: Context, *, account_sid: str, sid: str) -> tuple[None, list[Event]]:
-    await c.db.run(lambda conn: store_delete(conn, account_sid=account_sid, sid=sid))
+    def remove(conn: Any) -> None:
+        store_delete(conn, account_sid=account_sid, sid=sid)
+        kicks.record(conn, kicks.SERVICE, sid)  # its sessions, on every replica
+
+    await c.db.run(remove)
     return None, [ServiceRemoved(sid)]

@@ -8,6 +8,7 @@ from typing import Any
 from .. import errors
 from ..auth import Principal
 from ..context import Context
+from ..store import kicks
 from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
@@ -88,7 +89,9 @@ async def delete_user(c: Context, *, account_sid: str, service_sid: str, key: st
 
     def remove(conn: Any) -> str:
         get_service(conn, account_sid=account_sid, sid=service_sid)
-        return store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
+        user_sid = store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
+        kicks.record(conn, kicks.USER, user_sid, service_sid=service_sid)  # its sessions, on every replica
+        return user_sid
 
     user_sid = await c.db.run(remove)
     return user_sid, [UserRemoved(service_sid, user_sid)]
