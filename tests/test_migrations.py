@@ -31,6 +31,7 @@ from tokensvc.db import make_engine
 from tokensvc.models import metadata
 from tokensvc.schema import downgrade, head_revision, upgrade
 from tokensvc.sids import new_sid
+from tokensvc.store import channel_tables  # noqa: F401  # the channel tables are part of the metadata
 
 PREVIOUS = "0001"  # the revision before head, which the data-carrying upgrade starts from
 

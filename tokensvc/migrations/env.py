@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from tokensvc.models import metadata
+from tokensvc.store import channel_tables  # noqa: F401  # its tables join the metadata compared
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - tokensvc always passes one
