@@ -59,7 +59,8 @@ async def list_(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
-    types = members_api.query_values(request).get("Type") or ["public"]  # absent = public, as Twilio documents
+    explicit = members_api.query_values(request).get("Type", [])
+    types = explicit or ["public"]  # absent = public, as Twilio documents
     for type_ in types:
         validation.channel_type(type_)
     path = f"/v2/Services/{service_sid}/Channels"
@@ -74,7 +75,8 @@ async def list_(request: Request) -> Response:
     page = await c.db.read(listing)
     base = base_url(request)
     return json_response({"channels": [channel_to_json(r._mapping, base) for r in page.rows],
-                          "meta": page_meta(f"{base}{path}", "channels", cursors, req, page)})
+                          "meta": members_api.with_filters(page_meta(f"{base}{path}", "channels", cursors, req, page),
+                                                           "Type", explicit)})
 
 
 async def create(request: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +37,16 @@ def query_values(request: Request) -> dict[str, list[str]]:
     for name, value in pairs:
         values.setdefault(name, []).append(value)
     return values
+
+
+def with_filters(meta: dict[str, Any], name: str, values: list[str]) -> dict[str, Any]:
+    """The list's `meta` with its filter (repeated `name`) kept in every page URL, as Twilio's are."""
+    if values:
+        extra = "&" + urlencode([(name, v) for v in values])
+        for link in ("first_page_url", "previous_page_url", "url", "next_page_url"):
+            if meta[link] is not None:
+                meta[link] += extra
+    return meta
 
 
 def member_values(form: Any) -> dict[str, Any]:
@@ -83,7 +93,8 @@ async def _rows(request: Request, sub: str, status: str, to_json: Callable[[Any,
     base = base_url(request)
     list_key = sub.lower()
     return json_response({list_key: [to_json(r._mapping, base) for r in page.rows],
-                          "meta": page_meta(f"{base}{path}", list_key, cursors, req, page)})
+                          "meta": with_filters(page_meta(f"{base}{path}", list_key, cursors, req, page),
+                                               "Identity", identities)})
 
 
 async def list_members(request: Request) -> Response:
