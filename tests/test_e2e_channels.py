@@ -53,7 +53,8 @@ def test_channels_members_invites_user_channels_through_the_twilio_package(clien
 
     user_channels = service.users(user.sid).user_channels.list()
     assert [(uc.channel_sid, uc.member_sid, uc.status) for uc in user_channels] == [(ch.sid, member.sid, "joined")]
-    assert service.users(user.sid).user_channels(ch.sid).update(notification_level="muted").notification_level == "muted"
+    muted = service.users(user.sid).user_channels(ch.sid).update(notification_level="muted")
+    assert muted.notification_level == "muted"
 
     service.users.create(identity="guest")
     invite = service.channels(ch.sid).invites.create(identity="guest")

@@ -15,6 +15,7 @@ from .models import services
 from .paging import Page, PageRequest, fetch_page
 from .roles import DEFAULT_ROLES, check_role, insert_role
 from .sids import is_sid, new_sid
+from .store.channels import delete_service_channels
 
 NOTIFICATION_KINDS = ("new_message", "added_to_channel", "removed_from_channel", "invited_to_channel")
 # Twilio's documented defaults (reference schema: channel_members 250, user_channels 100).
@@ -147,5 +148,6 @@ def update_service(conn: Connection, *, account_sid: str, sid: str, changes: dic
 def delete_service(conn: Connection, *, account_sid: str, sid: str) -> None:
     """Delete the service; its roles, users and connections go with it (foreign-key cascade)."""
     get_service(conn, account_sid=account_sid, sid=sid)
+    delete_service_channels(conn, service_sid=sid)  # SPEC §8: its channels, members and invites
     if not conn.execute(services.delete().where(services.c.sid == sid)).rowcount:
         raise errors.not_found()  # a concurrent request deleted it after we read it

@@ -39,7 +39,8 @@ def test_create_channel_returns_every_field_with_defaults(api: Api, service: dic
     assert set(body) == CHANNEL_FIELDS
     assert re.fullmatch(r"CH[0-9a-f]{32}", body["sid"])
     assert (body["friendly_name"], body["unique_name"], body["attributes"]) == (None, None, "{}")
-    assert (body["type"], body["created_by"], body["members_count"], body["messages_count"]) == ("public", "system", 0, 0)
+    counts = (body["type"], body["created_by"], body["members_count"], body["messages_count"])
+    assert counts == ("public", "system", 0, 0)
     assert ISO.fullmatch(body["date_created"]) and ISO.fullmatch(body["date_updated"])
     url = f"http://testserver{channels_url(service)}/{body['sid']}"
     assert body["url"] == url

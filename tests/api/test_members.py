@@ -73,7 +73,8 @@ def test_already_a_member_is_409_50404(api: Api, service: dict) -> None:
 
 def test_limit_refusals_leave_no_user_behind(api: Api, service: dict, db: Database) -> None:
     svc = service["sid"]
-    assert api.post(f"/v2/Services/{svc}", {"Limits.ChannelMembers": "1", "Limits.UserChannels": "2"}).status_code == 200
+    limited = api.post(f"/v2/Services/{svc}", {"Limits.ChannelMembers": "1", "Limits.UserChannels": "2"})
+    assert limited.status_code == 200, limited.text
     full = make_channel(api, service)
     assert api.post(members_url(service, full), {"Identity": "first"}).status_code == 201
     assert_error(api.post(members_url(service, full), {"Identity": "ghost"}), 400, 50403)

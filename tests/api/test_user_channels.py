@@ -26,7 +26,8 @@ def test_lists_joined_and_invited_channels(api: Api, service: dict) -> None:
     assert [(r["channel_sid"], r["status"], r["member_sid"]) for r in rows] == [
         (a["sid"], "joined", m["sid"]), (b["sid"], "invited", None)]
     first = rows[0]
-    assert (first["user_sid"], first["notification_level"], first["unread_messages_count"]) == (u["sid"], "default", None)
+    assert (first["user_sid"], first["notification_level"], first["unread_messages_count"]) == (
+        u["sid"], "default", None)
     assert first["links"]["member"] == f"http://testserver{members_url(service, a)}/{m['sid']}"
     assert first["url"] == f"http://testserver{uc_url(service, u['sid'])}/{a['sid']}"
     assert api.get(uc_url(service, "uma"), params={"PageSize": 500}).json()["meta"]["page_size"] == 50

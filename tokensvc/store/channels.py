@@ -131,3 +131,11 @@ def forget_creator(conn: Connection, *, service_sid: str, identity: str) -> None
                  .values(created_by=SYSTEM))
     conn.execute(memberships.update().where(memberships.c.service_sid == service_sid,
                                             memberships.c.created_by == identity).values(created_by=SYSTEM))
+
+
+def delete_service_channels(conn: Connection, *, service_sid: str) -> None:
+    """Before a service is deleted: its memberships and channels. The cascade from services
+    would reach memberships only through channels and users, after PostgreSQL has checked that
+    no membership still holds one of the service's (cascaded) roles."""
+    conn.execute(memberships.delete().where(memberships.c.service_sid == service_sid))
+    conn.execute(channels.delete().where(channels.c.service_sid == service_sid))
