@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import httpx
-
+from channel_helpers import as_client, channels_url, client_token, make_channel
 from conftest import Api, assert_error
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 CHANNEL_FIELDS = {"sid", "account_sid", "service_sid", "friendly_name", "unique_name", "attributes", "type",
                   "date_created", "date_updated", "created_by", "members_count", "messages_count", "url", "links"}
-
-
-def channels_url(service: dict) -> str:
-    return f"/v2/Services/{service['sid']}/Channels"
-
-
-def make_channel(api: Api, service: dict, **params: Any) -> dict[str, Any]:
-    r = api.post(channels_url(service), params)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def client_token(api: Api, service: dict, identity: str) -> dict[str, str]:
-    r = api.post(f"/v2/Services/{service['sid']}/Tokens", {"Identity": identity})
-    assert r.status_code == 201, r.text
-    return {"X-Twilio-Token": r.json()["token"]}
-
-
-def as_client(api: Api, headers: dict[str, str], method: str, url: str, data: Any = None) -> httpx.Response:
-    return api.client.request(method, url, data=data, headers=headers)
 
 
 def test_create_channel_returns_every_field_with_defaults(api: Api, service: dict) -> None:

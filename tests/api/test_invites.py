@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from api.test_channels import as_client, channels_url, client_token, make_channel
-from api.test_members import members_url
+from channel_helpers import as_client, channels_url, client_token, invites_url, make_channel, members_url, new_user
 from conftest import Api, assert_error
 
 INVITE_FIELDS = {"sid", "account_sid", "channel_sid", "service_sid", "identity", "date_created", "date_updated",
                  "role_sid", "created_by", "url"}
-
-
-def invites_url(service: dict, channel: dict) -> str:
-    return f"{channels_url(service)}/{channel['sid']}/Invites"
-
-
-def new_user(api: Api, service: dict, identity: str) -> dict:
-    r = api.post(f"/v2/Services/{service['sid']}/Users", {"Identity": identity})
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def test_invite_an_existing_user_and_fetch_list_delete(api: Api, service: dict) -> None:

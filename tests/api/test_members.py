@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from api.test_channels import as_client, channels_url, client_token, make_channel
+from channel_helpers import as_client, channels_url, client_token, make_channel, members_url
 from conftest import Api, assert_error
 from tokensvc.db import Database
 from tokensvc.models import users
 
 MEMBER_FIELDS = {"sid", "account_sid", "channel_sid", "service_sid", "identity", "date_created", "date_updated",
                  "role_sid", "last_consumed_message_index", "last_consumption_timestamp", "url", "attributes"}
-
-
-def members_url(service: dict, channel: dict) -> str:
-    return f"{channels_url(service)}/{channel['sid']}/Members"
 
 
 def user(api: Api, service: dict, key: str) -> dict:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from api.test_channels import as_client, channels_url, client_token, make_channel
-from api.test_invites import invites_url, new_user
-from api.test_members import members_url
+from channel_helpers import as_client, channels_url, client_token, invites_url, make_channel, members_url, new_user
 from conftest import Api, assert_error
 
 FIELDS = {"account_sid", "service_sid", "channel_sid", "user_sid", "member_sid", "status",
