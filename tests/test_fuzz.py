@@ -120,6 +120,14 @@ def test_doc_paths_map_starlette_names_to_twilio_names() -> None:
         "/v2/Services/{ServiceSid}/Users/{Sid}",
         "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels",
         "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings",
+        "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels/{ChannelSid}",
+    ]
+    assert doc_paths("/v2/Services/{service_sid}/Channels/{channel_rest:anypath}") == [
+        "/v2/Services/{ServiceSid}/Channels/{Sid}",
+        "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Members",
+        "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Members/{Sid}",
+        "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Invites",
+        "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Invites/{Sid}",
     ]
     assert doc_paths("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json") == [
         "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json"]

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket
 
 from . import errors, logs
 from .api import api_keys as api_keys_api
+from .api import channels as channels_api
 from .api import roles as roles_api
 from .api import services as services_api
 from .api import system as system_api
@@ -76,6 +77,10 @@ def _routes() -> list[Any]:
         resource("/v2/Services/{service_sid}/Roles/{sid}", GET=roles_api.fetch, POST=roles_api.update,
                  DELETE=roles_api.delete),
         resource("/v2/Services/{service_sid}/Users", GET=users_api.list_, POST=users_api.create),
+        resource("/v2/Services/{service_sid}/Channels", GET=channels_api.list_, POST=channels_api.create),
+        # Matched on the raw path like /Users/{rest}: a unique name or an identity may hold %2F.
+        DeclaredRoute("/v2/Services/{service_sid}/Channels/{channel_rest:anypath}", channels_api.item,
+                      declared=channels_api.ITEM_METHODS, allow_for=channels_api.item_allow),
         resource("/2010-04-01/Accounts/{account_sid}/Keys.json", GET=api_keys_api.list_, POST=api_keys_api.create),
         resource("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", GET=api_keys_api.fetch,
                  POST=api_keys_api.update, DELETE=api_keys_api.delete),

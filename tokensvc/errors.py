@@ -161,3 +161,62 @@ def database_busy(retry_after: int = 1) -> TwilioError:
 def internal_error(request_id: str) -> TwilioError:
     return TwilioError(500, 20500, f"Internal server error (request id {request_id})")
 
+
+
+# ---- Channels, Members, User Channels, Invites (SPEC §8)
+
+
+def unique_name_too_long() -> TwilioError:
+    return TwilioError(400, 50004, "UniqueName is too long: at most 256 characters")
+
+
+def unique_name_looks_like_sid() -> TwilioError:
+    return TwilioError(400, 50306, "UniqueName must not look like a Channel SID")
+
+
+def unique_name_taken() -> TwilioError:
+    return TwilioError(409, 50307, "Channel with this UniqueName already exists")
+
+
+def invalid_date_created() -> TwilioError:
+    return TwilioError(400, 50308, "DateCreated must be an ISO 8601 date")
+
+
+def invalid_date_updated() -> TwilioError:
+    return TwilioError(400, 50309, "DateUpdated must be an ISO 8601 date")
+
+
+def nothing_to_update() -> TwilioError:
+    return TwilioError(400, 50347, "No parameter to update was given")
+
+
+def invalid_channel_role(name: str = "RoleSid") -> TwilioError:
+    return TwilioError(400, 50101, f"{name} is not a valid channel role of this service")
+
+
+def channel_full() -> TwilioError:
+    return TwilioError(400, 50403, "Channel member limit exceeded")
+
+
+def already_member() -> TwilioError:
+    return TwilioError(409, 50404, "Member already exists")
+
+
+def invalid_consumption_timestamp() -> TwilioError:
+    return TwilioError(400, 50405, "LastConsumptionTimestamp must be an ISO 8601 date")
+
+
+def invalid_message_index() -> TwilioError:
+    return TwilioError(400, 50406, "LastConsumedMessageIndex must be an integer of at least 0")
+
+
+def user_channels_exceeded() -> TwilioError:
+    return TwilioError(400, 50208, "User channel limit exceeded")
+
+
+def invalid_notification_level() -> TwilioError:
+    return TwilioError(400, 50210, "NotificationLevel must be default or muted")
+
+
+def already_invited() -> TwilioError:
+    return TwilioError(409, 50212, "Invite already exists")

@@ -35,6 +35,13 @@ CHAT_V2_PATHS = (
     "/v2/Services/{ServiceSid}/Users/{Sid}",
     "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels",
     "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings",
+    "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels/{ChannelSid}",
+    "/v2/Services/{ServiceSid}/Channels",
+    "/v2/Services/{ServiceSid}/Channels/{Sid}",
+    "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Members",
+    "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Members/{Sid}",
+    "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Invites",
+    "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Invites/{Sid}",
 )
 METHODS = ("get", "post", "delete")
 
@@ -44,7 +51,10 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     "service_sid": ("{ServiceSid}",),
     "account_sid": ("{AccountSid}",),
     # /Users/{rest} is one route for the user and its two sub-lists (an identity may hold %2F).
-    "rest": ("{Sid}", "{UserSid}/Channels", "{UserSid}/Bindings"),
+    "rest": ("{Sid}", "{UserSid}/Channels", "{UserSid}/Bindings", "{UserSid}/Channels/{ChannelSid}"),
+    # /Channels/{channel_rest} likewise: the channel, its Members and Invites (SPEC §8).
+    "channel_rest": ("{Sid}", "{ChannelSid}/Members", "{ChannelSid}/Members/{Sid}", "{ChannelSid}/Invites",
+                     "{ChannelSid}/Invites/{Sid}"),
 }
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[A-Za-z]+)?\}")
 
@@ -125,9 +135,15 @@ def _chat_operation(op: dict[str, Any], doc_path: str, method: str) -> dict[str,
         statuses.append("409")
     if doc_path.endswith("/Roles/{Sid}") and method == "delete":
         statuses.append("409")
+    channel_write = "/Channels" in doc_path and method == "post" and "/Users/" not in doc_path
+    if channel_write and not doc_path.endswith("/Members/{Sid}"):
+        statuses.append("409")  # 50307 unique name taken, 50404 already a member, 50212 already invited
     op["responses"].update(error_refs(*statuses))
     if "/Users" in doc_path and not (doc_path.endswith("/Users") and method == "post") and method != "delete":
         # SPEC §5: a client app may read users of its service and edit itself with its access token.
+        op["security"] = [{BASIC: []}, {TOKEN: []}]
+    if "/Channels" in doc_path:
+        # SPEC §8: a client app acts in channels within its roles' permissions.
         op["security"] = [{BASIC: []}, {TOKEN: []}]
     return op
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from . import errors
 from .sids import is_sid
@@ -105,4 +106,58 @@ def ttl(raw: str | None, *, default: int, maximum: int) -> int:
         raise errors.invalid_param("Ttl", "must be positive")
     if value > maximum:
         raise errors.ttl_too_long(maximum)
+    return value
+
+
+# ---- Channels, Members, User Channels (SPEC §8)
+
+MAX_UNIQUE_NAME = 256
+CHANNEL_TYPES = ("public", "private")
+NOTIFICATION_LEVELS = ("default", "muted")
+
+
+def unique_name(value: str) -> str:
+    if len(value) > MAX_UNIQUE_NAME:
+        raise errors.unique_name_too_long()
+    if is_sid("CH", value):
+        raise errors.unique_name_looks_like_sid()
+    if not is_text(value):
+        raise errors.invalid_param("UniqueName", "must be Unicode text")
+    return value
+
+
+def channel_type(value: str) -> str:
+    if value not in CHANNEL_TYPES:
+        raise errors.invalid_param("Type", "must be public or private")
+    return value
+
+
+def iso_date(value: str, error: errors.TwilioError) -> int:
+    """An ISO 8601 date-time (`2016-03-24T21:05:19Z`, or with an offset) as epoch seconds;
+    `error` when it is none. A date without a zone is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise error from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        seconds = int(parsed.timestamp())
+    except (OverflowError, OSError, ValueError):
+        raise error from None
+    if not 0 <= seconds < 2**62:
+        raise error
+    return seconds
+
+
+def message_index(value: str) -> int:
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise errors.invalid_message_index()
+    return int(text)
+
+
+def notification_level(value: str) -> str:
+    if value not in NOTIFICATION_LEVELS:
+        raise errors.invalid_notification_level()
     return value

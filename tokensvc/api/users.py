@@ -15,6 +15,7 @@ from ..store.services import get_service
 from ..store.users import get_user, is_online, list_users
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
+from . import user_channels as user_channels_api
 from .common import (
     authenticate,
     base_url,
@@ -64,7 +65,13 @@ def _user_path(request: Request) -> tuple[str, str | None]:
     except ValueError:
         raise errors.not_found() from None
     rest = parts[at + 1:]
-    if not rest or not rest[0] or len(rest) > 2:
+    if len(rest) == 3 and rest[1] == b"Channels" and rest[2]:  # /Users/{key}/Channels/{CH}: a User Channel
+        try:
+            request.state.channel_key = unquote_to_bytes(rest[2]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.not_found() from None
+        rest = rest[:2]
+    elif not rest or not rest[0] or len(rest) > 2:
         raise errors.not_found()
     try:
         key = unquote_to_bytes(rest[0]).decode("utf-8")
@@ -84,6 +91,8 @@ async def item(request: Request) -> Response:
     if sub is None:
         return await dispatch(request, _USER)
     request.state.user_sub = sub
+    if sub == "Channels":  # SPEC §8: the user's joined and invited channels
+        return await dispatch(request, _USER_CHANNEL if hasattr(request.state, "channel_key") else _USER_CHANNELS)
     return await dispatch(request, _USER_LIST)
 
 
@@ -160,10 +169,16 @@ async def update(request: Request) -> Response:
 
 _USER = method_table(GET=fetch, POST=update, DELETE=delete)
 _USER_LIST = method_table(GET=sub_list)
-ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_LIST)))
+_USER_CHANNELS = method_table(GET=user_channels_api.list_)
+_USER_CHANNEL = method_table(GET=user_channels_api.fetch, POST=user_channels_api.update,
+                             DELETE=user_channels_api.delete)
+ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_LIST) | set(_USER_CHANNEL)))
 
 
 def item_allow(raw_path: str) -> tuple[str, ...]:
-    """The Allow of /Users/{key} or of one of its sub-lists (the key still percent-encoded)."""
-    parts = raw_path.split("/Users/", 1)[-1].split("/")
+    """The Allow of /Users/{key}, of one of its sub-lists or of a User Channel (the key still
+    percent-encoded)."""
+    parts = raw_path.split("?", 1)[0].split("/Users/", 1)[-1].split("/")
+    if len(parts) == 3:
+        return allow_header(_USER_CHANNEL)
     return allow_header(_USER_LIST if len(parts) == 2 else _USER)

@@ -14,6 +14,7 @@ from .. import errors
 from ..db import first_row, is_foreign_key_violation, now
 from ..paging import Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
+from .members import role_in_use as member_role_in_use
 from .tables import roles, services, users
 
 ROLE_TYPES = ("deployment", "channel")
@@ -23,16 +24,16 @@ _PERMISSION = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 DEFAULT_ROLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("service admin", "deployment", (
         "addMember", "createChannel", "deleteAnyMessage", "destroyChannel", "editAnyMessage",
-        "editAnyMessageAttributes", "editAnyUserInfo", "editChannelAttributes", "editChannelName",
-        "inviteMember", "joinChannel", "removeMember")),
+        "editAnyMemberAttributes", "editAnyMessageAttributes", "editAnyUserInfo", "editChannelAttributes",
+        "editChannelName", "inviteMember", "joinChannel", "removeMember")),
     ("service user", "deployment", ("createChannel", "editOwnUserInfo", "joinChannel")),
     ("channel admin", "channel", (
         "addMember", "deleteAnyMessage", "destroyChannel", "editAnyMessage", "editAnyMessageAttributes",
         "editChannelAttributes", "editChannelName", "inviteMember", "leaveChannel", "removeMember",
         "sendMediaMessage", "sendMessage")),
     ("channel user", "channel", (
-        "deleteOwnMessage", "editOwnMessage", "editOwnMessageAttributes", "inviteMember", "leaveChannel",
-        "sendMediaMessage", "sendMessage")),
+        "deleteOwnMessage", "editOwnMemberAttributes", "editOwnMessage", "editOwnMessageAttributes",
+        "inviteMember", "leaveChannel", "sendMediaMessage", "sendMessage")),
 )
 
 
@@ -120,6 +121,8 @@ def delete_role(conn: Connection, *, service_sid: str, sid: str) -> None:
     in_use = sid in (svc["default_service_role_sid"], svc["default_channel_role_sid"],
                      svc["default_channel_creator_role_sid"])
     if in_use or conn.execute(select(users.c.id).where(users.c.role_sid == sid).limit(1)).first():
+        raise errors.role_in_use()
+    if member_role_in_use(conn, role_sid=sid):  # members and invites hold channel roles (SPEC §8)
         raise errors.role_in_use()
     try:
         deleted = conn.execute(roles.delete().where(roles.c.sid == sid)).rowcount

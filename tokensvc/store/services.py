@@ -12,6 +12,7 @@ from .. import errors
 from ..db import first_row, now
 from ..paging import Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
+from .channels import delete_service_channels
 from .roles import DEFAULT_ROLES, check_role, insert_role
 from .tables import services
 
@@ -111,5 +112,6 @@ def update_service(conn: Connection, *, account_sid: str, sid: str, changes: dic
 def delete_service(conn: Connection, *, account_sid: str, sid: str) -> None:
     """Delete the service; its roles, users and connections go with it (foreign-key cascade)."""
     get_service(conn, account_sid=account_sid, sid=sid)
+    delete_service_channels(conn, service_sid=sid)  # SPEC §8: its channels, members and invites
     if not conn.execute(services.delete().where(services.c.sid == sid)).rowcount:
         raise errors.not_found()  # a concurrent request deleted it after we read it

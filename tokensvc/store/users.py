@@ -30,6 +30,8 @@ from .. import errors
 from ..db import first_row, is_foreign_key_violation, named_rows, now, sqlite_connection
 from ..paging import Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
+from .channels import forget_creator
+from .members import remove_user as remove_memberships
 from .roles import check_role
 from .tables import connections, services, users
 from .tombstones import Tombstones
@@ -285,6 +287,9 @@ def delete_user(conn: Connection, *, service_sid: str, key: str, graves: Tombsto
     """Delete the user row (its connections cascade), leaving a tombstone of its identity in the
     same transaction (a token issued before now cannot re-create it); returns its SID."""
     user = get_user(conn, service_sid=service_sid, key=key)
+    # SPEC §8: its members and invites go (every count fixed), its identity leaves created_by.
+    remove_memberships(conn, user=user)
+    forget_creator(conn, service_sid=service_sid, identity=user["identity"])
     if not conn.execute(delete(users).where(users.c.sid == user["sid"])).rowcount:
         raise errors.not_found()  # a concurrent request deleted it after we read it
     graves.bury(conn, service_sid=service_sid, identity=user["identity"], at=now())

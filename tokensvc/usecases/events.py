@@ -47,4 +47,38 @@ class TokenIssued:
     service_sid: str
 
 
-Event = UserAdded | UserUpdated | UserRemoved | ServiceUpdated | ServiceRemoved | ApiKeyRemoved | TokenIssued
+# ---- Channels and Members (SPEC §8): for the webhooks of the next issue
+
+
+@dataclass(frozen=True)
+class ChannelAdded:
+    channel: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ChannelUpdated:
+    channel: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ChannelDestroyed:
+    channel: Mapping[str, Any]  # as it was before the delete
+
+
+@dataclass(frozen=True)
+class MemberAdded:
+    member: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MemberUpdated:
+    member: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MemberRemoved:
+    member: Mapping[str, Any]  # as it was before the delete
+
+
+Event = (UserAdded | UserUpdated | UserRemoved | ServiceUpdated | ServiceRemoved | ApiKeyRemoved | TokenIssued
+         | ChannelAdded | ChannelUpdated | ChannelDestroyed | MemberAdded | MemberUpdated | MemberRemoved)

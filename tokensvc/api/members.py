@@ -1,0 +1,188 @@
+"""/Channels/{CH}/Members[/{MB}] and /Channels/{CH}/Invites[/{IN}] (SPEC §8); routed by
+api/channels.item, which leaves the keys in request.state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import errors, validation
+from ..paging import page_meta, parse_page_request
+from ..store import members as store
+from ..store.channels import get_channel
+from ..store.invites import get_invite, invite_to_json
+from ..store.services import get_service
+from ..usecases import members as members_uc
+from ..usecases.channels import check_visible
+from ..usecases.effects import apply
+from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+
+
+def _caller(request: Request) -> Any:
+    return getattr(request.state, "user", None)
+
+
+def query_values(request: Request) -> dict[str, list[str]]:
+    """Query parameters with every value of a repeated name (`Type`, `Identity`)."""
+    try:
+        pairs = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True,
+                          encoding="utf-8", errors="strict", max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        raise errors.invalid_query() from None
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).append(value)
+    return values
+
+
+def with_filters(meta: dict[str, Any], name: str, values: list[str]) -> dict[str, Any]:
+    """The list's `meta` with its filter (repeated `name`) kept in every page URL, as Twilio's are."""
+    if values:
+        extra = "&" + urlencode([(name, v) for v in values])
+        for link in ("first_page_url", "previous_page_url", "url", "next_page_url"):
+            if meta[link] is not None:
+                meta[link] += extra
+    return meta
+
+
+def member_values(form: Any) -> dict[str, Any]:
+    """The optional parameters of a member create or update, parsed."""
+    values: dict[str, Any] = {}
+    if "RoleSid" in form:
+        values["role_sid"] = form.get("RoleSid")
+    if "Attributes" in form:
+        values["attributes"] = validation.attributes(form.require("Attributes"))
+    if "LastConsumedMessageIndex" in form:
+        values["last_consumed_message_index"] = validation.message_index(form.require("LastConsumedMessageIndex"))
+    if "LastConsumptionTimestamp" in form:
+        values["last_consumption_timestamp"] = validation.iso_date(form.require("LastConsumptionTimestamp"),
+                                                                   errors.invalid_consumption_timestamp())
+    if "DateCreated" in form:
+        values["date_created"] = validation.iso_date(form.require("DateCreated"), errors.invalid_date_created())
+    if "DateUpdated" in form:
+        values["date_updated"] = validation.iso_date(form.require("DateUpdated"), errors.invalid_date_updated())
+    return values
+
+
+async def _rows(request: Request, sub: str, status: str, to_json: Callable[[Any, str], dict[str, Any]]) -> Response:
+    """A channel's members or invites, filtered by Identity (repeated)."""
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    client = _caller(request) if principal.is_client else None
+    identities = query_values(request).get("Identity", [])
+    params = query(request)
+    key = request.state.channel_key
+
+    def channel_of(conn: Any) -> Any:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        channel = get_channel(conn, service_sid=service_sid, key=key)
+        check_visible(conn, channel=channel, caller=client)
+        return channel
+
+    db = ctx(request).db
+    channel = await db.read(channel_of)
+    path = f"/v2/Services/{service_sid}/Channels/{channel['sid']}/{sub}"
+    cursors = page_cursors(request, path)
+    req = parse_page_request(params, cursors)
+    page = await db.read(lambda conn: store.list_rows(conn, channel_sid=channel["sid"], status=status,
+                                                      identities=identities, req=req))
+    base = base_url(request)
+    list_key = sub.lower()
+    return json_response({list_key: [to_json(r._mapping, base) for r in page.rows],
+                          "meta": with_filters(page_meta(f"{base}{path}", list_key, cursors, req, page),
+                                               "Identity", identities)})
+
+
+async def list_members(request: Request) -> Response:
+    return await _rows(request, "Members", store.JOINED, store.member_to_json)
+
+
+async def list_invites(request: Request) -> Response:
+    return await _rows(request, "Invites", store.INVITED, invite_to_json)
+
+
+async def create_member(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    form = await read_form(request)
+    identity = validation.identity(form.get("Identity"))
+    member, events = await members_uc.add_member(c, principal=principal, caller=_caller(request),
+                                                 service_sid=service_sid, channel_key=request.state.channel_key,
+                                                 identity=identity, values=member_values(form))
+    await apply(c, events)
+    return json_response(store.member_to_json(member, base_url(request)), 201)
+
+
+async def _one(request: Request, find: Callable[..., Any]) -> Any:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    client = _caller(request) if principal.is_client else None
+    channel_key, key = request.state.channel_key, request.state.item_key
+
+    def fetch_(conn: Any) -> Any:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        channel = get_channel(conn, service_sid=service_sid, key=channel_key)
+        check_visible(conn, channel=channel, caller=client)
+        return find(conn, channel=channel, key=key)
+
+    return await ctx(request).db.read(fetch_)
+
+
+async def fetch_member(request: Request) -> Response:
+    return json_response(store.member_to_json(await _one(request, store.get_member), base_url(request)))
+
+
+async def update_member(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    values = member_values(await read_form(request))
+    member, events = await members_uc.update_member(c, principal=principal, caller=_caller(request),
+                                                    service_sid=service_sid, channel_key=request.state.channel_key,
+                                                    key=request.state.item_key, values=values)
+    await apply(c, events)
+    return json_response(store.member_to_json(member, base_url(request)))
+
+
+async def delete_member(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    _, events = await members_uc.remove_member(c, principal=principal, caller=_caller(request),
+                                               service_sid=service_sid, channel_key=request.state.channel_key,
+                                               key=request.state.item_key)
+    await apply(c, events)
+    return empty_response()
+
+
+async def create_invite(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    form = await read_form(request)
+    identity = validation.identity(form.get("Identity"))
+    invite, events = await members_uc.create_invite(c, principal=principal, caller=_caller(request),
+                                                    service_sid=service_sid, channel_key=request.state.channel_key,
+                                                    identity=identity, role_sid=form.get("RoleSid"))
+    await apply(c, events)
+    return json_response(invite_to_json(invite, base_url(request)), 201)
+
+
+async def fetch_invite(request: Request) -> Response:
+    return json_response(invite_to_json(await _one(request, get_invite), base_url(request)))
+
+
+async def delete_invite(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    _, events = await members_uc.delete_invite(c, principal=principal, caller=_caller(request),
+                                               service_sid=service_sid, channel_key=request.state.channel_key,
+                                               key=request.state.item_key)
+    await apply(c, events)
+    return empty_response()

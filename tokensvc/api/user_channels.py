@@ -1,0 +1,93 @@
+"""/v2/Services/{IS}/Users/{US}/Channels[/{CH}] (SPEC §8): a user's joined and invited channels;
+routed by api/users.item, which leaves the keys in request.state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import errors, validation
+from ..paging import page_meta, parse_page_request
+from ..store import members as store
+from ..store.channels import get_channel
+from ..store.services import get_service
+from ..usecases import members as members_uc
+from ..usecases.effects import apply
+from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+
+MAX_PAGE_SIZE = 50  # SPEC §3
+
+
+def _client(request: Request, principal: Any) -> Any:
+    return getattr(request.state, "user", None) if principal.is_client else None
+
+
+async def list_(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    client = _client(request, principal)
+    key = request.state.user_key
+    params = query(request)
+    db = ctx(request).db
+
+    def user_of(conn: Any) -> Any:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return members_uc.own_user(conn, service_sid=service_sid, user_key=key, caller=client)
+
+    user = await db.read(user_of)
+    path = f"/v2/Services/{service_sid}/Users/{user['sid']}/Channels"
+    cursors = page_cursors(request, path)
+    req = parse_page_request(params, cursors, max_size=MAX_PAGE_SIZE)
+    page = await db.read(lambda conn: store.list_user_channels(conn, user_sid=user["sid"], req=req))
+    base = base_url(request)
+    return json_response({"channels": [store.user_channel_to_json(r._mapping, base) for r in page.rows],
+                          "meta": page_meta(f"{base}{path}", "channels", cursors, req, page)})
+
+
+async def fetch(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    client = _client(request, principal)
+    key, channel_key = request.state.user_key, request.state.channel_key
+
+    def fetch_(conn: Any) -> Any:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        user = members_uc.own_user(conn, service_sid=service_sid, user_key=key, caller=client)
+        channel = get_channel(conn, service_sid=service_sid, key=channel_key)
+        return store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
+
+    row = await ctx(request).db.read(fetch_)
+    return json_response(store.user_channel_to_json(row, base_url(request)))
+
+
+async def update(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    form = await read_form(request)
+    values: dict[str, Any] = {}
+    if "NotificationLevel" in form:
+        values["notification_level"] = validation.notification_level(form.require("NotificationLevel"))
+    if "LastConsumedMessageIndex" in form:
+        values["last_consumed_message_index"] = validation.message_index(form.require("LastConsumedMessageIndex"))
+    if "LastConsumptionTimestamp" in form:
+        values["last_consumption_timestamp"] = validation.iso_date(form.require("LastConsumptionTimestamp"),
+                                                                   errors.invalid_consumption_timestamp())
+    row, events = await members_uc.update_user_channel(c, principal=principal, caller=_client(request, principal),
+                                                       service_sid=service_sid, user_key=request.state.user_key,
+                                                       channel_key=request.state.channel_key, values=values)
+    await apply(c, events)
+    return json_response(store.user_channel_to_json(row, base_url(request)))
+
+
+async def delete(request: Request) -> Response:
+    service_sid = request.path_params["service_sid"]
+    principal = await authenticate(request, service_sid=service_sid)
+    c = ctx(request)
+    _, events = await members_uc.delete_user_channel(c, principal=principal, caller=_client(request, principal),
+                                                     service_sid=service_sid, user_key=request.state.user_key,
+                                                     channel_key=request.state.channel_key)
+    await apply(c, events)
+    return empty_response()

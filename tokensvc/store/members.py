@@ -1,0 +1,204 @@
+"""Members and User Channels (SPEC §8): the SQL of joining, leaving and their counts.
+
+Every joined row's insert and delete changes `channels.members_count` and
+`users.joined_channels_count` in its own transaction. Lock order, so that concurrent writers
+cannot deadlock in the usual cases: the channel row first (store.channels.get_channel(lock=True)),
+then the user row. Deleting a user (which touches all its channels) locks the user first; the
+rare deadlock that leaves with a concurrent channel or member delete is retried by the use case.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import errors
+from ..db import first_row, is_foreign_key_violation, now
+from ..formats import iso8601
+from ..paging import Page, PageRequest, fetch_page
+from ..sids import is_sid, new_sid
+from .channel_tables import channels, memberships
+from .channels import is_unique_violation
+from .tables import users
+
+JOINED, INVITED = "joined", "invited"
+
+
+def member_to_json(m: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of chat.v2.service.channel.member."""
+    return {
+        "sid": m["sid"],
+        "account_sid": m["account_sid"],
+        "channel_sid": m["channel_sid"],
+        "service_sid": m["service_sid"],
+        "identity": m["identity"],
+        "date_created": iso8601(m["date_created"]),
+        "date_updated": iso8601(m["date_updated"]),
+        "role_sid": m["role_sid"],
+        "last_consumed_message_index": m["last_consumed_message_index"],
+        "last_consumption_timestamp": (iso8601(m["last_consumption_timestamp"])
+                                       if m["last_consumption_timestamp"] is not None else None),
+        "url": f"{base_url}/v2/Services/{m['service_sid']}/Channels/{m['channel_sid']}/Members/{m['sid']}",
+        "attributes": m["attributes"] if m["attributes"] is not None else "{}",
+    }
+
+
+def user_channel_to_json(m: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of chat.v2.service.user.user_channel, for a joined or an invited row."""
+    joined = m["status"] == JOINED
+    channel_url = f"{base_url}/v2/Services/{m['service_sid']}/Channels/{m['channel_sid']}"
+    index = m["last_consumed_message_index"]
+    return {
+        "account_sid": m["account_sid"],
+        "service_sid": m["service_sid"],
+        "channel_sid": m["channel_sid"],
+        "user_sid": m["user_sid"],
+        "member_sid": m["sid"] if joined else None,
+        "status": m["status"],
+        "last_consumed_message_index": index,
+        "unread_messages_count": None if index is None else 0,  # no messages exist (SPEC §8)
+        "links": {"channel": channel_url, "member": f"{channel_url}/Members/{m['sid']}" if joined else None},
+        "url": f"{base_url}/v2/Services/{m['service_sid']}/Users/{m['user_sid']}/Channels/{m['channel_sid']}",
+        "notification_level": m["notification_level"],
+    }
+
+
+def membership_of(conn: Connection, *, channel_sid: str, user_sid: str) -> Mapping[str, Any] | None:
+    """The user's row in the channel (joined or invited), or None."""
+    return first_row(conn.execute(select(memberships).where(memberships.c.channel_sid == channel_sid,
+                                                            memberships.c.user_sid == user_sid)))
+
+
+def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, Any], user: Mapping[str, Any],
+         role_sid: str | None, values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Make the user a member of the locked `channel`: 409 50404 when it is one; 400 50403 when
+    the channel is full, 50208 when the user is in as many channels as the service allows. The
+    role: `role_sid`, else a pending invite's, else the creator role for the channel's creator,
+    else the service's default channel role. The invite is consumed. `values`: attributes,
+    last_consumed_message_index, last_consumption_timestamp, date_created, date_updated."""
+    found = membership_of(conn, channel_sid=channel["sid"], user_sid=user["sid"])
+    if found is not None and found["status"] == JOINED:
+        raise errors.already_member()
+    limits = json.loads(service["limits"])
+    if channel["members_count"] >= int(limits.get("channel_members", 250)):
+        raise errors.channel_full()
+    counted = conn.execute(update(users).where(
+        users.c.sid == user["sid"], users.c.joined_channels_count < int(limits.get("user_channels", 100)))
+        .values(joined_channels_count=users.c.joined_channels_count + 1))
+    if not counted.rowcount:
+        if conn.execute(select(users.c.id).where(users.c.sid == user["sid"])).first() is None:
+            raise errors.not_found()  # a concurrent request deleted the user
+        raise errors.user_channels_exceeded()
+    if role_sid is None:
+        if found is not None:
+            role_sid = found["role_sid"]
+        elif channel["created_by"] == user["identity"]:
+            role_sid = service["default_channel_creator_role_sid"]
+        else:
+            role_sid = service["default_channel_role_sid"]
+    if found is not None:  # the pending invite, consumed
+        conn.execute(memberships.delete().where(memberships.c.id == found["id"]))
+    ts = now()
+    row = {
+        "sid": new_sid("MB"), "status": JOINED, "account_sid": channel["account_sid"],
+        "service_sid": channel["service_sid"], "channel_sid": channel["sid"], "user_sid": user["sid"],
+        "identity": user["identity"], "role_sid": role_sid, "attributes": values.get("attributes"),
+        "last_consumed_message_index": values.get("last_consumed_message_index"),
+        "last_consumption_timestamp": values.get("last_consumption_timestamp"),
+        "notification_level": "default", "created_by": None,
+        "date_created": values.get("date_created") or ts,
+        "date_updated": values.get("date_updated") or values.get("date_created") or ts,
+    }
+    try:
+        conn.execute(memberships.insert().values(**row))
+    except IntegrityError as exc:
+        if is_unique_violation(exc):  # a lost race the channel lock did not serialize
+            raise errors.already_member() from None
+        if is_foreign_key_violation(exc):  # the user or channel, deleted by a concurrent request
+            raise errors.not_found() from None
+        raise
+    conn.execute(channels.update().where(channels.c.sid == channel["sid"])
+                 .values(members_count=channels.c.members_count + 1))
+    return get_member(conn, channel=channel, key=row["sid"])
+
+
+def get_member(conn: Connection, *, channel: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A member of the channel by MB SID or identity; 404 when there is none."""
+    if "\x00" in key:
+        raise errors.not_found()
+    column = memberships.c.sid if is_sid("MB", key) else memberships.c.identity
+    row = first_row(conn.execute(select(memberships).where(
+        memberships.c.channel_sid == channel["sid"], memberships.c.status == JOINED, column == key)))
+    if row is None:
+        raise errors.not_found()
+    return row
+
+
+def list_rows(conn: Connection, *, channel_sid: str, status: str, identities: Sequence[str],
+              req: PageRequest) -> Page:
+    """A channel's members or invites in creation order, optionally of these identities only."""
+    stmt = select(memberships).where(memberships.c.channel_sid == channel_sid, memberships.c.status == status)
+    if identities:
+        stmt = stmt.where(memberships.c.identity.in_(list(identities)))
+    return fetch_page(conn, stmt, memberships.c.id, req)
+
+
+def update_row(conn: Connection, *, row: Mapping[str, Any], values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Change a member's or user channel's columns; date_updated is now unless given."""
+    changes = dict(values)
+    changes.setdefault("date_updated", now())
+    try:
+        conn.execute(memberships.update().where(memberships.c.id == row["id"]).values(**changes))
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc):  # the role was deleted after it was checked
+            raise errors.invalid_channel_role() from None
+        raise
+    found = first_row(conn.execute(select(memberships).where(memberships.c.id == row["id"])))
+    if found is None:
+        raise errors.not_found()
+    return found
+
+
+def leave(conn: Connection, *, row: Mapping[str, Any]) -> None:
+    """Delete a member (counts follow) or an invite. The caller holds the channel's lock."""
+    if not conn.execute(memberships.delete().where(memberships.c.id == row["id"])).rowcount:
+        raise errors.not_found()  # a concurrent request removed it after we read it
+    if row["status"] != JOINED:
+        return
+    conn.execute(channels.update().where(channels.c.sid == row["channel_sid"])
+                 .values(members_count=channels.c.members_count - 1))
+    conn.execute(update(users).where(users.c.sid == row["user_sid"])
+                 .values(joined_channels_count=users.c.joined_channels_count - 1))
+
+
+def remove_user(conn: Connection, *, user: Mapping[str, Any]) -> None:
+    """Before a user is deleted: its members and invites go, each channel it was in counting one
+    member less (channels in SID order)."""
+    conn.execute(select(users.c.id).where(users.c.sid == user["sid"]).with_for_update())
+    joined = sorted(conn.execute(select(memberships.c.channel_sid).where(
+        memberships.c.user_sid == user["sid"], memberships.c.status == JOINED)).scalars())
+    for start in range(0, len(joined), 500):
+        conn.execute(channels.update().where(channels.c.sid.in_(joined[start:start + 500]))
+                     .values(members_count=channels.c.members_count - 1))
+    conn.execute(memberships.delete().where(memberships.c.user_sid == user["sid"]))
+
+
+def list_user_channels(conn: Connection, *, user_sid: str, req: PageRequest) -> Page:
+    """The user's joined and invited channels in creation order of the rows."""
+    return fetch_page(conn, select(memberships).where(memberships.c.user_sid == user_sid), memberships.c.id, req)
+
+
+def get_user_channel(conn: Connection, *, user_sid: str, channel_sid: str) -> Mapping[str, Any]:
+    row = membership_of(conn, channel_sid=channel_sid, user_sid=user_sid)
+    if row is None:
+        raise errors.not_found()
+    return row
+
+
+def role_in_use(conn: Connection, *, role_sid: str) -> bool:
+    """Whether a member or invite holds the role (roles.delete_role refuses then, 50100)."""
+    return conn.execute(select(memberships.c.id).where(memberships.c.role_sid == role_sid).limit(1)).first() is not None
