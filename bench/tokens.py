@@ -14,7 +14,8 @@ the order rotated each round so drift on this shared machine hits every measurem
   tokensvc 2w …     the same with `--workers 2`
 
 Prints medians (req/s, p50, p99, server CPU µs per request) and the ratios of the issues' targets:
-tokensvc existing ≥ 0.7 × C1, new ≥ 0.6 × C1, 2 workers ≥ 1.6 × 1 worker. `--variant NAME=DIR`
+tokensvc existing ≥ 0.7 × C1, new ≥ 0.6 × C1, 2 workers ≥ 1.6 × 1 worker; and the tail: tokensvc's
+p99 ≤ 2 × C1's p99 in the same round (issue 11), existing and new identities. `--variant NAME=DIR`
 adds a tokensvc server run from another source tree (a scratch copy with a prototype change), and
 `--variant-env NAME=KEY=VALUE` one with extra environment, measured in the same rounds.
 """
@@ -237,6 +238,26 @@ def main() -> int:
             ratio(f"{name} new", "tokensvc new", None, "(gain of the variant)")
         print("  (cpu = the inverse ratio of server CPU µs per request: what the ratio would be with a whole "
               "core each, untouched by noise)")
+        print()
+        print("p99 latency: median over rounds of the per-round p99 ratio [each round: tokensvc p99 / C1 p99 ms]")
+
+        def tail(a: str, b: str, target: float | None) -> None:
+            if a not in results or b not in results:
+                return
+            p99 = [rd[a]["p99_ms"] / rd[b]["p99_ms"] for rd in rounds]
+            each = " ".join(f"{rd[a]['p99_ms']:.1f}/{rd[b]['p99_ms']:.1f}" for rd in rounds)
+            line = (f"  {a + ' / ' + b:<44} {median(p99):5.2f} [{' '.join(f'{x:.2f}' for x in p99)}]"
+                    f"   p99 {median([rd[a]['p99_ms'] for rd in rounds]):.1f} vs "
+                    f"{median([rd[b]['p99_ms'] for rd in rounds]):.1f} ms   [{each}]")
+            if target is not None:
+                line += "   " + verdict(median(p99), target, at_least=False)
+            print(line)
+
+        tail("tokensvc existing", "C1 existing", 2.0)
+        tail("tokensvc new", "C1 new", 2.0)
+        for name in variants:
+            tail(f"{name} existing", "C1 existing", 2.0)
+            tail(f"{name} new", "C1 new", 2.0)
         return exit_status(results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,17 +2,20 @@
 
 Credentials and API keys are served from small process caches that live `cache_seconds` (1 s by
 default), so a deleted key or changed auth token is seen by every process within that time while
-the hot path stays free of database reads.
+the hot path stays free of database reads. An entry in use is reloaded in the background before
+it expires, one load per key at a time (LoadingCache): when every request's entry expired at
+once, each of the ~64 in flight read it again through the threadpool (tens of ms, p99).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
 import time
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -62,6 +65,60 @@ class TTLCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._data.clear()
+
+
+class LoadingCache(TTLCache[K, V]):
+    """A TTLCache that loads what it lacks with `load(key)`, never twice at once for one key.
+
+    Callers that miss together share one load (a cache expiring under load sent every request in
+    flight to the database at the same moment, bench/tokens.py --database postgresql: p99 ×4).
+    An entry asked for in the last half of its life is reloaded in the background while callers
+    keep getting it, so a busy key never expires in front of its callers; no entry is served
+    past its `ttl`. After `clear()`, a load already under way stores nothing."""
+
+    def __init__(self, ttl: float, load: Callable[[K], Awaitable[V]], maxsize: int = 10_000):
+        super().__init__(ttl, maxsize)
+        self.load = load
+        self._loading: dict[K, asyncio.Task[V]] = {}
+        self._generation = 0
+
+    async def fetch(self, key: K) -> V:
+        task = self._loading.get(key)
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            task = None  # left by another event loop (tests, a restarted app)
+        item = self._data.get(key)
+        if item is not None:
+            left = item[0] - time.monotonic()
+            if left > 0:
+                if left < self.ttl / 2 and task is None:
+                    self._start(key)  # refresh ahead; this caller keeps the entry it has
+                return item[1]
+        if task is None:
+            task = self._start(key)
+        return await asyncio.shield(task)  # a caller cancelled does not cancel the others' load
+
+    def _start(self, key: K) -> asyncio.Task[V]:
+        task = asyncio.get_running_loop().create_task(self._load(key, self._generation))
+        self._loading[key] = task
+        task.add_done_callback(lambda t: self._done(key, t))
+        return task
+
+    async def _load(self, key: K, generation: int) -> V:
+        value = await self.load(key)
+        if generation == self._generation:
+            self.put(key, value)
+        return value
+
+    def _done(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed background reload is retried by the next caller
+
+    def clear(self) -> None:
+        super().clear()
+        self._loading.clear()
+        self._generation += 1
 
 
 @dataclass(frozen=True)
@@ -147,9 +204,9 @@ class Authenticator:
         self.keyring = keyring
         self.box = box
         ttl = settings.cache_seconds
-        self._credentials: TTLCache[str, Any] = TTLCache(ttl)
-        self._api_keys: TTLCache[str, Any] = TTLCache(ttl)
-        self._services: TTLCache[str, Any] = TTLCache(ttl)
+        self._credentials: LoadingCache[str, Any] = LoadingCache(ttl, self._load_credential)
+        self._api_keys: LoadingCache[str, Any] = LoadingCache(ttl, self._load_api_key_secret)
+        self._services: LoadingCache[str, Any] = LoadingCache(ttl, lambda sid: self.db.read(find_service, sid))
         self.limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window)
 
     def _failed(self, kind: str) -> None:
@@ -167,11 +224,11 @@ class Authenticator:
 
     async def service(self, sid: str) -> Mapping[str, Any] | None:
         """A service row, cached briefly: the token hot path reads it on every request."""
-        found = self._services.get(sid)
-        if found is _MISSING:
-            found = await self.db.read(find_service, sid)
-            self._services.put(sid, found)
+        found: Mapping[str, Any] | None = await self._services.fetch(sid)
         return found
+
+    async def _load_credential(self, username: str) -> tuple[str, str, str] | None:
+        return await self.db.read(_credential, username) if len(username) == 34 else None
 
     async def basic(self, authorization: str | None, addr: str) -> Principal:
         """The principal of a Basic Authorization header, or 401 20003 / 429 20429."""
@@ -190,10 +247,7 @@ class Authenticator:
             self.limiter.failed(addr, username)
             self._failed("basic")
             raise errors.unauthorized("Malformed Basic credentials")
-        cred = self._credentials.get(username)
-        if cred is _MISSING:
-            cred = await self.db.read(_credential, username) if len(username) == 34 else None
-            self._credentials.put(username, cred)
+        cred = await self._credentials.fetch(username)
         if not secret_matches(secret, cred[2] if cred else None):
             self.limiter.failed(addr, username)
             self._failed("basic")
@@ -203,21 +257,22 @@ class Authenticator:
 
     async def api_key_secret(self, sid: str) -> tuple[str, str] | None:
         """(account SID, secret) of an API key, decrypted, cached briefly."""
-        found = self._api_keys.get(sid)
-        if found is _MISSING:
-            row = await self.db.read(lambda conn: conn.execute(
-                select(api_keys.c.account_sid, api_keys.c.secret_enc).where(api_keys.c.sid == sid)).first())
-            found = None
-            if row is not None:
-                try:
-                    found = (row.account_sid, self.box.decrypt(row.secret_enc, sid))
-                except (InvalidTag, ValueError):
-                    # Stored with another secrets.key (a replica whose keys dir differs) or
-                    # damaged: the key cannot verify anything, so its tokens are invalid (401).
-                    log.warning("API key %s: its stored secret does not open with this process's "
-                                "secrets.key; tokens it signed are refused", sid)
-            self._api_keys.put(sid, found)
+        found: tuple[str, str] | None = await self._api_keys.fetch(sid)
         return found
+
+    async def _load_api_key_secret(self, sid: str) -> tuple[str, str] | None:
+        row = await self.db.read(lambda conn: conn.execute(
+            select(api_keys.c.account_sid, api_keys.c.secret_enc).where(api_keys.c.sid == sid)).first())
+        if row is None:
+            return None
+        try:
+            return (row.account_sid, self.box.decrypt(row.secret_enc, sid))
+        except (InvalidTag, ValueError):
+            # Stored with another secrets.key (a replica whose keys dir differs) or
+            # damaged: the key cannot verify anything, so its tokens are invalid (401).
+            log.warning("API key %s: its stored secret does not open with this process's "
+                        "secrets.key; tokens it signed are refused", sid)
+            return None
 
     async def verify_token(self, token: str) -> Verified:
         """A verified token whose service exists and belongs to the token's account."""
