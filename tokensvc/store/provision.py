@@ -20,7 +20,7 @@ from ..sids import new_sid
 from .tables import users
 from .tombstones import Tombstones
 from .tombstones import refused as tombstone_refusal
-from .users import _BY_IDENTITIES, _SERVICE_EXISTS, INSERT_MANY_PG, Outcome, User, find_by_identity, get_or_create
+from .users import BY_IDENTITIES, INSERT_MANY_PG, SERVICE_EXISTS, Outcome, User, find_by_identity, get_or_create
 from .users import settle as settle_outcomes
 
 _PG = postgresql_dialect.psycopg.dialect()
@@ -39,9 +39,9 @@ def _pg(stmt: Any) -> tuple[str, dict[str, Any]]:
     return str(compiled), defaults
 
 
-_BY_IDENTITIES_PG, _ = _pg(_BY_IDENTITIES)
+_BY_IDENTITIES_PG, _ = _pg(BY_IDENTITIES)
 _INSERT_MANY_PG, _INSERT_DEFAULTS = _pg(INSERT_MANY_PG)
-_SERVICE_EXISTS_PG, _ = _pg(_SERVICE_EXISTS)
+_SERVICE_EXISTS_PG, _ = _pg(SERVICE_EXISTS)
 _ROLE_RACE_RETRIES = 3
 
 

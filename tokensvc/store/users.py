@@ -44,12 +44,12 @@ Outcome = tuple[User, bool] | errors.TwilioError
 # Built once: building a Core statement per call costs ~70 µs, more than the query.
 _BY_IDENTITY = select(users).where(users.c.service_sid == bindparam("service_sid"),
                                    users.c.identity == bindparam("identity"))
-_BY_IDENTITIES = select(users).where(users.c.service_sid == bindparam("service_sid"),
+BY_IDENTITIES = select(users).where(users.c.service_sid == bindparam("service_sid"),
                                      users.c.identity == any_(bindparam("identities")))
 _BY_IDENTITIES_IN = select(users).where(users.c.service_sid == bindparam("service_sid"),
                                         users.c.identity.in_(bindparam("identities", expanding=True)))
 _BY_SID = select(users).where(users.c.sid == bindparam("sid"), users.c.service_sid == bindparam("service_sid"))
-_SERVICE_EXISTS = select(services.c.id).where(services.c.sid == bindparam("service_sid"))
+SERVICE_EXISTS = select(services.c.id).where(services.c.sid == bindparam("service_sid"))
 _CHUNK = 500  # identities per IN (...) list on SQLite (its bound-parameter limit)
 
 
@@ -122,7 +122,7 @@ def _insert_one(conn: Connection, service: Mapping[str, Any], identity: str, *, 
 
 
 def service_exists(conn: Connection, service_sid: str) -> bool:
-    return conn.execute(_SERVICE_EXISTS, {"service_sid": service_sid}).first() is not None
+    return conn.execute(SERVICE_EXISTS, {"service_sid": service_sid}).first() is not None
 
 
 # SQLite: the same statement compiled once and run on the DBAPI cursor of the SQLAlchemy
@@ -156,7 +156,7 @@ def get_many(conn: Connection, service_sid: str, identities: Iterable[str]) -> d
     wanted = sorted(set(identities))
     if conn.dialect.name == "postgresql":
         return {row["identity"]: row for row in named_rows(conn.execute(
-            _BY_IDENTITIES, {"service_sid": service_sid, "identities": wanted}))}
+            BY_IDENTITIES, {"service_sid": service_sid, "identities": wanted}))}
     found: dict[str, User] = {}
     for i in range(0, len(wanted), _CHUNK):
         for row in named_rows(conn.execute(_BY_IDENTITIES_IN, {"service_sid": service_sid,
