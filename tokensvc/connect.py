@@ -31,11 +31,13 @@ from sqlalchemy import Connection, bindparam, select
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import errors, urls
+from .api import push as push_api
 from .api.render import user_to_json
 from .db import now
 from .presence import Presence, Stopping
 from .store import tombstones
 from .store.tables import api_keys
+from .tokens import Verified
 from .usecases.effects import apply
 from .usecases.events import UserAdded
 
@@ -59,7 +61,7 @@ class Session:
     """One client connection; slots keep idle connections small (bench/connect.py)."""
 
     __slots__ = ("ws", "id", "user_sid", "service_sid", "identity", "expires_at", "warned", "close_code",
-                 "close_error", "waker", "key_sid")
+                 "close_error", "waker", "key_sid", "token")
 
     def __init__(self, ws: WebSocket):
         self.ws = ws
@@ -73,6 +75,7 @@ class Session:
         self.close_error: errors.TwilioError | None = None  # sent as an error frame before the close
         self.waker: asyncio.Timeout | None = None
         self.key_sid: str | None = None  # the API key that signed the session's HS256 token
+        self.token: Verified | None = None  # its current token: registerPush's grant defaults (SPEC §9)
 
     def kick(self, code: int, err: errors.TwilioError | None = None) -> None:
         """Ask the session's task to close with `code` as soon as it is scheduled."""
@@ -303,6 +306,7 @@ class Hub:
         session.service_sid = verified.service_sid
         session.identity = verified.identity
         session.expires_at = verified.expires_at
+        session.token = verified
         self._track_key(session, verified.key_sid)
         try:
             user, created = await self.presence.join(session, svc, verified.identity,
@@ -349,6 +353,14 @@ class Hub:
             return await self._send(session, _error_frame(errors.invalid_frame("Frames must be JSON objects of at most "
                                                                      f"{MAX_FRAME} bytes sent as text")))
         kind = data.get("type")
+        if kind == "registerPush" and session.user_sid is not None and session.token is not None:
+            try:
+                registered = await push_api.register_frame(
+                    self.ctx, service_sid=session.service_sid or "", user_sid=session.user_sid, token=session.token,
+                    data=data, base=self._base_url(session.ws))
+            except errors.TwilioError as exc:
+                return await self._send(session, _error_frame(exc))
+            return await self._send(session, _frame("pushRegistered", **registered))
         if kind != "updateToken":
             return await self._send(session, _error_frame(errors.invalid_frame("Unknown frame type")))
         token = data.get("token")
@@ -363,6 +375,7 @@ class Hub:
             return await self._send(session, _error_frame(errors.forbidden(
                 "updateToken needs a token for the same identity and service")))
         session.expires_at = verified.expires_at
+        session.token = verified
         session.warned = False
         self._track_key(session, verified.key_sid)
         await self._send(session, _frame("tokenUpdated"))

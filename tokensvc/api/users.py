@@ -15,6 +15,7 @@ from ..store.services import get_service
 from ..store.users import get_user, is_online, list_users
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
+from . import push as push_api
 from .common import (
     authenticate,
     base_url,
@@ -54,8 +55,8 @@ async def create(request: Request) -> Response:
     return json_response(user_to_json(user, base_url(request)), 201)
 
 
-def _user_path(request: Request) -> tuple[str, str | None]:
-    """(user key, sub-resource) from the raw path, so an identity with `%2F` stays one segment."""
+def _user_path(request: Request) -> tuple[str, str | None, str | None]:
+    """(user key, sub-resource, binding SID) from the raw path, so an identity with `%2F` stays one segment."""
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     raw = raw.split(b"?", 1)[0]
     parts = raw.split(b"/")
@@ -64,7 +65,8 @@ def _user_path(request: Request) -> tuple[str, str | None]:
     except ValueError:
         raise errors.not_found() from None
     rest = parts[at + 1:]
-    if not rest or not rest[0] or len(rest) > 2:
+    binding = rest.pop().decode("latin-1") if len(rest) == 3 and rest[1] == b"Bindings" else None  # push
+    if not rest or not rest[0] or len(rest) > 2 or binding == "":
         raise errors.not_found()
     try:
         key = unquote_to_bytes(rest[0]).decode("utf-8")
@@ -73,16 +75,19 @@ def _user_path(request: Request) -> tuple[str, str | None]:
     sub = rest[1].decode("latin-1") if len(rest) == 2 else None
     if sub is not None and sub not in ("Channels", "Bindings"):
         raise errors.not_found()
-    return key, sub
+    return key, sub, binding
 
 
 async def item(request: Request) -> Response:
     """/Users/{key} and /Users/{key}/{Channels|Bindings}: one route (an identity may hold `%2F`),
     two resources, each with its own declared methods."""
-    key, sub = _user_path(request)
+    key, sub, binding = _user_path(request)
     request.state.user_key = key
     if sub is None:
         return await dispatch(request, _USER)
+    if binding is not None:  # /Users/{key}/Bindings/{BS} (SPEC §9)
+        request.state.binding_sid = binding
+        return await dispatch(request, _USER_BINDING)
     request.state.user_sub = sub
     return await dispatch(request, _USER_LIST)
 
@@ -93,6 +98,8 @@ async def _caller(request: Request) -> tuple[Principal, str]:
 
 
 async def sub_list(request: Request) -> Response:
+    if request.state.user_sub == "Bindings":
+        return await push_api.list_user_bindings(request)
     principal, service_sid = await _caller(request)
     key, sub = request.state.user_key, request.state.user_sub
     c = ctx(request)
@@ -107,7 +114,7 @@ async def sub_list(request: Request) -> Response:
     path = f"/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
     cursors = page_cursors(request, path)
     req = parse_page_request(params, cursors, max_size=50)
-    # Channels and bindings do not exist yet: a real, empty, paged list.
+    # Channels do not exist yet: a real, empty, paged list (bindings: api/push.py).
     key_name = "channels" if sub == "Channels" else "bindings"
     return json_response({key_name: [], "meta": page_meta(f"{base}{path}", key_name, cursors, req,
                                                           Page([], False, False))})
@@ -128,7 +135,9 @@ async def fetch(request: Request) -> Response:
         return user, online
 
     user, online = await c.db.read(fetch_)
-    return json_response(user_to_json(user, base_url(request), is_online=online))
+    # SPEC §9: users.notifiable is kept with the bindings (store/push.py), null until a first one.
+    notifiable = user["notifiable"] if svc["reachability_enabled"] else None
+    return json_response(user_to_json(user, base_url(request), is_online=online, is_notifiable=notifiable))
 
 
 async def delete(request: Request) -> Response:
@@ -160,10 +169,13 @@ async def update(request: Request) -> Response:
 
 _USER = method_table(GET=fetch, POST=update, DELETE=delete)
 _USER_LIST = method_table(GET=sub_list)
-ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_LIST)))
+_USER_BINDING = method_table(GET=push_api.fetch_user_binding, DELETE=push_api.delete_user_binding)
+ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_LIST) | set(_USER_BINDING)))
 
 
 def item_allow(raw_path: str) -> tuple[str, ...]:
     """The Allow of /Users/{key} or of one of its sub-lists (the key still percent-encoded)."""
     parts = raw_path.split("/Users/", 1)[-1].split("/")
+    if len(parts) == 3:
+        return allow_header(_USER_BINDING)
     return allow_header(_USER_LIST if len(parts) == 2 else _USER)
