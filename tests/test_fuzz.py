@@ -120,6 +120,7 @@ def test_doc_paths_map_starlette_names_to_twilio_names() -> None:
         "/v2/Services/{ServiceSid}/Users/{Sid}",
         "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels",
         "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings",
+        "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings/{Sid}",
     ]
     assert doc_paths("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json") == [
         "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json"]

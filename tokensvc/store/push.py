@@ -103,7 +103,10 @@ def delete_credential(conn: Connection, *, account_sid: str, sid: str) -> list[s
     get_credential(conn, account_sid=account_sid, sid=sid, for_update=True)
     owners = sorted(set(conn.execute(select(bindings.c.user_sid).where(bindings.c.credential_sid == sid)).scalars()))
     _lock_users(conn, owners)
-    conn.execute(bindings.delete().where(bindings.c.credential_sid == sid))
+    # RETURNING: also the owners of a binding committed after the read above (SQLite outside
+    # the group commit, where that read is not yet in the write transaction).
+    gone = conn.execute(bindings.delete().where(bindings.c.credential_sid == sid).returning(bindings.c.user_sid))
+    owners = sorted(set(owners) | set(gone.scalars()))
     _refresh_notifiable(conn, owners)
     conn.execute(credentials.delete().where(credentials.c.sid == sid))
     return owners
@@ -149,27 +152,50 @@ def register_binding(conn: Connection, *, account_sid: str, service_sid: str, us
         raise errors.credential_type_mismatch()
     user = get_user(conn, service_sid=service_sid, key=user_key)
     _lock_users(conn, [user["sid"]])
-    found = first_row(conn.execute(select(bindings.c.sid).where(
-        bindings.c.user_sid == user["sid"], bindings.c.endpoint == endpoint, bindings.c.binding_type == binding_type)))
+    key = (bindings.c.user_sid == user["sid"], bindings.c.endpoint == endpoint, bindings.c.binding_type == binding_type)
+    found = first_row(conn.execute(select(bindings.c.sid).where(*key)))
     ts = now()
-    try:
-        if found is not None:
-            sid = found["sid"]
-            conn.execute(bindings.update().where(bindings.c.sid == sid).values(
-                credential_sid=credential_sid, address_enc=box.encrypt(address, f"binding:{sid}"), date_updated=ts))
-        else:
-            sid = new_sid("BS")
-            conn.execute(bindings.insert().values(
-                sid=sid, account_sid=account_sid, service_sid=service_sid, user_sid=user["sid"],
-                credential_sid=credential_sid, endpoint=endpoint, binding_type=binding_type,
-                address_enc=box.encrypt(address, f"binding:{sid}"), date_created=ts, date_updated=ts))
-    except IntegrityError as exc:
-        if is_foreign_key_violation(exc):  # the user was deleted meanwhile (SQLite has no row lock)
-            raise errors.not_found() from None
-        raise
+    created = found is None
+    if created:
+        sid = new_sid("BS")
+        created = _insert_binding(conn, dict(
+            sid=sid, account_sid=account_sid, service_sid=service_sid, user_sid=user["sid"],
+            credential_sid=credential_sid, endpoint=endpoint, binding_type=binding_type,
+            address_enc=box.encrypt(address, f"binding:{sid}"), date_created=ts, date_updated=ts))
+        if not created:  # a concurrent registration of the key won: it is updated like an existing one
+            found = first_row(conn.execute(select(bindings.c.sid).where(*key)))
+            if found is None:
+                raise errors.database_busy()  # won and deleted again between our statements: retry
+    if not created:
+        assert found is not None
+        sid = found["sid"]
+        conn.execute(bindings.update().where(bindings.c.sid == sid).values(
+            credential_sid=credential_sid, address_enc=box.encrypt(address, f"binding:{sid}"), date_updated=ts))
     # Unconditionally: what was read before the lock may be stale.
     conn.execute(update(users).where(users.c.sid == user["sid"]).values(notifiable=True))
-    return get_binding(conn, service_sid=service_sid, sid=sid), found is None
+    return get_binding(conn, service_sid=service_sid, sid=sid), created
+
+
+def _insert_binding(conn: Connection, values: Mapping[str, Any]) -> bool:
+    """Insert a binding; False when its key is taken (the unique constraint decides a race the
+    user lock did not serialize: SQLite outside the group commit). PostgreSQL: in a savepoint,
+    as a failed statement would abort the whole transaction; SQLite undoes only the statement."""
+    try:
+        if conn.dialect.name == "postgresql":
+            with conn.begin_nested():
+                conn.execute(bindings.insert().values(**values))
+        else:
+            conn.execute(bindings.insert().values(**values))
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc):  # the user or the credential went meanwhile
+            raise (errors.unknown_credential() if _credential_gone(conn, values["credential_sid"])
+                   else errors.not_found()) from None
+        return False
+    return True
+
+
+def _credential_gone(conn: Connection, sid: str) -> bool:
+    return conn.execute(select(credentials.c.id).where(credentials.c.sid == sid)).first() is None
 
 
 def get_binding(conn: Connection, *, service_sid: str, sid: str, user_sid: str | None = None) -> Row:
