@@ -14,10 +14,13 @@ from tokensvc's own domain functions, the users are bulk-inserted straight into 
   fetch    GET /v2/Services/{IS}/Users/user-{random} on `tokensvc serve` and on a bare Starlette
            endpoint (bench/baseline.py: the same indexed SELECT on raw sqlite3, the same JSON),
            same uvicorn settings, same file.
+  push     GET /v2/Services/{IS}/Users/user-0 (two push bindings, is_notifiable true) against
+           /Users/user-1 (none, null) on the same server, reachability on (issue 13, SPEC §9).
 
 Load comes from a separate process (bench/loadgen.py, or wrk with --client wrk), bounded by
 `--duration` per measurement, `--rounds` rounds in rotated order. Prints depth-999k / depth-0
-(target <= 1.5) and tokensvc / bare fetch throughput (target >= 0.5).
+(target <= 1.5), tokensvc / bare fetch throughput (target >= 0.5) and fetch with bindings /
+without (target >= 0.9: within 10 %).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -89,6 +93,22 @@ def prepare_database(path: Path, keys: Path, count: int) -> tuple[dict[str, Any]
     bulk_users_sqlite(path, svc, count)
     print(f"# filled {count} users in {time.perf_counter() - started:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
     return svc, account
+
+
+def push_bindings(server: Server, service_sid: str, auth: str) -> None:
+    """Reachability on, and two push bindings for user-0 (SPEC §9), through the API."""
+
+    def post(path: str, form: dict[str, str]) -> dict[str, Any]:
+        req = urllib.request.Request(server.base + path, data=urllib.parse.urlencode(form).encode(),
+                                     headers={"Authorization": auth}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    post(f"/v2/Services/{service_sid}", {"ReachabilityEnabled": "true"})
+    credential = post("/v2/Credentials", {"Type": "fcm", "Secret": secrets.token_urlsafe(24)})["sid"]
+    for endpoint in ("bench-phone", "bench-tablet"):
+        post(f"/v2/Services/{service_sid}/Bindings", {"Identity": "user-0", "BindingType": "fcm", "Endpoint": endpoint,
+                                                      "Address": secrets.token_hex(32), "CredentialSid": credential})
 
 
 def keyset_sql_check(path: Path, svc_sid: str, depths: list[int]) -> dict[int, int]:
@@ -170,12 +190,20 @@ def main() -> int:
         assert status == 401, status
         cases.append(("fetch tokensvc", tokensvc, fetch, args.concurrency))
         cases.append(("fetch bare", bare, fetch, args.concurrency))
+        push_bindings(tokensvc, svc["sid"], auth)
+        for identity, notifiable in (("user-0", True), ("user-1", None)):
+            status, body = get(tokensvc, f"{users_path}/{identity}", headers)
+            assert status == 200 and body["is_notifiable"] is notifiable, (identity, status, body)
+        cases.append(("fetch with bindings", tokensvc, Load("GET", f"{users_path}/user-0", headers=headers),
+                      args.concurrency))
+        cases.append(("fetch without bindings", tokensvc, Load("GET", f"{users_path}/user-1", headers=headers),
+                      args.concurrency))
 
         for _, server, load, conc in cases:  # warm up
             run_load(load, server, client=args.client, concurrency=conc, duration=0.5, workdir=tmp)
         results: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in cases}
         rounds: list[dict[str, dict[str, Any]]] = []
-        groups = [cases[:len(depths)], cases[len(depths):]]  # compared neighbours run back to back
+        groups = [cases[:len(depths)], cases[len(depths):-2], cases[-2:]]  # compared neighbours run back to back
         for r in range(args.rounds):
             this: dict[str, dict[str, Any]] = {}
             for label, server, load, conc in [c for g in groups for c in g[r % len(g):] + g[:r % len(g)]]:
@@ -203,6 +231,11 @@ def main() -> int:
                for rd in rounds]
         print(f"  fetch by identity, tokensvc / bare       {median(tp):5.2f} [{' '.join(f'{x:.2f}' for x in tp)}]"
               f"   cpu {median(cpu):.2f}   {verdict(median(tp), 0.5)}")
+        push = [rd["fetch with bindings"]["rps"] / rd["fetch without bindings"]["rps"] for rd in rounds]
+        cpu = [rd["fetch without bindings"]["server_cpu_us_per_req"]
+               / rd["fetch with bindings"]["server_cpu_us_per_req"] for rd in rounds]
+        print(f"  fetch, with bindings / without           {median(push):5.2f} "
+              f"[{' '.join(f'{x:.2f}' for x in push)}]   cpu {median(cpu):.2f}   {verdict(median(push), 0.9)}")
         print("  (cpu = the same ratio from server CPU µs per request, which noise from other processes barely moves)")
         return exit_status(results)
     finally:

@@ -121,6 +121,7 @@ def test_doc_paths_map_starlette_names_to_twilio_names() -> None:
         "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels",
         "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings",
         "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels/{ChannelSid}",
+        "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings/{Sid}",
     ]
     assert doc_paths("/v2/Services/{service_sid}/Channels/{channel_rest:anypath}") == [
         "/v2/Services/{ServiceSid}/Channels/{Sid}",

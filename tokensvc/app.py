@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from . import errors, logs
 from .api import api_keys as api_keys_api
 from .api import channels as channels_api
+from .api import push as push_api
 from .api import roles as roles_api
 from .api import services as services_api
 from .api import system as system_api
@@ -84,6 +85,13 @@ def _routes() -> list[Any]:
         resource("/2010-04-01/Accounts/{account_sid}/Keys.json", GET=api_keys_api.list_, POST=api_keys_api.create),
         resource("/2010-04-01/Accounts/{account_sid}/Keys/{sid}.json", GET=api_keys_api.fetch,
                  POST=api_keys_api.update, DELETE=api_keys_api.delete),
+        # Push (SPEC §9); /Users/{key}/Bindings[/{BS}] are served by the users route above.
+        resource("/v2/Credentials", GET=push_api.list_credentials, POST=push_api.create_credential),
+        resource("/v2/Credentials/{sid}", GET=push_api.fetch_credential, POST=push_api.update_credential,
+                 DELETE=push_api.delete_credential),
+        resource("/v2/Services/{service_sid}/Bindings", GET=push_api.list_bindings, POST=push_api.register),
+        resource("/v2/Services/{service_sid}/Bindings/{sid}", GET=push_api.fetch_binding,
+                 DELETE=push_api.delete_binding),
         WebSocketRoute("/v2/Connect", system_api.connect),
     ]
 

@@ -19,7 +19,6 @@ closes its sessions everywhere within about a second.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -31,10 +30,13 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import errors, urls
+from .api import push as push_api
 from .api.render import user_to_json
 from .db import now
+from .frames import MAX_FRAME, error_frame, frame, parse_frame
 from .presence import Presence, Stopping
 from .store import kicks, tombstones
+from .tokens import Verified
 from .usecases.effects import apply
 from .usecases.events import UserAdded
 
@@ -42,7 +44,6 @@ log = logging.getLogger("tokensvc.connect")
 
 AUTH_TIMEOUT = 10.0  # seconds a client has to present its token
 WARN_BEFORE = 180  # tokenAboutToExpire this many seconds before exp
-MAX_FRAME = 16 * 1024  # a client frame carries at most a token (≤ 8 KiB) and a little JSON
 CLOSE_TOKEN = 4001  # bad or expired token
 CLOSE_DELETED = 4003  # the User was deleted
 CLOSE_ERROR = 1011
@@ -56,12 +57,13 @@ GONE_KEY_MEMORY = 60.0  # seconds a deleted API key is remembered, past any cach
 class Session:
     """One client connection; slots keep idle connections small (bench/connect.py)."""
 
-    __slots__ = ("ws", "id", "service_sid", "identity", "expires_at", "warned", "close_code", "close_error",
-                 "waker", "key_sid")
+    __slots__ = ("ws", "id", "user_sid", "service_sid", "identity", "expires_at", "warned", "close_code",
+                 "close_error", "waker", "key_sid", "token")
 
     def __init__(self, ws: WebSocket):
         self.ws = ws
         self.id = "CN" + uuid.uuid4().hex  # the connection id presence knows it by
+        self.user_sid: str | None = None  # once joined: registerPush registers for this user
         self.service_sid: str | None = None
         self.identity: str | None = None
         self.expires_at = 0
@@ -70,6 +72,7 @@ class Session:
         self.close_error: errors.TwilioError | None = None  # sent as an error frame before the close
         self.waker: asyncio.Timeout | None = None
         self.key_sid: str | None = None  # the API key that signed the session's HS256 token
+        self.token: Verified | None = None  # its current token: registerPush's grant defaults (SPEC §9)
 
     def kick(self, code: int, err: errors.TwilioError | None = None) -> None:
         """Ask the session's task to close with `code` as soon as it is scheduled."""
@@ -82,14 +85,6 @@ class Session:
 
 def _node_id() -> str:
     return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _frame(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"), ensure_ascii=False)
-
-
-def _error_frame(err: errors.TwilioError) -> str:
-    return _frame("error", **err.body())
 
 
 def _key_gone() -> errors.TwilioError:
@@ -262,7 +257,7 @@ class Hub:
     async def _close(self, session: Session, code: int, err: errors.TwilioError | None = None) -> None:
         try:
             if err is not None:
-                await session.ws.send_text(_error_frame(err))
+                await session.ws.send_text(error_frame(err))
             await session.ws.close(code)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
@@ -295,7 +290,7 @@ class Hub:
                     return await self._refuse(session, session.close_code, session.close_error)
                 return await self._refuse(session, CLOSE_TOKEN, errors.invalid_token(
                     f"No access token received within {AUTH_TIMEOUT:g} seconds"))
-            data = _parse(message)
+            data = parse_frame(message)
             token = data.get("token") if isinstance(data, dict) and data.get("type") == "authenticate" else None
             if not isinstance(token, str):
                 return await self._refuse(session, CLOSE_TOKEN, errors.invalid_token(
@@ -311,6 +306,7 @@ class Hub:
         session.service_sid = verified.service_sid
         session.identity = verified.identity
         session.expires_at = verified.expires_at
+        session.token = verified
         self._track_key(session, verified.key_sid)
         try:
             user, created = await self.presence.join(session.id, svc, verified.identity,
@@ -323,10 +319,11 @@ class Hub:
             return await self._refuse(session, code, exc)
         except Stopping:
             return await self._refuse(session, CLOSE_GOING_AWAY)
+        session.user_sid = user["sid"]
         if created:
             await apply(self.ctx, [UserAdded(user)])
         online = True if svc["reachability_enabled"] else None
-        await self._send(session, _frame("connected", user=user_to_json(user, self._base_url(ws), is_online=online)))
+        await self._send(session, frame("connected", user=user_to_json(user, self._base_url(ws), is_online=online)))
         return True
 
     async def _refuse(self, session: Session, code: int, err: errors.TwilioError | None = None) -> bool:
@@ -340,11 +337,11 @@ class Hub:
                 return await self._close(session, session.close_code, session.close_error)
             left = session.expires_at - time.time()
             if left <= 0:
-                await self._send(session, _frame("tokenExpired"))
+                await self._send(session, frame("tokenExpired"))
                 return await self._close(session, CLOSE_TOKEN)
             if not session.warned and left <= WARN_BEFORE:
                 session.warned = True
-                await self._send(session, _frame("tokenAboutToExpire", expires_in=max(0, int(left))))
+                await self._send(session, frame("tokenAboutToExpire", expires_in=max(0, int(left))))
                 continue
             wake_in = left if session.warned else left - WARN_BEFORE
             message = await self._receive(session, loop.time() + wake_in)
@@ -352,41 +349,39 @@ class Hub:
                 await self._handle(session, message)
 
     async def _handle(self, session: Session, message: Mapping[str, Any]) -> None:
-        data = _parse(message)
+        data = parse_frame(message)
         if data is None:
-            return await self._send(session, _error_frame(errors.invalid_frame("Frames must be JSON objects of at most "
+            return await self._send(session, error_frame(errors.invalid_frame("Frames must be JSON objects of at most "
                                                                      f"{MAX_FRAME} bytes sent as text")))
         kind = data.get("type")
+        if kind == "registerPush" and session.user_sid is not None and session.token is not None:
+            try:
+                registered = await push_api.register_frame(
+                    self.ctx, service_sid=session.service_sid or "", user_sid=session.user_sid, token=session.token,
+                    data=data, base=self._base_url(session.ws))
+            except errors.TwilioError as exc:
+                return await self._send(session, error_frame(exc))
+            return await self._send(session, frame("pushRegistered", **registered))
         if kind != "updateToken":
-            return await self._send(session, _error_frame(errors.invalid_frame("Unknown frame type")))
+            return await self._send(session, error_frame(errors.invalid_frame("Unknown frame type")))
         token = data.get("token")
         if not isinstance(token, str):
-            return await self._send(session, _error_frame(errors.invalid_frame("updateToken needs a token")))
+            return await self._send(session, error_frame(errors.invalid_frame("updateToken needs a token")))
         try:
             verified = await self.ctx.auth.verify_token(token)
         except errors.TwilioError as exc:
             await self._close(session, CLOSE_TOKEN, exc)
             raise _Closed from None
         if verified.identity != session.identity or verified.service_sid != session.service_sid:
-            return await self._send(session, _error_frame(errors.forbidden(
+            return await self._send(session, error_frame(errors.forbidden(
                 "updateToken needs a token for the same identity and service")))
         session.expires_at = verified.expires_at
+        session.token = verified
         session.warned = False
         self._track_key(session, verified.key_sid)
-        await self._send(session, _frame("tokenUpdated"))
+        await self._send(session, frame("tokenUpdated"))
 
     def _base_url(self, ws: WebSocket) -> str:
         """TOKENSVC_PUBLIC_URL, else the handshake's scheme and Host (urls.base_url)."""
         return urls.base_url(self.ctx.settings, ws.scope, ws.headers.get("host"))
 
-
-def _parse(message: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A client frame as a JSON object, or None when it is not one."""
-    text = message.get("text")
-    if not isinstance(text, str) or len(text) > MAX_FRAME:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None

@@ -141,6 +141,19 @@ def invalid_role(name: str = "RoleSid") -> TwilioError:
     return TwilioError(400, 50102, f"{name} is not a valid deployment role of this service")
 
 
+def invalid_binding_type() -> TwilioError:
+    return TwilioError(400, 50209, "BindingType must be one of apn, gcm, fcm")
+
+
+def unknown_credential() -> TwilioError:
+    """A push registration naming a credential that is not one of the account's (SPEC §9)."""
+    return TwilioError(400, 52002, "CredentialSid is not a push credential of this account")
+
+
+def credential_type_mismatch() -> TwilioError:
+    return TwilioError(400, 52003, "The credential's type differs from BindingType")
+
+
 def ttl_too_long(max_ttl: int) -> TwilioError:
     return TwilioError(400, 20157, f"Ttl exceeds the maximum of {max_ttl} seconds")
 

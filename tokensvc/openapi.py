@@ -35,6 +35,7 @@ CHAT_V2_PATHS = (
     "/v2/Services/{ServiceSid}/Users/{Sid}",
     "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels",
     "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings",
+    # Channels (SPEC §8)
     "/v2/Services/{ServiceSid}/Users/{UserSid}/Channels/{ChannelSid}",
     "/v2/Services/{ServiceSid}/Channels",
     "/v2/Services/{ServiceSid}/Channels/{Sid}",
@@ -42,6 +43,12 @@ CHAT_V2_PATHS = (
     "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Members/{Sid}",
     "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Invites",
     "/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Invites/{Sid}",
+    # Push (SPEC §9)
+    "/v2/Credentials",
+    "/v2/Credentials/{Sid}",
+    "/v2/Services/{ServiceSid}/Bindings",
+    "/v2/Services/{ServiceSid}/Bindings/{Sid}",
+    "/v2/Services/{ServiceSid}/Users/{UserSid}/Bindings/{Sid}",
 )
 METHODS = ("get", "post", "delete")
 
@@ -51,7 +58,8 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     "service_sid": ("{ServiceSid}",),
     "account_sid": ("{AccountSid}",),
     # /Users/{rest} is one route for the user and its two sub-lists (an identity may hold %2F).
-    "rest": ("{Sid}", "{UserSid}/Channels", "{UserSid}/Bindings", "{UserSid}/Channels/{ChannelSid}"),
+    "rest": ("{Sid}", "{UserSid}/Channels", "{UserSid}/Bindings", "{UserSid}/Channels/{ChannelSid}",
+             "{UserSid}/Bindings/{Sid}"),
     # /Channels/{channel_rest} likewise: the channel, its Members and Invites (SPEC §8).
     "channel_rest": ("{Sid}", "{ChannelSid}/Members", "{ChannelSid}/Members/{Sid}", "{ChannelSid}/Invites",
                      "{ChannelSid}/Invites/{Sid}"),
@@ -142,8 +150,9 @@ def _chat_operation(op: dict[str, Any], doc_path: str, method: str) -> dict[str,
     if "/Users" in doc_path and not (doc_path.endswith("/Users") and method == "post") and method != "delete":
         # SPEC §5: a client app may read users of its service and edit itself with its access token.
         op["security"] = [{BASIC: []}, {TOKEN: []}]
-    if "/Channels" in doc_path:
-        # SPEC §8: a client app acts in channels within its roles' permissions.
+    # SPEC §8: a client app acts in channels within its roles' permissions; §9: it lists, reads
+    # and deletes its own bindings.
+    if "/Channels" in doc_path or "/Bindings" in doc_path:
         op["security"] = [{BASIC: []}, {TOKEN: []}]
     return op
 
@@ -168,14 +177,16 @@ def build_openapi(routes: list[Any]) -> dict[str, Any]:
             raise ValueError(f"route {route_path} declares no methods (build it with api.routing.resource)")
         allowed = {m.lower() for m in methods}
         for doc_path in doc_paths(route_path):
-            source = chat["paths"].get(doc_path) or own.get(doc_path)
-            if source is None:
+            theirs = chat["paths"].get(doc_path, {})
+            # Twilio's operations, and tokensvc's own on the same path (POST /Bindings: registration)
+            source = {**own.get(doc_path, {}), **theirs}
+            if not source:
                 raise ValueError(f"route {route_path} ({doc_path}) has no OpenAPI description")
             item = {k: v for k, v in source.items() if k in ("description", "x-twilio")}
             for method in METHODS:
                 if method in allowed and method in source:
                     op = source[method]
-                    item[method] = _chat_operation(op, doc_path, method) if doc_path in chat["paths"] else op
+                    item[method] = _chat_operation(op, doc_path, method) if method in theirs else op
             if not any(m in item for m in METHODS):
                 raise ValueError(f"route {route_path} serves none of the described methods of {doc_path}")
             paths[doc_path] = item

@@ -190,6 +190,25 @@ def own_paths() -> dict[str, dict[str, Any]]:
                        "responses": {"204": {"description": "Deleted; its credentials and tokens stop working"},
                                      **error_refs("401", "403", "404", "429")}},
         },
+        "/v2/Services/{ServiceSid}/Bindings": {"post": {
+            "operationId": "CreateBinding", "tags": ["ChatV2Binding"],
+            "summary": "Register a device for push (a tokensvc extension, SPEC §9): 201 new, 200 the same key again",
+            "security": [{BASIC: []}, {TOKEN: []}],
+            "parameters": [_path_param("ServiceSid", "IS", "The service of the user whose device registers.")],
+            "requestBody": _form("CreateBindingRequest", {
+                "BindingType": {"$ref": "#/components/schemas/binding_enum_binding_type"},
+                "Address": {"type": "string", "minLength": 1, "maxLength": 4096,
+                            "description": "The device token; write-only, never returned."},
+                "CredentialSid": {**_sid("CR"), "description": "Default: the token's push_credential_sid."},
+                "Endpoint": {"type": "string", "minLength": 1, "maxLength": 256,
+                             "description": "Default: the token's endpoint_id."},
+                "Identity": {"type": "string", "minLength": 1, "maxLength": 256,
+                             "description": "With Basic credentials: the existing user's identity."},
+            }, ["BindingType", "Address"]),
+            "responses": {"201": _json(_ref("chat.v2.service.binding"), "Created"),
+                          "200": _json(_ref("chat.v2.service.binding"), "Updated: the same key was registered"),
+                          **error_refs("400", "401", "403", "404", "413", "429")},
+        }},
         "/.well-known/jwks.json": {"get": {
             "operationId": "FetchJwks", "tags": ["TokensvcSystem"], "security": _PUBLIC,
             "summary": "Public halves of the signing keys that may still verify",
@@ -221,7 +240,8 @@ WEBSOCKETS = {
     "/v2/Connect": {
         "description": "Client connection (SPEC §5): the access token in X-Twilio-Token or as the first text frame "
                        "{\"type\": \"authenticate\", \"token\": ...}. Server frames: connected, tokenAboutToExpire, "
-                       "tokenExpired (then close 4001); client frame updateToken -> tokenUpdated. A bad token gets "
+                       "tokenExpired (then close 4001); client frame updateToken -> tokenUpdated; registerPush "
+                       "(the fields of POST /Bindings) -> pushRegistered with the binding (SPEC §9). A bad token gets "
                        "an error frame with the Twilio code, then close 4001.",
     },
 }

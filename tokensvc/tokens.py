@@ -72,6 +72,9 @@ class Verified:
     expires_at: int
     key_sid: str | None  # the API key of an HS256 token, None for tokensvc-signed ones
     issued_at: int | None = None  # iat, else nbf (Twilio's helper writes only nbf); None without both
+    # The ChatGrant's push defaults (SPEC §9 registration): None when absent or not text.
+    push_credential_sid: str | None = None
+    endpoint_id: str | None = None
 
 
 # Looks up an API key SID → (account SID, secret), or None when no such key exists (any more).
@@ -241,4 +244,11 @@ def _claims(claims: dict[str, Any], *, expected_sub: str | None, key_sid: str | 
     service_sid = chat.get("service_sid") if isinstance(chat, dict) else None
     if not isinstance(service_sid, str) or not is_sid("IS", service_sid):
         raise errors.invalid_token("Access Token has no Chat grant for a service")
-    return Verified(sub, service_sid, identity, exp, key_sid, issued_at)
+    assert isinstance(chat, dict)
+    return Verified(sub, service_sid, identity, exp, key_sid, issued_at,
+                    _grant_text(chat.get("push_credential_sid")), _grant_text(chat.get("endpoint_id")))
+
+
+def _grant_text(value: Any) -> str | None:
+    """An optional ChatGrant string: anything else is ignored (it is only a default)."""
+    return value if isinstance(value, str) and value and is_text(value) and "\x00" not in value else None

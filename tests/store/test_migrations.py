@@ -29,7 +29,6 @@ from tokensvc.config import Settings
 from tokensvc.crypto import SecretBox, hash_secret
 from tokensvc.db import make_engine
 from tokensvc.sids import new_sid
-from tokensvc.store import channel_tables  # noqa: F401  # the channel tables are part of the metadata
 from tokensvc.store.schema import downgrade, head_revision, upgrade
 from tokensvc.store.tables import metadata
 

@@ -24,8 +24,10 @@ def error_response(err: TwilioError) -> Response:
     )
 
 
-def user_to_json(user: Mapping[str, Any], base_url: str, *, is_online: bool | None = None) -> dict[str, Any]:
-    """The chat.v2.service.user resource; is_online is given only where the caller knows it."""
+def user_to_json(user: Mapping[str, Any], base_url: str, *, is_online: bool | None = None,
+                 is_notifiable: bool | None = None) -> dict[str, Any]:
+    """The chat.v2.service.user resource; is_online and is_notifiable are given only where the
+    caller knows them (a fetch, SPEC §3/§9)."""
     url = f"{base_url}/v2/Services/{user['service_sid']}/Users/{user['sid']}"
     return {
         "sid": user["sid"],
@@ -35,8 +37,7 @@ def user_to_json(user: Mapping[str, Any], base_url: str, *, is_online: bool | No
         "identity": user["identity"],
         "attributes": user["attributes"] if user["attributes"] is not None else "{}",
         "is_online": is_online,
-        # No push bindings exist yet, so no user has ever been notifiable: null (SPEC §3).
-        "is_notifiable": None,
+        "is_notifiable": is_notifiable,
         "friendly_name": user["friendly_name"],
         "joined_channels_count": user["joined_channels_count"],
         "date_created": iso8601(user["date_created"]),
@@ -104,4 +105,49 @@ def key_to_json(key: Mapping[str, Any], *, secret: str | None = None) -> dict[st
     }
     if secret is not None:
         body["secret"] = secret
+    return body
+
+
+# Push (SPEC §9): secrets and device addresses are write-only, so neither is ever a key here.
+MESSAGE_TYPES = ["removed_from_channel", "new_message", "added_to_channel", "invited_to_channel"]
+
+
+def credential_to_json(cred: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """The chat.v2.credential resource; `sandbox` as Twilio shows it ("True"/"False", apn only)."""
+    sandbox = cred["sandbox"]
+    return {
+        "sid": cred["sid"],
+        "account_sid": cred["account_sid"],
+        "friendly_name": cred["friendly_name"],
+        "type": cred["type"],
+        "sandbox": None if sandbox is None else str(bool(sandbox)),
+        "date_created": iso8601(cred["date_created"]),
+        "date_updated": iso8601(cred["date_updated"]),
+        "url": f"{base_url}/v2/Credentials/{cred['sid']}",
+    }
+
+
+def binding_to_json(binding: Mapping[str, Any], base_url: str, *, of_user: bool = False) -> dict[str, Any]:
+    """chat.v2.service.binding, or with `of_user` chat.v2.service.user.user_binding (its user_sid,
+    its URL under the user, no links)."""
+    service_url = f"{base_url}/v2/Services/{binding['service_sid']}"
+    user_url = f"{service_url}/Users/{binding['user_sid']}"
+    body: dict[str, Any] = {
+        "sid": binding["sid"],
+        "account_sid": binding["account_sid"],
+        "service_sid": binding["service_sid"],
+        "date_created": iso8601(binding["date_created"]),
+        "date_updated": iso8601(binding["date_updated"]),
+        "endpoint": binding["endpoint"],
+        "identity": binding["identity"],
+        "credential_sid": binding["credential_sid"],
+        "binding_type": binding["binding_type"],
+        "message_types": list(MESSAGE_TYPES),
+    }
+    if of_user:
+        body["user_sid"] = binding["user_sid"]
+        body["url"] = f"{user_url}/Bindings/{binding['sid']}"
+    else:
+        body["url"] = f"{service_url}/Bindings/{binding['sid']}"
+        body["links"] = {"user": user_url}
     return body

@@ -10,11 +10,10 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..auth import Principal
-from ..paging import Page, page_meta, parse_page_request
-from ..store.services import get_service
 from ..store.users import get_user, is_online, list_users
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
+from . import push as push_api
 from . import user_channels as user_channels_api
 from .common import (
     authenticate,
@@ -22,8 +21,6 @@ from .common import (
     ctx,
     empty_response,
     json_response,
-    page_cursors,
-    query,
     read_form,
     require_admin,
     service_list,
@@ -55,8 +52,9 @@ async def create(request: Request) -> Response:
     return json_response(user_to_json(user, base_url(request)), 201)
 
 
-def _user_path(request: Request) -> tuple[str, str | None]:
-    """(user key, sub-resource) from the raw path, so an identity with `%2F` stays one segment."""
+def _user_path(request: Request) -> tuple[str, str | None, str | None]:
+    """(user key, sub-resource, the sub-resource's item key) from the raw path, so an identity
+    with `%2F` stays one segment."""
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     raw = raw.split(b"?", 1)[0]
     parts = raw.split(b"/")
@@ -65,13 +63,13 @@ def _user_path(request: Request) -> tuple[str, str | None]:
     except ValueError:
         raise errors.not_found() from None
     rest = parts[at + 1:]
-    if len(rest) == 3 and rest[1] == b"Channels" and rest[2]:  # /Users/{key}/Channels/{CH}: a User Channel
+    child: str | None = None  # /Users/{key}/Channels/{CH} (a User Channel) or /Bindings/{BS}
+    if len(rest) == 3 and rest[1] in (b"Channels", b"Bindings"):
         try:
-            request.state.channel_key = unquote_to_bytes(rest[2]).decode("utf-8")
+            child = unquote_to_bytes(rest.pop()).decode("utf-8")
         except UnicodeDecodeError:
             raise errors.not_found() from None
-        rest = rest[:2]
-    elif not rest or not rest[0] or len(rest) > 2:
+    if not rest or not rest[0] or len(rest) > 2 or child == "":
         raise errors.not_found()
     try:
         key = unquote_to_bytes(rest[0]).decode("utf-8")
@@ -80,46 +78,30 @@ def _user_path(request: Request) -> tuple[str, str | None]:
     sub = rest[1].decode("latin-1") if len(rest) == 2 else None
     if sub is not None and sub not in ("Channels", "Bindings"):
         raise errors.not_found()
-    return key, sub
+    return key, sub, child
 
 
 async def item(request: Request) -> Response:
     """/Users/{key} and /Users/{key}/{Channels|Bindings}: one route (an identity may hold `%2F`),
     two resources, each with its own declared methods."""
-    key, sub = _user_path(request)
+    key, sub, child = _user_path(request)
     request.state.user_key = key
     if sub is None:
         return await dispatch(request, _USER)
-    request.state.user_sub = sub
-    if sub == "Channels":  # SPEC §8: the user's joined and invited channels
-        return await dispatch(request, _USER_CHANNEL if hasattr(request.state, "channel_key") else _USER_CHANNELS)
-    return await dispatch(request, _USER_LIST)
+    if sub == "Bindings":  # SPEC §9: the user's push bindings
+        if child is None:
+            return await dispatch(request, _USER_BINDINGS)
+        request.state.binding_sid = child
+        return await dispatch(request, _USER_BINDING)
+    if child is None:  # SPEC §8: the user's joined and invited channels
+        return await dispatch(request, _USER_CHANNELS)
+    request.state.channel_key = child
+    return await dispatch(request, _USER_CHANNEL)
 
 
 async def _caller(request: Request) -> tuple[Principal, str]:
     service_sid = request.path_params["service_sid"]
     return await authenticate(request, service_sid=service_sid), service_sid
-
-
-async def sub_list(request: Request) -> Response:
-    principal, service_sid = await _caller(request)
-    key, sub = request.state.user_key, request.state.user_sub
-    c = ctx(request)
-    base = base_url(request)
-    params = query(request)
-
-    def find(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return get_user(conn, service_sid=service_sid, key=key)
-
-    user = await c.db.read(find)
-    path = f"/v2/Services/{service_sid}/Users/{user['sid']}/{sub}"
-    cursors = page_cursors(request, path)
-    req = parse_page_request(params, cursors, max_size=50)
-    # Channels and bindings do not exist yet: a real, empty, paged list.
-    key_name = "channels" if sub == "Channels" else "bindings"
-    return json_response({key_name: [], "meta": page_meta(f"{base}{path}", key_name, cursors, req,
-                                                          Page([], False, False))})
 
 
 async def fetch(request: Request) -> Response:
@@ -137,7 +119,9 @@ async def fetch(request: Request) -> Response:
         return user, online
 
     user, online = await c.db.read(fetch_)
-    return json_response(user_to_json(user, base_url(request), is_online=online))
+    # SPEC §9: users.notifiable is kept with the bindings (store/push.py), null until a first one.
+    notifiable = user["notifiable"] if svc["reachability_enabled"] else None
+    return json_response(user_to_json(user, base_url(request), is_online=online, is_notifiable=notifiable))
 
 
 async def delete(request: Request) -> Response:
@@ -168,17 +152,22 @@ async def update(request: Request) -> Response:
 
 
 _USER = method_table(GET=fetch, POST=update, DELETE=delete)
-_USER_LIST = method_table(GET=sub_list)
+_USER_BINDINGS = method_table(GET=push_api.list_user_bindings)
+_USER_BINDING = method_table(GET=push_api.fetch_user_binding, DELETE=push_api.delete_user_binding)
 _USER_CHANNELS = method_table(GET=user_channels_api.list_)
 _USER_CHANNEL = method_table(GET=user_channels_api.fetch, POST=user_channels_api.update,
                              DELETE=user_channels_api.delete)
-ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_LIST) | set(_USER_CHANNEL)))
+ITEM_METHODS = tuple(sorted(set(_USER) | set(_USER_BINDINGS) | set(_USER_BINDING) | set(_USER_CHANNELS)
+                            | set(_USER_CHANNEL)))
 
 
 def item_allow(raw_path: str) -> tuple[str, ...]:
-    """The Allow of /Users/{key}, of one of its sub-lists or of a User Channel (the key still
-    percent-encoded)."""
+    """The Allow of /Users/{key}, of its Channels or Bindings, or of one of their items (the key
+    still percent-encoded)."""
     parts = raw_path.split("?", 1)[0].split("/Users/", 1)[-1].split("/")
+    if len(parts) == 1:
+        return allow_header(_USER)
+    channels = parts[1] == "Channels"
     if len(parts) == 3:
-        return allow_header(_USER_CHANNEL)
-    return allow_header(_USER_LIST if len(parts) == 2 else _USER)
+        return allow_header(_USER_CHANNEL if channels else _USER_BINDING)
+    return allow_header(_USER_CHANNELS if channels else _USER_BINDINGS)

@@ -6,7 +6,7 @@ order. Dates are whole epoch seconds (the API shows whole seconds anyway).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 metadata = SQLModel.metadata
@@ -113,6 +113,9 @@ class User(SQLModel, table=True):
     joined_channels_count: int = 0
     # Set once the user has had a client connection: is_online is null before, a boolean after.
     was_online: bool = False
+    # Push (SPEC §9, store/push.py): null until the first binding, then whether one exists; kept
+    # in the transaction of every binding insert and delete, so a fetch reads it for free.
+    notifiable: bool | None = Field(default=None, sa_column=Column(Boolean, nullable=True))
     date_created: int = Field(sa_column=Column(BigInteger, nullable=False))
     date_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
 

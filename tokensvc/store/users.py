@@ -146,7 +146,7 @@ def find_by_identity(conn: Connection, *, service_sid: str, identity: str) -> Us
         return None
     values = list(row)
     for i in _BOOLEANS:
-        values[i] = bool(values[i])
+        values[i] = None if values[i] is None else bool(values[i])  # users.notifiable is nullable
     return dict(zip(_COLUMNS, values, strict=True))
 
 

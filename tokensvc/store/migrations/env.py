@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from alembic import context
 
-from tokensvc.store import channel_tables  # noqa: F401  # its tables join the metadata compared
 from tokensvc.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
