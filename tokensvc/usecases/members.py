@@ -18,7 +18,7 @@ from ..store.invites import create_invite as store_create_invite
 from ..store.invites import get_invite
 from ..store.roles import check_role
 from ..store.services import get_service
-from ..store.users import find_by_identity, get_or_create, get_user
+from ..store.users import find_by_identity, first_encounter, get_user
 from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
 
@@ -47,8 +47,10 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
     client = client_user(principal, caller)
 
     def add(conn: Connection) -> tuple[Mapping[str, Any], Mapping[str, Any], bool]:
-        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=True)
+        # The service and the channel in one statement (the channel locked), then the identity's
+        # user and its row in the channel in one more; get_or_create's insert only when new.
+        svc, channel = store.join_target(conn, account_sid=principal.account_sid, service_sid=service_sid,
+                                         channel_key=channel_key)
         role_sid = values.get("role_sid")
         if role_sid is not None:
             role_sid = channel_role(conn, service_sid=service_sid, role_sid=role_sid)
@@ -63,8 +65,12 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
             else:
                 check_visible(conn, channel=channel, caller=client)
                 require(perms, "addMember")
-        user, created = get_or_create(conn, svc, identity)
-        member = store.join(conn, service=svc, channel=channel, user=user, role_sid=role_sid, values=values)
+        user, found = store.joiner(conn, channel=channel, identity=identity)
+        created = False
+        if user is None:
+            user, created = first_encounter(conn, svc, identity)
+        member = store.join(conn, service=svc, channel=channel, user=user, role_sid=role_sid, values=values,
+                            found=found)
         return member, user, created
 
     member, user, created = await transaction(c, add)
