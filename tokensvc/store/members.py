@@ -132,14 +132,17 @@ _PG_JOIN = DriverSQL.of(
     "SELECT * FROM inserted")
 
 
-def _split(row: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    own, other = {}, {}
-    for name, value in row.items():
-        if name.startswith(prefix):
-            other[name[len(prefix):]] = value
-        else:
-            own[name] = value
-    return own, other
+def _split(row: Mapping[str, Any], names: list[str], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A joined row as (the first table's row, the prefixed table's row): `names` are the first
+    table's columns, the rest carry `prefix`."""
+    values = list(row.values())
+    n = len(names)
+    other = dict(zip(list(row)[n:], values[n:], strict=True))
+    return dict(zip(names, values[:n], strict=True)), {name[len(prefix):]: v for name, v in other.items()}
+
+
+_CHANNEL_NAMES = [c.name for c in channels.c]
+_USER_NAMES = [c.name for c in users.c]
 
 
 def join_target(conn: Connection, *, account_sid: str, service_sid: str,
@@ -154,7 +157,7 @@ def join_target(conn: Connection, *, account_sid: str, service_sid: str,
                           _TARGET_BOOLEANS)
     if not rows:
         raise errors.not_found()
-    channel, service = _split(rows[0], _SVC)
+    channel, service = _split(rows[0], _CHANNEL_NAMES, _SVC)
     return service, channel
 
 
@@ -165,7 +168,7 @@ def joiner(conn: Connection, *, channel: Mapping[str, Any],
                                           "identity": identity}, _JOINER_BOOLEANS)
     if not rows:
         return None, None
-    user, found = _split(rows[0], _MB)
+    user, found = _split(rows[0], _USER_NAMES, _MB)
     return user, (found if found["id"] is not None else None)
 
 
