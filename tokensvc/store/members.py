@@ -175,16 +175,13 @@ def joiner(conn: Connection, *, channel: Mapping[str, Any],
 _UNREAD = object()
 
 
-def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, Any], user: Mapping[str, Any],
-         role_sid: str | None, values: Mapping[str, Any], found: Any = _UNREAD) -> Mapping[str, Any]:
-    """Make the user a member of the locked `channel`: 409 50404 when it is one; 400 50403 when
-    the channel is full, 50208 when the user is in as many channels as the service allows. The
-    role: `role_sid`, else a pending invite's, else the creator role for the channel's creator,
-    else the service's default channel role. The invite is consumed. `values`: attributes,
-    last_consumed_message_index, last_consumption_timestamp, date_created, date_updated.
-    `found`: the user's row in the channel when the caller read it after taking the lock."""
-    if found is _UNREAD:
-        found = membership_of(conn, channel_sid=channel["sid"], user_sid=user["sid"])
+def plan_join(*, service: Mapping[str, Any], channel: Mapping[str, Any], user: Mapping[str, Any],
+              found: Mapping[str, Any] | None, role_sid: str | None,
+              values: Mapping[str, Any]) -> dict[str, Any]:
+    """The rules of a member add, before any write (join's, and the async PostgreSQL path's):
+    409 50404 when the user is a member; 400 50403 when the channel is full. The role:
+    `role_sid`, else a pending invite's, else the creator role for the channel's creator, else
+    the service's default channel role. Returns the member row's values and `user_limit`."""
     if found is not None and found["status"] == JOINED:
         raise errors.already_member()
     limits = json.loads(service["limits"])
@@ -197,10 +194,8 @@ def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, 
             role_sid = service["default_channel_creator_role_sid"]
         else:
             role_sid = service["default_channel_role_sid"]
-    if found is not None:  # the pending invite, consumed
-        conn.execute(memberships.delete().where(memberships.c.id == found["id"]))
     ts = now()
-    row = {
+    return {
         "sid": new_sid("MB"), "status": JOINED, "account_sid": channel["account_sid"],
         "service_sid": channel["service_sid"], "channel_sid": channel["sid"], "user_sid": user["sid"],
         "identity": user["identity"], "role_sid": role_sid, "attributes": values.get("attributes"),
@@ -209,14 +204,28 @@ def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, 
         "notification_level": "default", "created_by": None,
         "date_created": values.get("date_created") or ts,
         "date_updated": values.get("date_updated") or values.get("date_created") or ts,
+        "user_limit": int(limits.get("user_channels", 100)),
     }
-    params = {**row, "user_limit": int(limits.get("user_channels", 100))}
+
+
+def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, Any], user: Mapping[str, Any],
+         role_sid: str | None, values: Mapping[str, Any], found: Any = _UNREAD) -> Mapping[str, Any]:
+    """Make the user a member of the locked `channel` (plan_join's rules); 400 50208 when the
+    user is in as many channels as the service allows. The invite is consumed. `values`:
+    attributes, last_consumed_message_index, last_consumption_timestamp, date_created,
+    date_updated. `found`: the user's row in the channel when the caller read it after taking
+    the lock."""
+    if found is _UNREAD:
+        found = membership_of(conn, channel_sid=channel["sid"], user_sid=user["sid"])
+    params = plan_join(service=service, channel=channel, user=user, found=found, role_sid=role_sid, values=values)
+    if found is not None:  # the pending invite, consumed
+        conn.execute(memberships.delete().where(memberships.c.id == found["id"]))
     try:
         if conn.dialect.name == "sqlite":
             count_user, insert_member, count_channel = _SQLITE_JOIN
             member = None
             if driver_rows(conn, count_user, params)[1]:
-                member = driver_rows(conn, insert_member, row)[0][0]
+                member = driver_rows(conn, insert_member, {k: params[k] for k in _MEMBER_COLUMNS})[0][0]
                 driver_rows(conn, count_channel, params)
         else:
             inserted, _ = driver_rows(conn, _PG_JOIN, params)
@@ -232,6 +241,65 @@ def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, 
             raise errors.not_found()  # a concurrent request deleted the user
         raise errors.user_channels_exceeded()
     return member
+
+
+# ---- The same member add on PostgreSQL's async pool (db.AsyncPostgres), on the event loop:
+# the same statements in one transaction, without a threadpool hop and SQLAlchemy's sync
+# path (which cost more CPU than the five round trips themselves).
+
+_USER_EXISTS_PG = "SELECT 1 FROM users WHERE sid = %(user_sid)s"
+_DELETE_INVITE_PG = "DELETE FROM memberships WHERE id = %(id)s"
+
+
+async def _rows(conn: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    cur = await conn.execute(sql, params)
+    return await cur.fetchall() if cur.description is not None else []
+
+
+async def join_target_async(conn: Any, *, account_sid: str, service_sid: str,
+                            channel_key: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """join_target on a psycopg AsyncConnection (dict rows) in a transaction."""
+    if not is_sid("IS", service_sid) or "\x00" in channel_key:
+        raise errors.not_found()
+    stmt = _TARGET["sid" if is_sid("CH", channel_key) else "unique_name"]
+    rows = await _rows(conn, stmt.postgresql, {"service_sid": service_sid, "key": channel_key,
+                                               "account_sid": account_sid})
+    if not rows:
+        raise errors.not_found()
+    channel, service = _split(rows[0], _CHANNEL_NAMES, _SVC)
+    return service, channel
+
+
+async def joiner_async(conn: Any, *, channel: Mapping[str, Any],
+                       identity: str) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    rows = await _rows(conn, _JOINER.postgresql, {"channel_sid": channel["sid"],
+                                                  "service_sid": channel["service_sid"], "identity": identity})
+    if not rows:
+        return None, None
+    user, found = _split(rows[0], _USER_NAMES, _MB)
+    return user, (found if found["id"] is not None else None)
+
+
+async def join_async(conn: Any, *, service: Mapping[str, Any], channel: Mapping[str, Any],
+                     user: Mapping[str, Any], found: Mapping[str, Any] | None, role_sid: str | None,
+                     values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """join on a psycopg AsyncConnection in a transaction: the same rules, the same statements."""
+    from psycopg.errors import ForeignKeyViolation, UniqueViolation
+
+    params = plan_join(service=service, channel=channel, user=user, found=found, role_sid=role_sid, values=values)
+    if found is not None:  # the pending invite, consumed
+        await conn.execute(_DELETE_INVITE_PG, {"id": found["id"]})
+    try:
+        inserted = await _rows(conn, _PG_JOIN.postgresql, params)
+    except UniqueViolation:  # a lost race the channel lock did not serialize
+        raise errors.already_member() from None
+    except ForeignKeyViolation:  # the user or channel, deleted by a concurrent request
+        raise errors.not_found() from None
+    if not inserted:  # the user's count did not move
+        if not await _rows(conn, _USER_EXISTS_PG, {"user_sid": user["sid"]}):
+            raise errors.not_found()  # a concurrent request deleted the user
+        raise errors.user_channels_exceeded()
+    return inserted[0]
 
 
 def get_member(conn: Connection, *, channel: Mapping[str, Any], key: str) -> Mapping[str, Any]:
