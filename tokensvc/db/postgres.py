@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from psycopg import OperationalError
 
 from .batcher import Batcher
+
+T = TypeVar("T")
 
 
 class AsyncPostgres:
@@ -58,6 +61,15 @@ class AsyncPostgres:
                         raise
             # broken (a server restart): the pool discards it on return, and the next one is fresh
         raise AssertionError("unreachable")
+
+    async def transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """await fn(conn) in one transaction on a pooled connection (BEGIN … COMMIT, ROLLBACK
+        when fn raises); a connection given back mid-transaction (a cancelled caller) is
+        rolled back or discarded by the pool."""
+        pool = self._pool if self._loop is asyncio.get_running_loop() and self._pool is not None \
+            else await self._opened()
+        async with pool.connection() as conn, conn.transaction():
+            return await fn(conn)
 
     async def aclose(self) -> None:
         pool, self._pool, self._loop = self._pool, None, None

@@ -174,3 +174,29 @@ async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identit
     if graves.refuses_since(await graves.deleted_at(db, service_sid=sid, identity=identity), issued_at):
         raise tombstone_refusal()
     return await create((service, identity))
+
+
+class _InTransaction:
+    """provision's statements on one connection of an open transaction (a member add's), in
+    place of the autocommit pool: the user it creates commits or rolls back with the member."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    async def fetchall(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            cur = await self.conn.execute(sql, params)
+        except ForeignKeyViolation:
+            # The default role switched and deleted between the statement's read and its write:
+            # this transaction is spoilt, so no retry in it (as the sync path: 503 20503).
+            raise errors.database_busy() from None
+        return await cur.fetchall()
+
+
+async def first_encounter_async(conn: Any, service: Mapping[str, Any], identity: str) -> tuple[User, bool]:
+    """store/users.first_encounter on a psycopg AsyncConnection in a transaction: the same
+    INSERT … ON CONFLICT DO NOTHING and race rule as the token endpoint's (_first_encounters)."""
+    outcome = (await _first_encounters(_InTransaction(conn), service, [identity]))[identity]
+    if isinstance(outcome, errors.TwilioError):
+        raise outcome
+    return outcome

@@ -211,6 +211,12 @@ def get_or_create(conn: Connection, service: Mapping[str, Any], identity: str) -
     found = find_by_identity(conn, service_sid=service["sid"], identity=identity)
     if found is not None:
         return found, False
+    return first_encounter(conn, service, identity)
+
+
+def first_encounter(conn: Connection, service: Mapping[str, Any], identity: str) -> tuple[User, bool]:
+    """get_or_create's second half, for an identity this transaction just read and did not find
+    (a member add reads it with the channel's row): the insert, and the race rule."""
     outcome = _first_encounters(conn, service, [identity])[identity]
     if isinstance(outcome, errors.TwilioError):
         raise outcome

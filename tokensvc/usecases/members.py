@@ -16,10 +16,11 @@ from ..store import members as store
 from ..store.channels import SYSTEM, get_channel
 from ..store.invites import create_invite as store_create_invite
 from ..store.invites import get_invite
+from ..store.provision import first_encounter_async
 from ..store.roles import check_role
 from ..store.services import get_service
-from ..store.users import find_by_identity, get_or_create, get_user
-from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
+from ..store.users import find_by_identity, first_encounter, get_user
+from .channels import _RETRIES, BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
 
 Result = tuple[Any, list[Event]]
@@ -45,10 +46,15 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
     A client adds itself with joinChannel (a private channel only when invited), others with
     addMember."""
     client = client_user(principal, caller)
+    if c.db.apg is not None and client is None and values.get("role_sid") is None:
+        return await _add_member_async(c, principal=principal, service_sid=service_sid, channel_key=channel_key,
+                                       identity=identity, values=values)
 
     def add(conn: Connection) -> tuple[Mapping[str, Any], Mapping[str, Any], bool]:
-        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=True)
+        # The service and the channel in one statement (the channel locked), then the identity's
+        # user and its row in the channel in one more; get_or_create's insert only when new.
+        svc, channel = store.join_target(conn, account_sid=principal.account_sid, service_sid=service_sid,
+                                         channel_key=channel_key)
         role_sid = values.get("role_sid")
         if role_sid is not None:
             role_sid = channel_role(conn, service_sid=service_sid, role_sid=role_sid)
@@ -63,11 +69,47 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
             else:
                 check_visible(conn, channel=channel, caller=client)
                 require(perms, "addMember")
-        user, created = get_or_create(conn, svc, identity)
-        member = store.join(conn, service=svc, channel=channel, user=user, role_sid=role_sid, values=values)
+        user, found = store.joiner(conn, channel=channel, identity=identity)
+        created = False
+        if user is None:
+            user, created = first_encounter(conn, svc, identity)
+        member = store.join(conn, service=svc, channel=channel, user=user, role_sid=role_sid, values=values,
+                            found=found)
         return member, user, created
 
     member, user, created = await transaction(c, add)
+    events: list[Event] = [UserAdded(user)] if created else []
+    return member, [*events, MemberAdded(member)]
+
+
+async def _add_member_async(c: Context, *, principal: Principal, service_sid: str, channel_key: str, identity: str,
+                            values: Mapping[str, Any]) -> Result:
+    """add_member with account credentials and no RoleSid on PostgreSQL: the same transaction
+    (store.join_target, store.joiner, first_encounter, store.join's rules) on the async pool,
+    on the event loop; run again when PostgreSQL chose it as a deadlock's victim."""
+    from psycopg import errors as pg_errors
+
+    apg = c.db.apg
+    assert apg is not None
+
+    async def add(conn: Any) -> tuple[Mapping[str, Any], Mapping[str, Any], bool]:
+        svc, channel = await store.join_target_async(conn, account_sid=principal.account_sid,
+                                                     service_sid=service_sid, channel_key=channel_key)
+        user, found = await store.joiner_async(conn, channel=channel, identity=identity)
+        created = False
+        if user is None:
+            user, created = await first_encounter_async(conn, svc, identity)
+        member = await store.join_async(conn, service=svc, channel=channel, user=user, found=found, role_sid=None,
+                                        values=values)
+        return member, user, created
+
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            member, user, created = await apg.transaction(add)
+            break
+        except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+            if attempt == _RETRIES:
+                raise
     events: list[Event] = [UserAdded(user)] if created else []
     return member, [*events, MemberAdded(member)]
 
