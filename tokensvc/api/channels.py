@@ -15,13 +15,14 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..paging import page_meta, parse_page_request
-from ..store.channels import channel_to_json, get_channel, list_channels
+from ..store.channels import get_channel, list_channels
 from ..store.services import get_service
 from ..usecases import channels as channels_uc
 from ..usecases.effects import apply
 from . import members as members_api
 from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, read_form
 from .common import query as query_params
+from .render import channel_to_json
 from .routing import allow_header, dispatch, method_table
 
 MAX_CREATED_BY = 256

@@ -14,12 +14,13 @@ from .. import errors, validation
 from ..paging import page_meta, parse_page_request
 from ..store import members as store
 from ..store.channels import get_channel
-from ..store.invites import get_invite, invite_to_json
+from ..store.invites import get_invite
 from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.channels import check_visible
 from ..usecases.effects import apply
 from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+from .render import invite_to_json, member_to_json
 
 
 def _caller(request: Request) -> Any:
@@ -98,7 +99,7 @@ async def _rows(request: Request, sub: str, status: str, to_json: Callable[[Any,
 
 
 async def list_members(request: Request) -> Response:
-    return await _rows(request, "Members", store.JOINED, store.member_to_json)
+    return await _rows(request, "Members", store.JOINED, member_to_json)
 
 
 async def list_invites(request: Request) -> Response:
@@ -115,7 +116,7 @@ async def create_member(request: Request) -> Response:
                                                  service_sid=service_sid, channel_key=request.state.channel_key,
                                                  identity=identity, values=member_values(form))
     await apply(c, events)
-    return json_response(store.member_to_json(member, base_url(request)), 201)
+    return json_response(member_to_json(member, base_url(request)), 201)
 
 
 async def _one(request: Request, find: Callable[..., Any]) -> Any:
@@ -134,7 +135,7 @@ async def _one(request: Request, find: Callable[..., Any]) -> Any:
 
 
 async def fetch_member(request: Request) -> Response:
-    return json_response(store.member_to_json(await _one(request, store.get_member), base_url(request)))
+    return json_response(member_to_json(await _one(request, store.get_member), base_url(request)))
 
 
 async def update_member(request: Request) -> Response:
@@ -146,7 +147,7 @@ async def update_member(request: Request) -> Response:
                                                     service_sid=service_sid, channel_key=request.state.channel_key,
                                                     key=request.state.item_key, values=values)
     await apply(c, events)
-    return json_response(store.member_to_json(member, base_url(request)))
+    return json_response(member_to_json(member, base_url(request)))
 
 
 async def delete_member(request: Request) -> Response:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ..errors import TwilioError
 from ..formats import iso8601, rfc2822
+from ..store.members import JOINED
 
 
 def error_response(err: TwilioError) -> Response:
@@ -151,3 +152,80 @@ def binding_to_json(binding: Mapping[str, Any], base_url: str, *, of_user: bool 
         body["url"] = f"{service_url}/Bindings/{binding['sid']}"
         body["links"] = {"user": user_url}
     return body
+
+
+def channel_to_json(ch: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of chat.v2.service.channel."""
+    url = f"{base_url}/v2/Services/{ch['service_sid']}/Channels/{ch['sid']}"
+    return {
+        "sid": ch["sid"],
+        "account_sid": ch["account_sid"],
+        "service_sid": ch["service_sid"],
+        "friendly_name": ch["friendly_name"],
+        "unique_name": ch["unique_name"],
+        "attributes": ch["attributes"] if ch["attributes"] is not None else "{}",
+        "type": ch["type"],
+        "date_created": iso8601(ch["date_created"]),
+        "date_updated": iso8601(ch["date_updated"]),
+        "created_by": ch["created_by"],
+        "members_count": ch["members_count"],
+        "messages_count": ch["messages_count"],
+        "url": url,
+        "links": {"members": f"{url}/Members", "messages": f"{url}/Messages", "invites": f"{url}/Invites",
+                  "webhooks": f"{url}/Webhooks", "last_message": None},
+    }
+
+
+def invite_to_json(inv: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of chat.v2.service.channel.invite."""
+    return {
+        "sid": inv["sid"],
+        "account_sid": inv["account_sid"],
+        "channel_sid": inv["channel_sid"],
+        "service_sid": inv["service_sid"],
+        "identity": inv["identity"],
+        "date_created": iso8601(inv["date_created"]),
+        "date_updated": iso8601(inv["date_updated"]),
+        "role_sid": inv["role_sid"],
+        "created_by": inv["created_by"],
+        "url": f"{base_url}/v2/Services/{inv['service_sid']}/Channels/{inv['channel_sid']}/Invites/{inv['sid']}",
+    }
+
+
+def member_to_json(m: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of chat.v2.service.channel.member."""
+    return {
+        "sid": m["sid"],
+        "account_sid": m["account_sid"],
+        "channel_sid": m["channel_sid"],
+        "service_sid": m["service_sid"],
+        "identity": m["identity"],
+        "date_created": iso8601(m["date_created"]),
+        "date_updated": iso8601(m["date_updated"]),
+        "role_sid": m["role_sid"],
+        "last_consumed_message_index": m["last_consumed_message_index"],
+        "last_consumption_timestamp": (iso8601(m["last_consumption_timestamp"])
+                                       if m["last_consumption_timestamp"] is not None else None),
+        "url": f"{base_url}/v2/Services/{m['service_sid']}/Channels/{m['channel_sid']}/Members/{m['sid']}",
+        "attributes": m["attributes"] if m["attributes"] is not None else "{}",
+    }
+
+
+def user_channel_to_json(m: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every field of chat.v2.service.user.user_channel, for a joined or an invited row."""
+    joined = m["status"] == JOINED
+    channel_url = f"{base_url}/v2/Services/{m['service_sid']}/Channels/{m['channel_sid']}"
+    index = m["last_consumed_message_index"]
+    return {
+        "account_sid": m["account_sid"],
+        "service_sid": m["service_sid"],
+        "channel_sid": m["channel_sid"],
+        "user_sid": m["user_sid"],
+        "member_sid": m["sid"] if joined else None,
+        "status": m["status"],
+        "last_consumed_message_index": index,
+        "unread_messages_count": None if index is None else 0,  # no messages exist (SPEC §8)
+        "links": {"channel": channel_url, "member": f"{channel_url}/Members/{m['sid']}" if joined else None},
+        "url": f"{base_url}/v2/Services/{m['service_sid']}/Users/{m['user_sid']}/Channels/{m['channel_sid']}",
+        "notification_level": m["notification_level"],
+    }

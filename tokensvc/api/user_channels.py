@@ -16,6 +16,7 @@ from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.effects import apply
 from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+from .render import user_channel_to_json
 
 MAX_PAGE_SIZE = 50  # SPEC §3
 
@@ -42,7 +43,7 @@ async def list_(request: Request) -> Response:
     req = parse_page_request(params, cursors, max_size=MAX_PAGE_SIZE)
     page = await db.read(lambda conn: store.list_user_channels(conn, user_sid=user["sid"], req=req))
     base = base_url(request)
-    return json_response({"channels": [store.user_channel_to_json(r._mapping, base) for r in page.rows],
+    return json_response({"channels": [user_channel_to_json(r._mapping, base) for r in page.rows],
                           "meta": page_meta(f"{base}{path}", "channels", cursors, req, page)})
 
 
@@ -59,7 +60,7 @@ async def fetch(request: Request) -> Response:
         return store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
 
     row = await ctx(request).db.read(fetch_)
-    return json_response(store.user_channel_to_json(row, base_url(request)))
+    return json_response(user_channel_to_json(row, base_url(request)))
 
 
 async def update(request: Request) -> Response:
@@ -79,7 +80,7 @@ async def update(request: Request) -> Response:
                                                        service_sid=service_sid, user_key=request.state.user_key,
                                                        channel_key=request.state.channel_key, values=values)
     await apply(c, events)
-    return json_response(store.user_channel_to_json(row, base_url(request)))
+    return json_response(user_channel_to_json(row, base_url(request)))
 
 
 async def delete(request: Request) -> Response:

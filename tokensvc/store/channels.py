@@ -10,35 +10,12 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from ..db import first_row, is_foreign_key_violation, now
-from ..formats import iso8601
 from ..paging import Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
 from .channel_tables import channels, memberships
 from .tables import users
 
 SYSTEM = "system"  # created_by of a channel made with Basic credentials, or whose creator is gone
-
-
-def channel_to_json(ch: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """Every field of chat.v2.service.channel."""
-    url = f"{base_url}/v2/Services/{ch['service_sid']}/Channels/{ch['sid']}"
-    return {
-        "sid": ch["sid"],
-        "account_sid": ch["account_sid"],
-        "service_sid": ch["service_sid"],
-        "friendly_name": ch["friendly_name"],
-        "unique_name": ch["unique_name"],
-        "attributes": ch["attributes"] if ch["attributes"] is not None else "{}",
-        "type": ch["type"],
-        "date_created": iso8601(ch["date_created"]),
-        "date_updated": iso8601(ch["date_updated"]),
-        "created_by": ch["created_by"],
-        "members_count": ch["members_count"],
-        "messages_count": ch["messages_count"],
-        "url": url,
-        "links": {"members": f"{url}/Members", "messages": f"{url}/Messages", "invites": f"{url}/Invites",
-                  "webhooks": f"{url}/Webhooks", "last_message": None},
-    }
 
 
 def is_unique_violation(exc: IntegrityError) -> bool:

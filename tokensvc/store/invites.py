@@ -10,27 +10,10 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from ..db import first_row, is_foreign_key_violation, now
-from ..formats import iso8601
 from ..sids import is_sid, new_sid
 from .channel_tables import memberships
 from .channels import is_unique_violation
 from .members import INVITED, JOINED, membership_of
-
-
-def invite_to_json(inv: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """Every field of chat.v2.service.channel.invite."""
-    return {
-        "sid": inv["sid"],
-        "account_sid": inv["account_sid"],
-        "channel_sid": inv["channel_sid"],
-        "service_sid": inv["service_sid"],
-        "identity": inv["identity"],
-        "date_created": iso8601(inv["date_created"]),
-        "date_updated": iso8601(inv["date_updated"]),
-        "role_sid": inv["role_sid"],
-        "created_by": inv["created_by"],
-        "url": f"{base_url}/v2/Services/{inv['service_sid']}/Channels/{inv['channel_sid']}/Invites/{inv['sid']}",
-    }
 
 
 def _taken(found: Mapping[str, Any]) -> Exception:

@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from ..db import DriverSQL, driver_rows, first_row, is_foreign_key_violation, now
-from ..formats import iso8601
 from ..paging import Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
 from .channel_tables import channels, memberships
@@ -26,45 +25,6 @@ from .channels import is_unique_violation
 from .tables import services, users
 
 JOINED, INVITED = "joined", "invited"
-
-
-def member_to_json(m: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """Every field of chat.v2.service.channel.member."""
-    return {
-        "sid": m["sid"],
-        "account_sid": m["account_sid"],
-        "channel_sid": m["channel_sid"],
-        "service_sid": m["service_sid"],
-        "identity": m["identity"],
-        "date_created": iso8601(m["date_created"]),
-        "date_updated": iso8601(m["date_updated"]),
-        "role_sid": m["role_sid"],
-        "last_consumed_message_index": m["last_consumed_message_index"],
-        "last_consumption_timestamp": (iso8601(m["last_consumption_timestamp"])
-                                       if m["last_consumption_timestamp"] is not None else None),
-        "url": f"{base_url}/v2/Services/{m['service_sid']}/Channels/{m['channel_sid']}/Members/{m['sid']}",
-        "attributes": m["attributes"] if m["attributes"] is not None else "{}",
-    }
-
-
-def user_channel_to_json(m: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """Every field of chat.v2.service.user.user_channel, for a joined or an invited row."""
-    joined = m["status"] == JOINED
-    channel_url = f"{base_url}/v2/Services/{m['service_sid']}/Channels/{m['channel_sid']}"
-    index = m["last_consumed_message_index"]
-    return {
-        "account_sid": m["account_sid"],
-        "service_sid": m["service_sid"],
-        "channel_sid": m["channel_sid"],
-        "user_sid": m["user_sid"],
-        "member_sid": m["sid"] if joined else None,
-        "status": m["status"],
-        "last_consumed_message_index": index,
-        "unread_messages_count": None if index is None else 0,  # no messages exist (SPEC §8)
-        "links": {"channel": channel_url, "member": f"{channel_url}/Members/{m['sid']}" if joined else None},
-        "url": f"{base_url}/v2/Services/{m['service_sid']}/Users/{m['user_sid']}/Channels/{m['channel_sid']}",
-        "notification_level": m["notification_level"],
-    }
 
 
 def membership_of(conn: Connection, *, channel_sid: str, user_sid: str) -> Mapping[str, Any] | None:
