@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -20,6 +21,7 @@ from blackbox.blackbox_helpers import (
     BB,
     ISO_Z,
     META_KEYS,
+    PG_URL,
     assert_error,
     assert_not_5xx,
     bb,  # noqa: F401  (the server fixture, module-scoped)
@@ -1030,3 +1032,142 @@ def test_malformed_path_keys_never_500(bb: BB, svc: dict[str, Any], ref: str) ->
     for path in (ch_url(svc["sid"], ref), f"{ch_url(svc['sid'], c['sid'])}/Members/{ref}",
                  f"{ch_url(svc['sid'], c['sid'])}/Invites/{ref}", f"/v2/Services/{svc['sid']}/Users/x/Channels/{ref}"):
         assert_not_5xx(bb.http.get(path))
+
+
+# --- deeper: custom roles, limits under races, PII ------------------------------------------
+
+
+def new_role(bb: BB, svc_sid: str, kind: str, *perms: str) -> str:
+    r = bb.http.post(f"/v2/Services/{svc_sid}/Roles",
+                     **form([("FriendlyName", uid("role")), ("Type", kind)] + [("Permission", p) for p in perms]))
+    assert r.status_code == 201, r.text
+    return r.json()["sid"]
+
+
+def test_client_permissions_come_from_custom_roles(bb: BB) -> None:
+    svc = bb.new_service("client-custom")
+    c = new_channel(bb, svc["sid"])
+    # A service role without joinChannel cannot join a public channel.
+    nojoin = new_role(bb, svc["sid"], "deployment", "createChannel")
+    bb.new_user(svc["sid"], "nojoin", RoleSid=nojoin)
+    assert_error(token_client(bb, svc["sid"], "nojoin").post(f"{ch_url(svc['sid'], c['sid'])}/Members",
+                                                             data={"Identity": "nojoin"}), 403, 20403)
+    # A channel role without leaveChannel / editOwnMemberAttributes / inviteMember.
+    stay = new_role(bb, svc["sid"], "channel", "sendMessage")
+    add_member(bb, svc["sid"], c["sid"], "stayer", RoleSid=stay)
+    tok = token_client(bb, svc["sid"], "stayer")
+    assert_error(tok.delete(f"{ch_url(svc['sid'], c['sid'])}/Members/stayer"), 403, 20403)
+    assert_error(tok.delete(f"/v2/Services/{svc['sid']}/Users/stayer/Channels/{c['sid']}"), 403, 20403)
+    assert_error(tok.post(f"{ch_url(svc['sid'], c['sid'])}/Members/stayer", data={"Attributes": "{}"}), 403, 20403)
+    bb.new_user(svc["sid"], "target")
+    assert_error(tok.post(f"{ch_url(svc['sid'], c['sid'])}/Invites", data={"Identity": "target"}), 403, 20403)
+    assert get_channel(bb, svc["sid"], c["sid"])["members_count"] == 1
+    # Its own user channel's notification level and consumption are its own.
+    r = tok.post(f"/v2/Services/{svc['sid']}/Users/stayer/Channels/{c['sid']}", data={"NotificationLevel": "muted"})
+    assert r.status_code == 200 and r.json()["notification_level"] == "muted"
+
+
+def test_client_member_attribute_permissions(bb: BB) -> None:
+    svc = bb.new_service("client-attrs")
+    c = new_channel(bb, svc["sid"])
+    add_member(bb, svc["sid"], c["sid"], "me")
+    other = add_member(bb, svc["sid"], c["sid"], "you")
+    tok = token_client(bb, svc["sid"], "me")
+    r = tok.post(f"{ch_url(svc['sid'], c['sid'])}/Members/me", data={"Attributes": '{"mine": 1}'})
+    assert r.status_code == 200 and json.loads(r.json()["attributes"]) == {"mine": 1}
+    assert_error(tok.post(other["url"], data={"Attributes": '{"yours": 1}'}), 403, 20403)
+    # The service admin role carries editAnyMemberAttributes.
+    bb.new_user(svc["sid"], "boss", RoleSid=bb.roles(svc["sid"])["service admin"]["sid"])
+    r = token_client(bb, svc["sid"], "boss").post(other["url"], data={"Attributes": '{"boss": 1}'})
+    assert r.status_code == 200, r.text
+    assert json.loads(bb.http.get(other["url"]).json()["attributes"]) == {"boss": 1}
+
+
+def test_service_admin_client_adds_and_removes_others(bb: BB) -> None:
+    svc = bb.new_service("client-admin")
+    c = new_channel(bb, svc["sid"])
+    bb.new_user(svc["sid"], "admin", RoleSid=bb.roles(svc["sid"])["service admin"]["sid"])
+    tok = token_client(bb, svc["sid"], "admin")
+    m = add_member(bb, svc["sid"], c["sid"], "newcomer", client=tok)
+    assert get_user(bb, svc["sid"], "newcomer")["role_sid"] == svc["default_service_role_sid"]
+    assert tok.delete(m["url"]).status_code == 204
+    assert get_user(bb, svc["sid"], "newcomer")["joined_channels_count"] == 0
+
+
+def test_client_invite_is_created_by_the_client_and_becomes_system(bb: BB) -> None:
+    svc = bb.new_service("client-invite")
+    c = new_channel(bb, svc["sid"], Type="private")
+    add_member(bb, svc["sid"], c["sid"], "host")
+    bb.new_user(svc["sid"], "guest")
+    tok = token_client(bb, svc["sid"], "host")
+    r = tok.post(f"{ch_url(svc['sid'], c['sid'])}/Invites", data={"Identity": "guest"})
+    assert r.status_code == 201, r.text
+    assert r.json()["created_by"] == "host"
+    guest = token_client(bb, svc["sid"], "guest")
+    listed = guest.get(ch_url(svc["sid"]), params={"Type": "private"}).json()["channels"]
+    assert [x["sid"] for x in listed] == [c["sid"]]
+    ucs = guest.get(f"/v2/Services/{svc['sid']}/Users/guest/Channels").json()["channels"]
+    assert [(x["channel_sid"], x["status"]) for x in ucs] == [(c["sid"], "invited")]
+    assert bb.http.delete(f"/v2/Services/{svc['sid']}/Users/host").status_code == 204
+    assert bb.http.get(r.json()["url"]).json()["created_by"] == "system"
+
+
+def test_limits_hold_under_concurrent_adds(bb: BB) -> None:
+    svc = bb.new_service("limit-race")
+    set_limits(bb, svc["sid"], **{"Limits.ChannelMembers": "5", "Limits.UserChannels": "5"})
+    c = new_channel(bb, svc["sid"])
+
+    def add(args: tuple[str, str]) -> httpx.Response:
+        with httpx.Client(base_url=bb.base, auth=bb.auth, timeout=60) as cl:
+            return cl.post(f"{ch_url(svc['sid'], args[0])}/Members", data={"Identity": args[1]})
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(add, [(c["sid"], f"many-{i}") for i in range(20)]))
+    assert sorted(r.status_code for r in answers) == [201] * 5 + [400] * 15
+    for r in answers:
+        if r.status_code == 400:
+            assert_error(r, 400, 50403)
+    assert get_channel(bb, svc["sid"], c["sid"])["members_count"] == 5
+    assert len(bb.http.get(f"/v2/Services/{svc['sid']}/Users", params={"PageSize": 100}).json()["users"]) == 5
+    chans = [new_channel(bb, svc["sid"])["sid"] for _ in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(add, [(ch, "solo") for ch in chans]))
+    assert sorted(r.status_code for r in answers) == [201] * 5 + [400] * 7
+    for r in answers:
+        if r.status_code == 400:
+            assert_error(r, 400, 50208)
+    assert get_user(bb, svc["sid"], "solo")["joined_channels_count"] == 5
+
+
+def test_service_delete_with_channels_members_and_invites(bb: BB) -> None:
+    svc = bb.new_service("svc-del")
+    c = new_channel(bb, svc["sid"], UniqueName="gone")
+    add_member(bb, svc["sid"], c["sid"], "m")
+    bb.new_user(svc["sid"], "i")
+    bb.http.post(f"{ch_url(svc['sid'], c['sid'])}/Invites", data={"Identity": "i"})
+    assert bb.http.delete(f"/v2/Services/{svc['sid']}").status_code == 204
+    assert_error(bb.http.get(ch_url(svc["sid"], c["sid"])), 404, 20404)
+
+
+@pytest.mark.skipif(bool(PG_URL), reason="inspects the SQLite database files")
+def test_deleted_member_identity_leaves_no_trace_in_sqlite_files(bb: BB) -> None:
+    svc = bb.new_service("pii-members")
+    marker = uuid.uuid4().hex
+    identity = f"pii-{marker}"
+    tok = token_client(bb, svc["sid"], identity)
+    made = new_channel(bb, svc["sid"], client=tok)
+    add_member(bb, svc["sid"], made["sid"], identity, Attributes=json.dumps({"m": marker}))
+    new_channel(bb, svc["sid"], CreatedBy=identity)
+    priv = new_channel(bb, svc["sid"], Type="private")
+    bb.http.post(f"{ch_url(svc['sid'], priv['sid'])}/Invites", data={"Identity": identity})
+    bb.http.post(f"{ch_url(svc['sid'], made['sid'])}/Members/{identity}",
+                 data={"RoleSid": bb.roles(svc["sid"])["channel admin"]["sid"]})
+    bb.new_user(svc["sid"], "guest-" + marker[:6])
+    assert tok.post(f"{ch_url(svc['sid'], made['sid'])}/Invites",
+                    data={"Identity": "guest-" + marker[:6]}).status_code == 201
+    assert bb.http.delete(f"/v2/Services/{svc['sid']}/Users/{identity}").status_code == 204
+    db = Path(bb.server.env["TOKENSVC_DATABASE_URL"].removeprefix("sqlite:///"))
+    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+    assert files
+    for path in files:
+        assert marker.encode() not in path.read_bytes(), f"a deleted identity is still in {path.name}"
