@@ -119,7 +119,8 @@ def test_credential_fields_and_secrets_never_returned(bb: BB, kind: str, data: d
     assert cred["url"] == f"{bb.base}/v2/Credentials/{cred['sid']}"
     if kind == "apn":
         assert cred["sandbox"] == "True"  # Twilio shows the boolean as a string
-    answers = [r, bb.http.get(f"/v2/Credentials/{cred['sid']}"), bb.http.get("/v2/Credentials", params={"PageSize": 100}),
+    answers = [r, bb.http.get(f"/v2/Credentials/{cred['sid']}"),
+               bb.http.get("/v2/Credentials", params={"PageSize": 100}),
                bb.http.post(f"/v2/Credentials/{cred['sid']}", data={"FriendlyName": "renamed", **secrets}),
                bb.http.post("/v2/Credentials", data={"Type": "bogus", **secrets}),
                bb.http.post(f"/v2/Credentials/{cred['sid']}", data={"FriendlyName": "x" * 65, **secrets})]
@@ -533,6 +534,21 @@ def test_malformed_bodies_never_500(bb: BB, body: bytes) -> None:
     cred = new_credential(bb)
     for path in ("/v2/Credentials", f"/v2/Credentials/{cred['sid']}", bindings_url(svc["sid"])):
         assert_not_5xx(bb.http.post(path, content=body, headers=headers))
-    for params in ({"PageSize": "x"}, {"BindingType": ""}, {"Identity": "\x00"}, {"PageToken": "zz"}):
-        assert_not_5xx(bb.http.get(bindings_url(svc["sid"]), params=params))
-        assert_not_5xx(bb.http.get("/v2/Credentials", params=params))
+
+
+@pytest.mark.parametrize("params", [{"PageSize": "x"}, {"PageSize": "0"}, {"BindingType": ""}, {"PageToken": "zz"},
+                                    {"Identity": "%"}, {"Identity": "x" * 5000}, {"BindingType": "\x00"}])
+def test_malformed_list_parameters_never_500(bb: BB, params: dict[str, str]) -> None:
+    svc = bb.new_service("push-mal-q")
+    u = bb.new_user(svc["sid"], uid("q"))
+    for path in (bindings_url(svc["sid"]), f"/v2/Services/{svc['sid']}/Users/{u['sid']}/Bindings", "/v2/Credentials"):
+        assert_not_5xx(bb.http.get(path, params=params))
+
+
+@pytest.mark.xfail(bool(PG_URL), strict=True,
+                   reason="defect: on PostgreSQL an Identity filter holding NUL reaches the database -> 500 20500")
+def test_identity_filter_with_nul_is_not_500(bb: BB) -> None:
+    # SPEC §7 / brief: malformed input never 500. The same value is a clean 400 in every POST body.
+    svc = bb.new_service("push-nul")
+    r = bb.http.get(bindings_url(svc["sid"]), params={"Identity": "a\x00b"})
+    assert_not_5xx(r)
