@@ -20,7 +20,7 @@ from ..store.services import get_service
 from ..usecases import channels as channels_uc
 from ..usecases.effects import apply
 from . import members as members_api
-from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, read_form
+from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query_values, read_form
 from .common import query as query_params
 from .render import channel_to_json
 from .routing import allow_header, dispatch, method_table
@@ -60,7 +60,7 @@ async def list_(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
-    explicit = members_api.query_values(request).get("Type", [])
+    explicit = query_values(request).get("Type", [])
     types = explicit or ["public"]  # absent = public, as Twilio documents
     for type_ in types:
         validation.channel_type(type_)

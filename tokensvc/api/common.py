@@ -101,6 +101,22 @@ def query(request: Request) -> Mapping[str, str]:
         raise errors.invalid_query() from None
 
 
+def query_values(request: Request) -> dict[str, list[str]]:
+    """Query parameters with every value of a repeated name (the list filters `Type`, `Identity`,
+    `BindingType`); a NUL in a name or a value is refused (400 20001), as in a form."""
+    try:
+        pairs = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True,
+                          encoding="utf-8", errors="strict", max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        raise errors.invalid_query() from None
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if "\x00" in value or "\x00" in name:
+            raise errors.invalid_param(name[:64].replace("\x00", ""), "must not contain NUL characters")
+        values.setdefault(name, []).append(value)
+    return values
+
+
 def base_url(request: Request) -> str:
     """TOKENSVC_PUBLIC_URL, else the request's own scheme, host and port (urls.base_url)."""
     return urls.base_url(ctx(request).settings, request.scope, request.headers.get("host"))

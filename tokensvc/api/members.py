@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,25 +19,22 @@ from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.channels import check_visible
 from ..usecases.effects import apply
-from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+from .common import (
+    authenticate,
+    base_url,
+    ctx,
+    empty_response,
+    json_response,
+    page_cursors,
+    query,
+    query_values,
+    read_form,
+)
 from .render import invite_to_json, member_to_json
 
 
 def _caller(request: Request) -> Any:
     return getattr(request.state, "user", None)
-
-
-def query_values(request: Request) -> dict[str, list[str]]:
-    """Query parameters with every value of a repeated name (`Type`, `Identity`)."""
-    try:
-        pairs = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True,
-                          encoding="utf-8", errors="strict", max_num_fields=100)
-    except (UnicodeDecodeError, ValueError):
-        raise errors.invalid_query() from None
-    values: dict[str, list[str]] = {}
-    for name, value in pairs:
-        values.setdefault(name, []).append(value)
-    return values
 
 
 def with_filters(meta: dict[str, Any], name: str, values: list[str]) -> dict[str, Any]:

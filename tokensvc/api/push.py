@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +23,7 @@ from ..store.users import get_user
 from ..tokens import Verified
 from ..usecases import push as push_uc
 from ..usecases.effects import apply
-from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, read_form
+from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query_values, read_form
 from .render import binding_to_json, credential_to_json
 
 MAX_CREDENTIAL_NAME = 64
@@ -31,23 +31,10 @@ _SECRET_PARAMS = {"Certificate": "certificate", "PrivateKey": "private_key", "Ap
                   "Secret": "secret"}
 
 
-def _queries(request: Request) -> dict[str, list[str]]:
-    """Query parameters with every value of a repeated name (BindingType, Identity)."""
-    try:
-        pairs = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True,
-                          encoding="utf-8", errors="strict", max_num_fields=100)
-    except (UnicodeDecodeError, ValueError):
-        raise errors.invalid_query() from None
-    found: dict[str, list[str]] = {}
-    for name, value in pairs:
-        found.setdefault(name, []).append(value)
-    return found
-
-
 async def _paged(request: Request, path: str, key: str, lister: Any, to_json: Any, *, max_size: int,
                  filters: list[tuple[str, str]]) -> Response:
     """`lister(conn, req)` as one page of the list at `path`; its page URLs keep the filters."""
-    params = {name: values[-1] for name, values in _queries(request).items()}
+    params = {name: values[-1] for name, values in query_values(request).items()}
     cursors = page_cursors(request, path)
     req = parse_page_request(params, cursors, max_size=max_size)
     base = base_url(request)
@@ -62,7 +49,7 @@ async def _paged(request: Request, path: str, key: str, lister: Any, to_json: An
 
 
 def _types(request: Request) -> list[str]:
-    return [push_uc.binding_type(value) for value in _queries(request).get("BindingType", [])]
+    return [push_uc.binding_type(value) for value in query_values(request).get("BindingType", [])]
 
 
 # ---------------------------------------------------------------- credentials
@@ -151,7 +138,7 @@ async def list_bindings(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
     types = _types(request)
-    identities = _queries(request).get("Identity", [])
+    identities = query_values(request).get("Identity", [])
     own = _own_sid(request, principal)
     if own is not None and any(identity != request.state.user["identity"] for identity in identities):
         raise errors.forbidden("A client may list only its own bindings")
