@@ -17,3 +17,18 @@ def test_openapi_version_is_the_package_version(api: Api) -> None:
     assert r.status_code == 200, r.text
     doc: dict[str, Any] = r.json()
     assert doc["info"]["version"] == declared
+
+
+def test_the_vendored_description_carries_no_private_key_block() -> None:
+    # Twilio's Credential parameters use a PEM private key as their example: vendoring drops it,
+    # so nothing in the package looks like a private key to a scanner (or to a reader).
+    from importlib import resources
+
+    from tokensvc.openapi import CHAT_V2_DATA, CHAT_V2_PATHS, vendor_chat_v2
+
+    assert "PRIVATE KEY" not in resources.files("tokensvc").joinpath(CHAT_V2_DATA).read_text(encoding="utf-8")
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIE...\n-----END RSA PRIVATE KEY-----"
+    reference = {"info": {"title": "t"}, "openapi": "3.0.1", "components": {"schemas": {}},
+                 "paths": {path: {"description": f"example `{pem}`"} for path in CHAT_V2_PATHS}}
+    vendored = vendor_chat_v2(reference)
+    assert all("PRIVATE KEY" not in item["description"] for item in vendored["paths"].values())

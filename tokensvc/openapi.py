@@ -117,9 +117,24 @@ def vendor_chat_v2(reference: dict[str, Any]) -> dict[str, Any]:
         if name not in schemas:
             schemas[name] = copy.deepcopy(reference["components"]["schemas"][name])
             pending.extend(_refs(schemas[name]))
-    return {"info": {"source": "twilio_chat_v2.json", "title": reference["info"]["title"],
-                     "openapi": reference["openapi"]},
-            "paths": paths, "schemas": dict(sorted(schemas.items()))}
+    return without_pem({"info": {"source": "twilio_chat_v2.json", "title": reference["info"]["title"],
+                                  "openapi": reference["openapi"]},
+                         "paths": paths, "schemas": dict(sorted(schemas.items()))})
+
+
+# Twilio's Credential parameters give a (truncated) PEM private key as their example; the package
+# carries no private-key block, not even an example one, so key scanners stay quiet.
+_PEM = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
+
+
+def without_pem(node: Any) -> Any:
+    if isinstance(node, str):
+        return _PEM.sub("<PEM-encoded private key>", node)
+    if isinstance(node, dict):
+        return {k: without_pem(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [without_pem(v) for v in node]
+    return node
 
 
 @lru_cache(maxsize=1)
