@@ -47,6 +47,18 @@ def with_filters(meta: dict[str, Any], name: str, values: list[str]) -> dict[str
     return meta
 
 
+def consumption_values(form: Any) -> dict[str, Any]:
+    """LastConsumedMessageIndex (50406) and LastConsumptionTimestamp (50405), parsed: a member's
+    and a User Channel's (SPEC §8)."""
+    values: dict[str, Any] = {}
+    if "LastConsumedMessageIndex" in form:
+        values["last_consumed_message_index"] = validation.message_index(form.require("LastConsumedMessageIndex"))
+    if "LastConsumptionTimestamp" in form:
+        values["last_consumption_timestamp"] = validation.iso_date(form.require("LastConsumptionTimestamp"),
+                                                                   errors.invalid_consumption_timestamp())
+    return values
+
+
 def member_values(form: Any) -> dict[str, Any]:
     """The optional parameters of a member create or update, parsed."""
     values: dict[str, Any] = {}
@@ -54,11 +66,7 @@ def member_values(form: Any) -> dict[str, Any]:
         values["role_sid"] = form.get("RoleSid")
     if "Attributes" in form:
         values["attributes"] = validation.attributes(form.require("Attributes"))
-    if "LastConsumedMessageIndex" in form:
-        values["last_consumed_message_index"] = validation.message_index(form.require("LastConsumedMessageIndex"))
-    if "LastConsumptionTimestamp" in form:
-        values["last_consumption_timestamp"] = validation.iso_date(form.require("LastConsumptionTimestamp"),
-                                                                   errors.invalid_consumption_timestamp())
+    values.update(consumption_values(form))
     if "DateCreated" in form:
         values["date_created"] = validation.iso_date(form.require("DateCreated"), errors.invalid_date_created())
     if "DateUpdated" in form:

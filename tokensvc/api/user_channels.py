@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import errors, validation
+from .. import validation
 from ..paging import page_meta, parse_page_request
 from ..store import members as store
 from ..store.channels import get_channel
@@ -16,6 +16,7 @@ from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.effects import apply
 from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+from .members import consumption_values
 from .render import user_channel_to_json
 
 MAX_PAGE_SIZE = 50  # SPEC §3
@@ -71,11 +72,7 @@ async def update(request: Request) -> Response:
     values: dict[str, Any] = {}
     if "NotificationLevel" in form:
         values["notification_level"] = validation.notification_level(form.require("NotificationLevel"))
-    if "LastConsumedMessageIndex" in form:
-        values["last_consumed_message_index"] = validation.message_index(form.require("LastConsumedMessageIndex"))
-    if "LastConsumptionTimestamp" in form:
-        values["last_consumption_timestamp"] = validation.iso_date(form.require("LastConsumptionTimestamp"),
-                                                                   errors.invalid_consumption_timestamp())
+    values.update(consumption_values(form))
     row, events = await members_uc.update_user_channel(c, principal=principal, caller=_client(request, principal),
                                                        service_sid=service_sid, user_key=request.state.user_key,
                                                        channel_key=request.state.channel_key, values=values)
