@@ -226,15 +226,21 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from .connect import Hub
+        from .webhooks.dispatcher import Dispatcher
 
         hub = Hub(c)
         c.hub = hub
+        dispatcher = Dispatcher(c)
         with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests)
             signal.signal(signal.SIGHUP, lambda *_: c.keyring.request_reload())
         await hub.start()
+        await dispatcher.start()
+        c.webhooks = dispatcher
         try:
             yield
         finally:
+            c.webhooks = None
+            await dispatcher.stop()
             await hub.stop()
             await c.db.aclose()
             c.db.dispose()

@@ -27,6 +27,12 @@ class Sessions(Protocol):
     async def serve(self, websocket: Any) -> None: ...  # one client connection, handshake to close
 
 
+class Waker(Protocol):
+    """The webhook dispatcher, as effects.apply sees it: told that outbox rows may be due."""
+
+    def wake(self) -> None: ...
+
+
 @dataclass
 class Context:
     """Built once per app (app.build_context); `hub` is set while the app runs (its lifespan)."""
@@ -40,3 +46,4 @@ class Context:
     tombstones: Tombstones
     token_limiter: TokenRateLimiter
     hub: Sessions | None = None
+    webhooks: Waker | None = None  # the outbox's dispatcher, while the app runs

@@ -19,7 +19,7 @@ from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.channels import check_visible
 from ..usecases.effects import apply
-from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+from .common import authenticate, base_url, ctx, empty_response, json_response, origin, page_cursors, query, read_form
 
 
 def _caller(request: Request) -> Any:
@@ -111,7 +111,8 @@ async def create_member(request: Request) -> Response:
     c = ctx(request)
     form = await read_form(request)
     identity = validation.identity(form.get("Identity"))
-    member, events = await members_uc.add_member(c, principal=principal, caller=_caller(request),
+    member, events = await members_uc.add_member(c, principal=principal, origin=origin(request, principal),
+                                                 caller=_caller(request),
                                                  service_sid=service_sid, channel_key=request.state.channel_key,
                                                  identity=identity, values=member_values(form))
     await apply(c, events)
@@ -142,7 +143,8 @@ async def update_member(request: Request) -> Response:
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
     values = member_values(await read_form(request))
-    member, events = await members_uc.update_member(c, principal=principal, caller=_caller(request),
+    member, events = await members_uc.update_member(c, principal=principal, origin=origin(request, principal),
+                                                    caller=_caller(request),
                                                     service_sid=service_sid, channel_key=request.state.channel_key,
                                                     key=request.state.item_key, values=values)
     await apply(c, events)
@@ -153,7 +155,8 @@ async def delete_member(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
-    _, events = await members_uc.remove_member(c, principal=principal, caller=_caller(request),
+    _, events = await members_uc.remove_member(c, principal=principal, origin=origin(request, principal),
+                                               caller=_caller(request),
                                                service_sid=service_sid, channel_key=request.state.channel_key,
                                                key=request.state.item_key)
     await apply(c, events)

@@ -12,11 +12,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    Text,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    null,
+    select,
+)
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 
 from .. import errors
 from ..db import Batcher, Database, now
 from ..sids import new_sid
+from . import outbox
+from .outbox import PENDING
+from .outbox_tables import outbox as outbox_table
 from .tables import users
 from .tombstones import Tombstones
 from .tombstones import refused as tombstone_refusal
@@ -39,8 +56,29 @@ def _pg(stmt: Any) -> tuple[str, dict[str, Any]]:
     return str(compiled), defaults
 
 
+def _with_user_added(insert: Any) -> Any:
+    """The batched first-encounter insert and its onUserAdded outbox rows in one statement (a
+    data-modifying CTE): the hot path keeps one round trip, and the rows commit with the users.
+    `wh_sdk` lists the identities provisioned by a presented token (Source SDK)."""
+    made = insert.cte("made")
+    sdk = made.c.identity == any_(bindparam("wh_sdk", type_=postgresql_dialect.ARRAY(String)))
+    rows = select(
+        func.md5(func.concat(made.c.sid, func.random(), func.clock_timestamp())), made.c.account_sid,
+        made.c.service_sid, made.c.sid, literal_column("'onUserAdded'"), bindparam("wh_url", type_=Text),
+        bindparam("wh_method", type_=String), bindparam("wh_retries", type_=Integer),
+        case((sdk, literal_column("'SDK'")), else_=literal_column("'API'")), case((sdk, made.c.identity), else_=null()),
+        cast(func.row_to_json(literal_column("made")), Text), literal_column(f"'{PENDING}'"),
+        bindparam("wh_due", type_=BigInteger),
+        made.c.date_created).select_from(made)
+    into = outbox_table.insert().from_select(
+        ["token", "account_sid", "service_sid", "resource_sid", "event_type", "url", "method", "retries", "source",
+         "client_identity", "data", "status", "due_at", "date_created"], rows)
+    return select(made).add_cte(into.cte("posted"))
+
+
 _BY_IDENTITIES_PG, _ = _pg(BY_IDENTITIES)
 _INSERT_MANY_PG, _INSERT_DEFAULTS = _pg(INSERT_MANY_PG)
+_INSERT_MANY_POSTED_PG, _ = _pg(_with_user_added(INSERT_MANY_PG))
 _SERVICE_EXISTS_PG, _ = _pg(SERVICE_EXISTS)
 _ROLE_RACE_RETRIES = 3
 
@@ -62,24 +100,33 @@ async def get_many(apg: Any, service_sid: str, identities: list[str]) -> dict[st
     return {row["identity"]: row for row in rows}
 
 
-async def insert_many(apg: Any, service: Mapping[str, Any], identities: list[str]) -> dict[str, User]:
-    """store/users.insert_many on the async pool (autocommit): one statement, identities sorted.
-    A default role switched and deleted between the statement's read and its write is retried:
-    the next statement reads the default committed now."""
+async def insert_many(apg: Any, service: Mapping[str, Any], identities: list[str],
+                      sdk: frozenset[str] = frozenset()) -> dict[str, User]:
+    """store/users.insert_many on the async pool (autocommit): one statement, identities sorted,
+    with its onUserAdded outbox rows when the service wants them (`sdk`: the identities that
+    presented a token). A default role switched and deleted between the statement's read and its
+    write is retried: the next statement reads the default committed now."""
     wanted, ts = sorted(identities), now()
     params = dict(_INSERT_DEFAULTS, service_sid=service["sid"], ts=ts, sids=[new_sid("US") for _ in wanted],
                   identities=wanted)
+    sql = _INSERT_MANY_PG
+    if outbox.wants(service, "onUserAdded"):
+        sql = _INSERT_MANY_POSTED_PG
+        params.update(wh_sdk=sorted(sdk), wh_url=service["post_webhook_url"],
+                      wh_method=service.get("webhook_method") or "POST",
+                      wh_retries=int(service.get("post_webhook_retry_count") or 0), wh_due=outbox.ms())
     for attempt in range(1, _ROLE_RACE_RETRIES + 1):
         try:
-            return {row["identity"]: row for row in await apg.fetchall(_INSERT_MANY_PG, params)}
+            return {row["identity"]: row for row in await apg.fetchall(sql, params)}
         except ForeignKeyViolation:
             if attempt == _ROLE_RACE_RETRIES:
                 raise errors.database_busy() from None
     raise AssertionError("unreachable")
 
 
-async def _first_encounters(apg: Any, service: Mapping[str, Any], identities: list[str]) -> dict[str, Outcome]:
-    made = await insert_many(apg, service, identities)
+async def _first_encounters(apg: Any, service: Mapping[str, Any], identities: list[str],
+                            sdk: frozenset[str]) -> dict[str, Outcome]:
+    made = await insert_many(apg, service, identities, sdk)
     lost = [identity for identity in identities if identity not in made]
     winners = await get_many(apg, service["sid"], lost) if lost else {}
     exists = all(identity in winners for identity in lost) or bool(
@@ -99,17 +146,21 @@ async def _read_batch(apg: Any, items: list[tuple[str, str]]) -> list[Any]:
             for sid, identity in items]
 
 
-async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) -> list[Any]:
-    """get-or-create's second half for (service, identity) pairs not found a moment ago, a
-    statement per service (concurrently). Per item (user, created), or the error to raise for
-    it; of several callers for one identity, one is its creator."""
-    wanted: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
-    for svc, identity in items:
-        wanted.setdefault(svc["sid"], (svc, set()))[1].add(identity)
-    outcomes = await _each(*(_first_encounters(apg, svc, sorted(ids)) for svc, ids in wanted.values()))
+async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str, bool]]) -> list[Any]:
+    """get-or-create's second half for (service, identity, by a presented token) not found a
+    moment ago, a statement per service (concurrently). Per item (user, created), or the error to
+    raise for it; of several callers for one identity, one is its creator."""
+    wanted: dict[str, tuple[Mapping[str, Any], set[str], set[str]]] = {}
+    for svc, identity, by_token in items:
+        entry = wanted.setdefault(svc["sid"], (svc, set(), set()))
+        entry[1].add(identity)
+        if by_token:
+            entry[2].add(identity)
+    outcomes = await _each(*(_first_encounters(apg, svc, sorted(ids), frozenset(sdk))
+                             for svc, ids, sdk in wanted.values()))
     by_service = dict(zip(wanted, outcomes, strict=True))
     results: list[Any] = []
-    for svc, identity in items:
+    for svc, identity, _ in items:
         outcome = by_service[svc["sid"]]
         result = outcome if isinstance(outcome, BaseException) else outcome[identity]
         if isinstance(result, tuple) and result[1]:
@@ -119,7 +170,7 @@ async def _create_batch(apg: Any, items: list[tuple[Mapping[str, Any], str]]) ->
 
 
 def _batchers(apg: Any) -> tuple[Batcher[tuple[str, str], User | None],
-                                 Batcher[tuple[Mapping[str, Any], str], tuple[User, bool]]]:
+                                 Batcher[tuple[Mapping[str, Any], str, bool], tuple[User, bool]]]:
     found = apg.batchers.get("users.read")
     if found is None:
         found = apg.batchers["users.read"] = Batcher(lambda items: _read_batch(apg, items))
@@ -135,7 +186,7 @@ async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str
         found = await read((service["sid"], identity))
         if found is not None:
             return found, False
-        return await create((service, identity))
+        return await create((service, identity, False))
     found = await db.read(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
     if found is not None:
         return found, False
@@ -148,7 +199,7 @@ def get_or_create_unburied(conn: Any, *, service: Mapping[str, Any], identity: s
     the token's issue time. Asked in the writing transaction, so no deletion slips between."""
     if graves.refuses(conn, service_sid=service["sid"], identity=identity, issued_at=issued_at):
         raise tombstone_refusal()
-    return get_or_create(conn, service, identity)
+    return get_or_create(conn, service, identity, outbox.sdk(identity))
 
 
 async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identity: str, issued_at: int,
@@ -173,4 +224,4 @@ async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identit
                                                                   issued_at=issued_at, graves=graves))
     if graves.refuses_since(await graves.deleted_at(db, service_sid=sid, identity=identity), issued_at):
         raise tombstone_refusal()
-    return await create((service, identity))
+    return await create((service, identity, True))

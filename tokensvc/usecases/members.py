@@ -13,9 +13,11 @@ from .. import errors
 from ..auth import Principal
 from ..context import Context
 from ..store import members as store
+from ..store import outbox
 from ..store.channels import SYSTEM, get_channel
 from ..store.invites import create_invite as store_create_invite
 from ..store.invites import get_invite
+from ..store.outbox import API, Origin
 from ..store.roles import check_role
 from ..store.services import get_service
 from ..store.users import find_by_identity, get_or_create, get_user
@@ -38,7 +40,8 @@ def _client_basic_only(values: Mapping[str, Any]) -> None:
         raise errors.forbidden("Date and RoleSid parameters need account credentials")
 
 
-async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def add_member(c: Context, *, principal: Principal, origin: Origin = API,
+                     caller: Mapping[str, Any] | None, service_sid: str,
                      channel_key: str, identity: str, values: Mapping[str, Any]) -> Result:
     """POST /Channels/{CH}/Members: one transaction locks the channel, gets or creates the
     identity's user, checks membership and limits, inserts the member and moves both counts.
@@ -63,8 +66,10 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
             else:
                 check_visible(conn, channel=channel, caller=client)
                 require(perms, "addMember")
-        user, created = get_or_create(conn, svc, identity)
+        # onUserAdded fires for provisioning whoever asks; onMemberAdded by the caller's rule (SPEC §10)
+        user, created = get_or_create(conn, svc, identity, Origin(origin.source, origin.client_identity))
         member = store.join(conn, service=svc, channel=channel, user=user, role_sid=role_sid, values=values)
+        outbox.record(conn, svc, "onMemberAdded", [member], origin)
         return member, user, created
 
     member, user, created = await transaction(c, add)
@@ -72,14 +77,15 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
     return member, [*events, MemberAdded(member)]
 
 
-async def update_member(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def update_member(c: Context, *, principal: Principal, origin: Origin = API,
+                        caller: Mapping[str, Any] | None, service_sid: str,
                         channel_key: str, key: str, values: Mapping[str, Any]) -> Result:
     """POST /Channels/{CH}/Members/{MB}: a client edits attributes with editOwnMemberAttributes
     (itself) or editAnyMemberAttributes, and its own consumption fields."""
     client = client_user(principal, caller)
 
     def update(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key)
         member = store.get_member(conn, channel=channel, key=key)
         changes = dict(values)
@@ -96,26 +102,30 @@ async def update_member(c: Context, *, principal: Principal, caller: Mapping[str
                 raise errors.forbidden()
         if not changes:
             return member
-        return store.update_row(conn, row=member, values=changes)
+        changed = store.update_row(conn, row=member, values=changes)
+        outbox.record(conn, svc, "onMemberUpdated", [changed], origin)
+        return changed
 
     member = await transaction(c, update)
     return member, [MemberUpdated(member)] if values else []
 
 
-async def remove_member(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def remove_member(c: Context, *, principal: Principal, origin: Origin = API,
+                        caller: Mapping[str, Any] | None, service_sid: str,
                         channel_key: str, key: str) -> Result:
     """DELETE /Channels/{CH}/Members/{MB}: a client leaves with leaveChannel, removes others
     with removeMember."""
     client = client_user(principal, caller)
 
     def remove(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=True)
         member = store.get_member(conn, channel=channel, key=key)
         if client is not None:
             perms = caller_permissions(conn, service_sid=service_sid, caller=client, channel=channel)
             require(perms, "leaveChannel" if member["user_sid"] == client["sid"] else "removeMember")
         store.leave(conn, row=member)
+        outbox.record(conn, svc, "onMemberRemoved", [member], origin)
         return member
 
     member = await transaction(c, remove)
@@ -179,36 +189,45 @@ def own_user(conn: Connection, *, service_sid: str, user_key: str,
     return user
 
 
-async def update_user_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None,
-                              service_sid: str, user_key: str, channel_key: str, values: Mapping[str, Any]) -> Result:
+async def update_user_channel(c: Context, *, principal: Principal, origin: Origin = API,
+                              caller: Mapping[str, Any] | None, service_sid: str, user_key: str, channel_key: str,
+                              values: Mapping[str, Any]) -> Result:
     """POST /Users/{US}/Channels/{CH}: notification level and consumption fields."""
     client = client_user(principal, caller)
 
     def update(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=client)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key)
         row = store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
-        return store.update_row(conn, row=row, values=values) if values else row
+        if not values:
+            return row
+        changed = store.update_row(conn, row=row, values=values)
+        if changed["status"] == store.JOINED:
+            outbox.record(conn, svc, "onMemberUpdated", [changed], origin)
+        return changed
 
     row = await transaction(c, update)
     return row, [MemberUpdated(row)] if values and row["status"] == store.JOINED else []
 
 
-async def delete_user_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None,
-                              service_sid: str, user_key: str, channel_key: str) -> Result:
+async def delete_user_channel(c: Context, *, principal: Principal, origin: Origin = API,
+                              caller: Mapping[str, Any] | None, service_sid: str, user_key: str,
+                              channel_key: str) -> Result:
     """DELETE /Users/{US}/Channels/{CH}: leave the channel (a client: leaveChannel), or drop the
     invite."""
     client = client_user(principal, caller)
 
     def remove(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=client)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=True)
         row = store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
         if client is not None and row["status"] == store.JOINED:
             require(caller_permissions(conn, service_sid=service_sid, caller=client, channel=channel), "leaveChannel")
         store.leave(conn, row=row)
+        if row["status"] == store.JOINED:
+            outbox.record(conn, svc, "onMemberRemoved", [row], origin)
         return row
 
     row = await transaction(c, remove)

@@ -8,7 +8,8 @@ from typing import Any
 from .. import errors
 from ..auth import Principal
 from ..context import Context
-from ..store import kicks
+from ..store import kicks, outbox
+from ..store.outbox import API, Origin
 from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
@@ -36,14 +37,16 @@ async def provision_user(c: Context, *, service: Mapping[str, Any], identity: st
     return (user, created), [UserAdded(user)] if created else []
 
 
-async def create_user(c: Context, *, account_sid: str, service_sid: str, identity: str, role_sid: str | None,
+async def create_user(c: Context, *, origin: Origin = API,
+                      account_sid: str, service_sid: str, identity: str, role_sid: str | None,
                       attributes: str | None, friendly_name: str | None) -> Result:
     """POST /Users: a new user of the account's service (409 50201 when the identity exists)."""
 
     def create(conn: Any) -> Any:
         svc = get_service(conn, account_sid=account_sid, sid=service_sid)
-        return store_create_user(conn, service=svc, identity=identity, role_sid=role_sid,
-                                 attributes=attributes, friendly_name=friendly_name)
+        # POST /Users provisions a user: its onUserAdded fires whatever X-Twilio-Webhook-Enabled says
+        return store_create_user(conn, service=svc, identity=identity, role_sid=role_sid, attributes=attributes,
+                                 friendly_name=friendly_name, origin=Origin(origin.source, origin.client_identity))
 
     user = await c.db.run(create)
     return user, [UserAdded(user, first_encounter=False)]
@@ -63,34 +66,40 @@ def _check_client_update(conn: Any, caller: Mapping[str, Any], service_sid: str,
     raise errors.forbidden()
 
 
-async def update_user(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def update_user(c: Context, *, principal: Principal, origin: Origin = API,
+                      caller: Mapping[str, Any] | None, service_sid: str,
                       key: str, changes: Mapping[str, Any]) -> Result:
     """Change role, attributes or friendly name (`changes` holds those given); a client token's
     holder (`caller`) only within its role's permissions."""
 
     def update(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         if principal.is_client:
             if caller is None:
                 raise errors.forbidden()
             _check_client_update(conn, caller, service_sid, key, changes)
-        return store_update_user(conn, service_sid=service_sid, key=key,
+        user = store_update_user(conn, service_sid=service_sid, key=key,
                                  role_sid=changes.get("role_sid", Unset),
                                  attributes=changes.get("attributes", Unset),
                                  friendly_name=changes.get("friendly_name", Unset))
+        if changes:
+            outbox.record(conn, svc, "onUserUpdated", [user], origin)
+        return user
 
     user = await c.db.run(update)
     return user, [UserUpdated(user)] if changes else []
 
 
-async def delete_user(c: Context, *, account_sid: str, service_sid: str, key: str) -> Result:
+async def delete_user(c: Context, *, origin: Origin = API, account_sid: str, service_sid: str, key: str) -> Result:
     """Delete the user, leaving a tombstone of its identity (SPEC §11); its sessions close."""
     graves = c.tombstones
 
     def remove(conn: Any) -> str:
-        get_service(conn, account_sid=account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=account_sid, sid=service_sid)
         user_sid = store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
         kicks.record(conn, kicks.USER, user_sid, service_sid=service_sid)  # its sessions, on every replica
+        # UserSid only: the deleted identity's PII is not copied into the outbox (SPEC §3)
+        outbox.record(conn, svc, "onUserRemoved", [{"sid": user_sid, "service_sid": service_sid}], origin)
         return user_sid
 
     user_sid = await c.db.run(remove)
