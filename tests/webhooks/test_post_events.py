@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from channel_helpers import channels_url, make_channel, members_url
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
-from webhook_receiver import Receiver, serve
 
+from channel_helpers import channels_url, make_channel, members_url
 from conftest import Api
 from tokensvc.store.outbox_tables import outbox
 from tokensvc.tokens import mint
+from webhook_receiver import Receiver, serve
 
 ON = {"X-Twilio-Webhook-Enabled": "true"}
 
@@ -67,7 +67,8 @@ def test_token_endpoint_first_encounter_posts_on_user_added(api: Api, receiver: 
     p = hit.params
     assert p["AccountSid"] == api.account_sid and p["InstanceSid"] == svc["sid"]
     assert p["Source"] == "API" and "ClientIdentity" not in p and p["RetryCount"] == "0"
-    assert p["Identity"] == "alice" and p["UserSid"].startswith("US") and p["RoleSid"] == svc["default_service_role_sid"]
+    assert p["Identity"] == "alice" and p["UserSid"].startswith("US")
+    assert p["RoleSid"] == svc["default_service_role_sid"]
     assert p["DateCreated"].endswith("Z") and p["Attributes"] == "{}"
     assert hit.headers["i-twilio-idempotency-token"]
     assert signed(api, hit)
