@@ -47,7 +47,7 @@ class Receiver:
             return [h for h in self.hits if all(h.params.get(k) == v for k, v in match.items())]
 
 
-def serve() -> Iterator[Receiver]:
+def serve(port: int = 0) -> Iterator[Receiver]:
     server: ThreadingHTTPServer
     receiver: Receiver
 
@@ -73,7 +73,8 @@ def serve() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -230,7 +230,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
 
         hub = Hub(c)
         c.hub = hub
-        dispatcher = Dispatcher(c)
+        dispatcher = Dispatcher(c, lease_seconds=c.settings.webhook_lease)
         with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests)
             signal.signal(signal.SIGHUP, lambda *_: c.keyring.request_reload())
         await hub.start()

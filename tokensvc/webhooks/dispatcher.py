@@ -40,7 +40,7 @@ class Dispatcher:
     """Started and stopped by the app's lifespan; `wake()` after a local commit that may have
     written outbox rows, so they go out at once instead of at the next poll."""
 
-    def __init__(self, c: Any, *, poll_seconds: float = 0.25, lease_seconds: float = 120.0,
+    def __init__(self, c: Any, *, poll_seconds: float = 0.25, lease_seconds: float = 60.0,
                  max_in_flight: int = 256, backoff_seconds: float = 0.5,
                  transport: httpx.AsyncBaseTransport | None = None):
         self.c = c
