@@ -227,6 +227,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from .connect import Hub
         from .webhooks.dispatcher import Dispatcher
+        from .webhooks.pre import PreEvents
 
         hub = Hub(c)
         c.hub = hub
@@ -236,10 +237,11 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
         await hub.start()
         await dispatcher.start()
         c.webhooks = dispatcher
+        c.pre_events = PreEvents(lambda: dispatcher.client, dispatcher.signing_token)
         try:
             yield
         finally:
-            c.webhooks = None
+            c.webhooks = c.pre_events = None
             await dispatcher.stop()
             await hub.stop()
             await c.db.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +13,7 @@ from .db import Database
 from .limits import TokenRateLimiter
 from .metrics import Metrics
 from .signing import Keyring
+from .store.outbox import Origin
 from .store.tombstones import Tombstones
 
 
@@ -33,6 +35,13 @@ class Waker(Protocol):
     def wake(self) -> None: ...
 
 
+class PreEventHook(Protocol):
+    """The pre-event hooks (webhooks/pre.py), as use cases see them."""
+
+    async def user_add(self, service: Mapping[str, Any], identity: str, origin: Origin,
+                       given: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+
+
 @dataclass
 class Context:
     """Built once per app (app.build_context); `hub` is set while the app runs (its lifespan)."""
@@ -47,3 +56,4 @@ class Context:
     token_limiter: TokenRateLimiter
     hub: Sessions | None = None
     webhooks: Waker | None = None  # the outbox's dispatcher, while the app runs
+    pre_events: PreEventHook | None = None  # onUserAdd and friends, while the app runs

@@ -8,7 +8,7 @@ NOTHING per service, the losers reading the winners (store/users.settle decides 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from psycopg.errors import ForeignKeyViolation
@@ -178,32 +178,41 @@ def _batchers(apg: Any) -> tuple[Batcher[tuple[str, str], User | None],
     return found, apg.batchers["users.create"]
 
 
-async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str) -> tuple[User, bool]:
+Ask = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+async def ensure_user(db: Database, *, service: Mapping[str, Any], identity: str,
+                      ask: Ask | None = None) -> tuple[User, bool]:
     """get_or_create for request handlers. SQLite: the read inline, a first encounter's insert
-    group-committed with concurrent ones. PostgreSQL: batched statements on the async pool."""
+    group-committed with concurrent ones. PostgreSQL: batched statements on the async pool.
+    `ask` (an onUserAdd hook) is awaited before a first encounter writes: it may refuse (raise)
+    or give the new user's fields, which are then written in a transaction of their own."""
     if db.apg is not None:
         read, create = _batchers(db.apg)
         found = await read((service["sid"], identity))
         if found is not None:
             return found, False
-        return await create((service, identity, False))
-    found = await db.read(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
-    if found is not None:
-        return found, False
-    return await db.write(lambda conn: get_or_create(conn, service, identity))
+        if ask is None:
+            return await create((service, identity, False))
+    else:
+        found = await db.read(lambda conn: find_by_identity(conn, service_sid=service["sid"], identity=identity))
+        if found is not None:
+            return found, False
+    fields = await ask() if ask is not None else None
+    return await db.write(lambda conn: get_or_create(conn, service, identity, fields=fields))
 
 
 def get_or_create_unburied(conn: Any, *, service: Mapping[str, Any], identity: str, issued_at: int,
-                           graves: Tombstones) -> tuple[User, bool]:
+                           graves: Tombstones, fields: Mapping[str, Any] | None = None) -> tuple[User, bool]:
     """get_or_create for a presented token: 401 20101 when the identity was deleted at or after
     the token's issue time. Asked in the writing transaction, so no deletion slips between."""
     if graves.refuses(conn, service_sid=service["sid"], identity=identity, issued_at=issued_at):
         raise tombstone_refusal()
-    return get_or_create(conn, service, identity, outbox.sdk(identity))
+    return get_or_create(conn, service, identity, outbox.sdk(identity), fields)
 
 
 async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identity: str, issued_at: int,
-                            graves: Tombstones) -> tuple[User, bool]:
+                            graves: Tombstones, ask: Ask | None = None) -> tuple[User, bool]:
     """ensure_user for the holder of a token issued at `issued_at`. A user created no later than
     that costs exactly what ensure_user costs; only a missing user or one created after the token
     asks the tombstones whether the token predates a deletion (401 20101)."""
@@ -220,8 +229,16 @@ async def ensure_token_user(db: Database, *, service: Mapping[str, Any], identit
             raise tombstone_refusal()
         return found, False
     if db.apg is None:
+        if ask is not None and graves.refuses_since(await graves.deleted_at(db, service_sid=sid, identity=identity),
+                                                    issued_at):
+            raise tombstone_refusal()  # the hook is not asked about a token refused anyway
+        fields = await ask() if ask is not None else None
         return await db.write(lambda conn: get_or_create_unburied(conn, service=service, identity=identity,
-                                                                  issued_at=issued_at, graves=graves))
+                                                                  issued_at=issued_at, graves=graves, fields=fields))
     if graves.refuses_since(await graves.deleted_at(db, service_sid=sid, identity=identity), issued_at):
         raise tombstone_refusal()
-    return await create((service, identity, True))
+    if ask is None:
+        return await create((service, identity, True))
+    fields = await ask()
+    return await db.write(lambda conn: get_or_create_unburied(conn, service=service, identity=identity,
+                                                              issued_at=issued_at, graves=graves, fields=fields))

@@ -214,17 +214,36 @@ def _first_encounters(conn: Connection, service: Mapping[str, Any], identities: 
 
 
 def get_or_create(conn: Connection, service: Mapping[str, Any], identity: str,
-                  origin: Origin = API) -> tuple[User, bool]:
+                  origin: Origin = API, fields: Mapping[str, Any] | None = None) -> tuple[User, bool]:
     """The user of this identity, created with the service's default role on first encounter;
     usable inside any write transaction. One indexed read when it exists; otherwise INSERT … ON
     CONFLICT DO NOTHING decides the race in the database, the loser reading the winner's row."""
     found = find_by_identity(conn, service_sid=service["sid"], identity=identity)
     if found is not None:
         return found, False
+    if fields:  # what a pre-event hook set (webhooks/pre.py)
+        return _create_with(conn, service, identity, origin, fields)
     outcome = _first_encounters(conn, service, [identity], origin)[identity]
     if isinstance(outcome, errors.TwilioError):
         raise outcome
     return outcome
+
+
+def _create_with(conn: Connection, service: Mapping[str, Any], identity: str, origin: Origin,
+                 fields: Mapping[str, Any]) -> tuple[User, bool]:
+    """A first encounter with the fields an onUserAdd hook set; a lost race reads the winner."""
+    role_sid = fields.get("role_sid")
+    if role_sid is not None:
+        check_role(conn, service_sid=service["sid"], role_sid=role_sid, type="deployment", param="RoleSid")
+    made = _insert_one(conn, service, identity, role_sid=role_sid, attributes=fields.get("attributes"),
+                       friendly_name=fields.get("friendly_name"))
+    if made is not None:
+        outbox.record(conn, service, "onUserAdded", [made], origin)
+        return made, True
+    winner = find_by_identity(conn, service_sid=service["sid"], identity=identity)
+    if winner is not None:
+        return winner, False
+    raise errors.not_found() if not service_exists(conn, service["sid"]) else errors.created_and_deleted()
 
 
 def get_or_create_many(conn: Connection, service: Mapping[str, Any], identities: Iterable[str],

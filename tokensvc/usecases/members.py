@@ -23,6 +23,7 @@ from ..store.services import get_service
 from ..store.users import find_by_identity, get_or_create, get_user
 from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
+from .users import pre_user_add
 
 Result = tuple[Any, list[Event]]
 
@@ -40,6 +41,21 @@ def _client_basic_only(values: Mapping[str, Any]) -> None:
         raise errors.forbidden("Date and RoleSid parameters need account credentials")
 
 
+async def _ask_user_add(c: Context, account_sid: str, service_sid: str, identity: str,
+                        origin: Origin) -> Mapping[str, Any] | None:
+    """The service's onUserAdd answer when the member's identity is new (SPEC §10), before the
+    transaction: a refusal writes nothing."""
+    svc = await c.auth.service(service_sid)
+    if svc is None or svc["account_sid"] != account_sid:
+        return None  # the transaction answers 404
+    ask = pre_user_add(c, svc, identity, origin)
+    if ask is None:
+        return None
+    if await c.db.read(lambda conn: find_by_identity(conn, service_sid=service_sid, identity=identity)) is not None:
+        return None
+    return await ask()
+
+
 async def add_member(c: Context, *, principal: Principal, origin: Origin = API,
                      caller: Mapping[str, Any] | None, service_sid: str,
                      channel_key: str, identity: str, values: Mapping[str, Any]) -> Result:
@@ -48,6 +64,7 @@ async def add_member(c: Context, *, principal: Principal, origin: Origin = API,
     A client adds itself with joinChannel (a private channel only when invited), others with
     addMember."""
     client = client_user(principal, caller)
+    fields = await _ask_user_add(c, principal.account_sid, service_sid, identity, origin)
 
     def add(conn: Connection) -> tuple[Mapping[str, Any], Mapping[str, Any], bool]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -67,7 +84,7 @@ async def add_member(c: Context, *, principal: Principal, origin: Origin = API,
                 check_visible(conn, channel=channel, caller=client)
                 require(perms, "addMember")
         # onUserAdded fires for provisioning whoever asks; onMemberAdded by the caller's rule (SPEC §10)
-        user, created = get_or_create(conn, svc, identity, Origin(origin.source, origin.client_identity))
+        user, created = get_or_create(conn, svc, identity, Origin(origin.source, origin.client_identity), fields)
         member = store.join(conn, service=svc, channel=channel, user=user, role_sid=role_sid, values=values)
         outbox.record(conn, svc, "onMemberAdded", [member], origin)
         return member, user, created

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import errors
 from ..auth import Principal
 from ..context import Context
 from ..store import kicks, outbox
-from ..store.outbox import API, Origin
+from ..store.outbox import API, Origin, sdk
 from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
@@ -18,9 +18,20 @@ from ..store.users import create_user as store_create_user
 from ..store.users import delete_user as store_delete_user
 from ..store.users import update_user as store_update_user
 from ..tokens import Verified
+from ..webhooks.pre import wants as pre_wants
 from .events import Event, UserAdded, UserRemoved, UserUpdated
 
 Result = tuple[Any, list[Event]]
+
+
+def pre_user_add(c: Context, service: Mapping[str, Any], identity: str, origin: Origin,
+                 given: Mapping[str, Any] | None = None) -> Callable[[], Awaitable[Mapping[str, Any]]] | None:
+    """The question to the service's onUserAdd hook before `identity` is provisioned, or None when
+    it has none (SPEC §10: 403 50056 / 504 50076 refuse, nothing written)."""
+    hooks = c.pre_events
+    if hooks is None or not pre_wants(service, "onUserAdd"):
+        return None
+    return lambda: hooks.user_add(service, identity, origin, given)
 
 
 async def provision_user(c: Context, *, service: Mapping[str, Any], identity: str,
@@ -28,12 +39,13 @@ async def provision_user(c: Context, *, service: Mapping[str, Any], identity: st
     """The identity's user, created with the service's default role on first encounter. With the
     `token` the caller presented, not when that token predates the identity's deletion (401 20101,
     SPEC §11); without one (the token endpoint: the backend asks anew) always."""
+    ask = pre_user_add(c, service, identity, API if token is None else sdk(identity))
     if token is None:
-        user, created = await ensure_user(c.db, service=service, identity=identity)
+        user, created = await ensure_user(c.db, service=service, identity=identity, ask=ask)
     else:
         graves = c.tombstones
         user, created = await ensure_token_user(c.db, service=service, identity=identity,
-                                                issued_at=graves.issued_at(token), graves=graves)
+                                                issued_at=graves.issued_at(token), graves=graves, ask=ask)
     return (user, created), [UserAdded(user)] if created else []
 
 
@@ -42,11 +54,19 @@ async def create_user(c: Context, *, origin: Origin = API,
                       attributes: str | None, friendly_name: str | None) -> Result:
     """POST /Users: a new user of the account's service (409 50201 when the identity exists)."""
 
+    given = {"role_sid": role_sid, "attributes": attributes, "friendly_name": friendly_name}
+    svc_now = await c.auth.service(service_sid)
+    if svc_now is not None and svc_now["account_sid"] == account_sid:
+        ask = pre_user_add(c, svc_now, identity, origin, given)
+        if ask is not None:
+            given.update(await ask())  # the hook's fields, validated as the caller's are
+
     def create(conn: Any) -> Any:
         svc = get_service(conn, account_sid=account_sid, sid=service_sid)
         # POST /Users provisions a user: its onUserAdded fires whatever X-Twilio-Webhook-Enabled says
-        return store_create_user(conn, service=svc, identity=identity, role_sid=role_sid, attributes=attributes,
-                                 friendly_name=friendly_name, origin=Origin(origin.source, origin.client_identity))
+        return store_create_user(conn, service=svc, identity=identity, role_sid=given["role_sid"],
+                                 attributes=given["attributes"], friendly_name=given["friendly_name"],
+                                 origin=Origin(origin.source, origin.client_identity))
 
     user = await c.db.run(create)
     return user, [UserAdded(user, first_encounter=False)]

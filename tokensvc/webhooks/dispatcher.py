@@ -140,7 +140,13 @@ class Dispatcher:
             self._in_flight -= 1
         self.wake()
 
-    async def _token(self, account_sid: str) -> str | None:
+    @property
+    def client(self) -> httpx.AsyncClient | None:
+        """The pooled client, while started (pre-events share it)."""
+        return self._client
+
+    async def signing_token(self, account_sid: str) -> str | None:
+        """The account's auth token to sign with (cached a minute), None when only its hash is kept."""
         cached = self._tokens.get(account_sid)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
@@ -150,7 +156,7 @@ class Dispatcher:
 
     async def _deliver(self, row: Mapping[str, Any]) -> bool:
         """Attempts until one succeeds or the retries are spent; whether it was delivered."""
-        auth_token = await self._token(row["account_sid"])
+        auth_token = await self.signing_token(row["account_sid"])
         status: int | str = "?"
         for attempt in range(int(row["retries"]) + 1):
             if attempt:
