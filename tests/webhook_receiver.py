@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,9 +30,13 @@ class Receiver:
     body: bytes = b"ok"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    path: str = field(default_factory=lambda: f"/hook/{uuid.uuid4().hex}")
+
     @property
     def url(self) -> str:
-        return f"{self.base}/hook"
+        # A path of its own: a stray event of an earlier test (a shared PostgreSQL outbox) that
+        # reaches a reused port is not taken for this test's.
+        return f"{self.base}{self.path}"
 
     def wait(self, n: int, timeout: float = 15.0, **match: str) -> list[Hit]:
         """The first n hits whose params match, waiting for them."""
@@ -47,7 +52,7 @@ class Receiver:
             return [h for h in self.hits if all(h.params.get(k) == v for k, v in match.items())]
 
 
-def serve(port: int = 0) -> Iterator[Receiver]:
+def serve(port: int = 0, path: str | None = None) -> Iterator[Receiver]:
     server: ThreadingHTTPServer
     receiver: Receiver
 
@@ -59,7 +64,8 @@ def serve(port: int = 0) -> Iterator[Receiver]:
             params = dict(parse_qsl(raw if self.command == "POST" else split.query, keep_blank_values=True))
             hit = Hit(self.command, receiver.base + self.path, {k.lower(): v for k, v in self.headers.items()}, params)
             with receiver.lock:
-                receiver.hits.append(hit)
+                if split.path.startswith(receiver.path):
+                    receiver.hits.append(hit)
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
             if receiver.delay:
                 time.sleep(receiver.delay)
@@ -77,6 +83,8 @@ def serve(port: int = 0) -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}")
+    if path is not None:
+        receiver.path = path
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -62,7 +62,7 @@ def test_kill_9_with_the_receiver_down_loses_nothing(tmp_path: Path) -> None:
     srv = start_server(tmp_path, database=db, keys_dir=keys, extra_env=env, name="first")
     account = (srv.account_sid, srv.auth[1])
     try:
-        svc = hooked_service(srv, f"http://127.0.0.1:{port}/hook")
+        svc = hooked_service(srv, f"http://127.0.0.1:{port}/hook/crash")
         # Concurrently, so all 60 commit well within the retries' backoff (3.5 s) and none is given up.
         with httpx.Client(base_url=srv.base, auth=srv.auth) as client, ThreadPoolExecutor(8) as pool:
             made = pool.map(lambda n: client.post(f"/v2/Services/{svc['sid']}/Tokens", data={"Identity": f"crash{n}"}),
@@ -72,7 +72,7 @@ def test_kill_9_with_the_receiver_down_loses_nothing(tmp_path: Path) -> None:
         srv.stop(signal.SIGKILL)
     again = start_server(tmp_path, database=db, keys_dir=keys, account=account, extra_env=env, name="again")
     try:
-        for receiver in serve(port):
+        for receiver in serve(port, path="/hook/crash"):
             deadline = time.monotonic() + 60
             while len(_delivered_tokens(receiver)) < 60 and time.monotonic() < deadline:
                 time.sleep(0.1)

@@ -58,6 +58,7 @@ class Dispatcher:
         self._chains: set[asyncio.Task[None]] = set()
         self._tokens: dict[str, tuple[str | None, float]] = {}
         self._purged_at = 0.0
+        self._stopping = False
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=64)
@@ -70,10 +71,11 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._stopping = True  # a delivery between attempts stops; its row comes due after its lease
         for chain in list(self._chains):
             chain.cancel()
         if self._chains:
-            await asyncio.gather(*self._chains, return_exceptions=True)
+            await asyncio.wait(list(self._chains), timeout=2.0)
         with contextlib.suppress(Exception):
             await self._flush()  # what was delivered is not sent again by the next claimer
         if self._client is not None:
@@ -134,9 +136,9 @@ class Dispatcher:
                 ok = await self._deliver(row)
             except Exception:
                 log.exception("webhook delivery crashed (outbox id %s); it is retried after its lease", row["id"])
-                self._in_flight -= 1
-                continue
-            (self._delivered if ok else self._failed).append(row["id"])
+                ok = None
+            if ok is not None:
+                (self._delivered if ok else self._failed).append(row["id"])
             self._in_flight -= 1
         self.wake()
 
@@ -154,13 +156,16 @@ class Dispatcher:
         self._tokens[account_sid] = (token, time.monotonic() + 60.0)
         return token
 
-    async def _deliver(self, row: Mapping[str, Any]) -> bool:
-        """Attempts until one succeeds or the retries are spent; whether it was delivered."""
+    async def _deliver(self, row: Mapping[str, Any]) -> bool | None:
+        """Attempts until one succeeds or the retries are spent; whether it was delivered (None:
+        the dispatcher is stopping, the row is left to its lease)."""
         auth_token = await self.signing_token(row["account_sid"])
         status: int | str = "?"
         for attempt in range(int(row["retries"]) + 1):
             if attempt:
                 await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            if self._stopping:
+                return None
             status = await self._attempt(row, render(row, attempt), auth_token)
             if isinstance(status, int) and 200 <= status < 300:
                 return True
