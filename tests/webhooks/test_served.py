@@ -5,6 +5,7 @@ replicas on PostgreSQL deliver every event, duplicates under one idempotency tok
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from twilio.request_validator import RequestValidator
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import PG_URL, Server, database_url, free_port, replica_pair, start_server
@@ -44,6 +46,31 @@ def test_connect_first_encounter_posts_signed_on_user_added(tmp_path: Path) -> N
             assert hit.params["Identity"] == "ws-alice" and hit.params["Source"] == "SDK"
             assert hit.params["ClientIdentity"] == "ws-alice"
             assert RequestValidator(srv.auth[1]).validate(hit.url, hit.params, hit.headers["x-twilio-signature"])
+    finally:
+        srv.stop()
+
+
+def test_connect_first_encounter_refused_by_on_user_add_writes_nothing(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        for receiver in serve():
+            svc = httpx.post(f"{srv.base}/v2/Services", data={"FriendlyName": "policed"}, auth=srv.auth).json()
+            httpx.post(f"{srv.base}/v2/Services/{svc['sid']}", auth=srv.auth,
+                       data={"PreWebhookUrl": receiver.url, "WebhookFilters": "onUserAdd"})
+            receiver.statuses = [403]
+            minted = mint(load_snapshot(Path(srv.env["TOKENSVC_KEYS_DIR"])), issuer="tokensvc",
+                          account_sid=srv.account_sid, service_sid=svc["sid"], identity="ws-no", ttl=600)
+            url = srv.base.replace("http://", "ws://") + "/v2/Connect"
+            with connect(url, additional_headers={"X-Twilio-Token": minted.token}, proxy=None, open_timeout=10) as ws:
+                frame = json.loads(ws.recv(timeout=10))
+                assert frame["type"] == "error" and frame["code"] == 50056
+                with contextlib.suppress(ConnectionClosed):
+                    ws.recv(timeout=5)
+                assert ws.close_code == 4001
+            [hit] = receiver.matching(EventType="onUserAdd")
+            assert hit.params["Source"] == "SDK" and hit.params["ClientIdentity"] == "ws-no"
+            gone = httpx.get(f"{srv.base}/v2/Services/{svc['sid']}/Users/ws-no", auth=srv.auth)
+            assert gone.status_code == 404
     finally:
         srv.stop()
 
