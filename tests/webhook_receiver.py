@@ -80,6 +80,7 @@ def serve(port: int = 0, path: str | None = None) -> Iterator[Receiver]:
             pass
 
     ThreadingHTTPServer.allow_reuse_address = True
+    ThreadingHTTPServer.request_queue_size = 1024  # socketserver's 5 drops SYNs under a burst of connects
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}")

@@ -27,6 +27,8 @@ log = logging.getLogger("tokensvc.webhooks")
 ATTEMPT_SECONDS = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
 GIVE_UP = 50057
+CYCLE_SECONDS = 0.05
+CONNECTIONS = 8
 
 
 def _any_due(conn: Connection) -> bool:
@@ -61,17 +63,22 @@ class Dispatcher:
         self._stopping = False
 
     async def start(self) -> None:
-        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=64)
+        # Deliveries wait for one of CONNECTIONS slots (not counted in the attempt's 5 s) rather than
+        # open hundreds of connections at once: a receiver's accept queue drops a burst of connects,
+        # costing seconds of SYN retries. Pre-events (webhooks/pre.py) have the other half of the pool.
+        limits = httpx.Limits(max_connections=2 * CONNECTIONS, max_keepalive_connections=2 * CONNECTIONS)
+        self._slots = asyncio.Semaphore(CONNECTIONS)
         self._client = httpx.AsyncClient(follow_redirects=False, timeout=ATTEMPT_SECONDS, limits=limits,
                                          transport=self._transport)
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: on Python 3.11 a cancel that meets a finishing
+        # wait_for/await can be lost, and the loop would run on.
+        self._stopping = True  # a delivery between attempts stops too; its row comes due after its lease
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._stopping = True  # a delivery between attempts stops; its row comes due after its lease
+            await asyncio.wait([self._task], timeout=5.0)
         for chain in list(self._chains):
             chain.cancel()
         if self._chains:
@@ -85,7 +92,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._cycle()
             except asyncio.CancelledError:
@@ -93,20 +100,36 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook dispatcher cycle failed; retrying")
                 await asyncio.sleep(1.0)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            # At most one cycle (one write transaction) per CYCLE_SECONDS however many commits
+            # wake it: on SQLite each is a group commit of its own, which the token path shares.
+            await asyncio.sleep(CYCLE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _cycle(self) -> None:
+        """Finish what was delivered and claim what is due, in one transaction."""
         db = self.c.db
-        await self._flush()
         if time.monotonic() - self._purged_at > 600:
             self._purged_at = time.monotonic()
             await db.run(outbox.purge)
         room = self.max_in_flight - self._in_flight
-        if room <= 0 or not await db.read(_any_due):
+        due = room > 0 and await db.read(_any_due)
+        delivered, failed = self._delivered, self._failed
+        if not due and not delivered and not failed:
             return
-        rows = await db.run(lambda conn: outbox.claim(conn, limit=room, lease_ms=self.lease_ms))
+        self._delivered, self._failed = [], []
+
+        def job(conn: Connection) -> list[dict[str, Any]]:
+            outbox.finish(conn, delivered=delivered, failed=failed)
+            return outbox.claim(conn, limit=room, lease_ms=self.lease_ms) if due else []
+
+        try:
+            rows = await db.run(job)
+        except BaseException:
+            self._delivered[:0], self._failed[:0] = delivered, failed  # next cycle
+            raise
         chains: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             chains.setdefault(row["resource_sid"], []).append(row)
@@ -126,8 +149,6 @@ class Dispatcher:
         except Exception:
             self._delivered[:0], self._failed[:0] = delivered, failed  # next cycle
             raise
-        if delivered:
-            self.wake()  # rows of the same resources may be waiting behind these
 
     async def _deliver_chain(self, chain: list[dict[str, Any]]) -> None:
         """One resource's rows, in commit order."""
@@ -189,7 +210,7 @@ class Dispatcher:
         if signed is not None:
             headers["X-Twilio-Signature"] = signed
         try:
-            async with asyncio.timeout(ATTEMPT_SECONDS):
+            async with self._slots, asyncio.timeout(ATTEMPT_SECONDS):
                 request = self._client.build_request(row["method"], url, data=body, headers=headers)
                 response = await self._client.send(request, stream=True)
                 try:
