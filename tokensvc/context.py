@@ -41,6 +41,9 @@ class PreEventHook(Protocol):
     async def user_add(self, service: Mapping[str, Any], identity: str, origin: Origin,
                        given: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
 
+    async def action(self, service: Mapping[str, Any], event_type: str, resource: Mapping[str, str],
+                     origin: Origin) -> dict[str, Any]: ...
+
 
 @dataclass
 class Context:

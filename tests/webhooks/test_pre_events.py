@@ -157,3 +157,40 @@ def test_concurrent_first_encounters_ask_once(tmp_path: Path) -> None:
             assert len(receiver.matching(EventType="onUserAdd")) == 1
     finally:
         srv.stop()
+
+
+def chat_policed(api: Api, receiver: Receiver, *filters: str) -> dict[str, Any]:
+    svc = api.new_service()
+    r = api.post(f"/v2/Services/{svc['sid']}", {"PreWebhookUrl": receiver.url, "WebhookFilters": list(filters)})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_client_channel_add_is_asked_and_may_be_refused_or_modified(api: Api, receiver: Receiver) -> None:
+    svc = chat_policed(api, receiver, "onChannelAdd")
+    headers = minted(api, svc, "chan")
+    channels = f"/v2/Services/{svc['sid']}/Channels"
+    receiver.statuses = [403]
+    assert_error(api.client.post(channels, data={"FriendlyName": "no"}, headers=headers), 403, 50056)
+    assert api.get(channels).json()["channels"] == []
+    receiver.body = b'{"FriendlyName": "renamed by hook", "UniqueName": "hooked"}'
+    made = api.client.post(channels, data={"FriendlyName": "mine"}, headers=headers)
+    assert made.status_code == 201, made.text
+    assert made.json()["friendly_name"] == "renamed by hook" and made.json()["unique_name"] == "hooked"
+    asked = receiver.matching(EventType="onChannelAdd")
+    assert len(asked) == 2 and asked[1].params["FriendlyName"] == "mine" and asked[1].params["ClientIdentity"] == "chan"
+    # REST (Basic) actions never ask the Chat pre-events
+    assert api.post(channels, {"FriendlyName": "by rest"}).status_code == 201
+    assert len(receiver.matching(EventType="onChannelAdd")) == 2
+
+
+def test_client_member_add_and_user_update_are_asked(api: Api, receiver: Receiver) -> None:
+    svc = chat_policed(api, receiver, "onMemberAdd", "onUserUpdate")
+    channel = make_channel(api, svc, FriendlyName="open")
+    headers = minted(api, svc, "joiner")
+    receiver.statuses = [403]
+    assert_error(api.client.post(members_url(svc, channel), data={"Identity": "joiner"}, headers=headers), 403, 50056)
+    assert api.get(members_url(svc, channel)).json()["members"] == []
+    receiver.body = b'{"FriendlyName": "hooked name"}'
+    r = api.client.post(f"/v2/Services/{svc['sid']}/Users/joiner", data={"FriendlyName": "mine"}, headers=headers)
+    assert r.status_code == 200 and r.json()["friendly_name"] == "hooked name"

@@ -19,6 +19,7 @@ from ..store.roles import role_permissions
 from ..store.services import get_service
 from ..store.users import get_user
 from .events import ChannelAdded, ChannelDestroyed, ChannelUpdated, Event
+from .users import pre_action
 
 T = TypeVar("T")
 Result = tuple[Any, list[Event]]
@@ -80,6 +81,11 @@ async def create_channel(c: Context, *, principal: Principal, origin: Origin = A
     """POST /Channels: `values` holds the parsed parameters given (friendly_name, unique_name,
     attributes, type, date_created, date_updated, created_by)."""
     client = client_user(principal, caller)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onChannelAdd",
+                                           resource={"FriendlyName": values.get("friendly_name"),
+                                                     "UniqueName": values.get("unique_name"),
+                                                     "Attributes": values.get("attributes"),
+                                                     "ChannelType": values.get("type", "public")})}
 
     def create(conn: Connection) -> Mapping[str, Any]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -108,6 +114,10 @@ async def update_channel(c: Context, *, principal: Principal, origin: Origin = A
     if not values:
         raise errors.nothing_to_update()
     client = client_user(principal, caller)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onChannelUpdate",
+                                           resource={"ChannelSid": key, "FriendlyName": values.get("friendly_name"),
+                                                     "UniqueName": values.get("unique_name"),
+                                                     "Attributes": values.get("attributes")})}
 
     def update(conn: Connection) -> Mapping[str, Any]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -134,6 +144,8 @@ async def delete_channel(c: Context, *, principal: Principal, origin: Origin = A
                          key: str) -> Result:
     """DELETE /Channels/{key}: its members and invites go, every count follows."""
     client = client_user(principal, caller)
+    await pre_action(c, origin=origin, service_sid=service_sid, event_type="onChannelDestroy",
+                     resource={"ChannelSid": key})
 
     def remove(conn: Connection) -> Mapping[str, Any]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)

@@ -23,7 +23,7 @@ from ..store.services import get_service
 from ..store.users import find_by_identity, get_or_create, get_user
 from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
-from .users import pre_user_add
+from .users import pre_action, pre_user_add
 
 Result = tuple[Any, list[Event]]
 
@@ -64,6 +64,10 @@ async def add_member(c: Context, *, principal: Principal, origin: Origin = API,
     A client adds itself with joinChannel (a private channel only when invited), others with
     addMember."""
     client = client_user(principal, caller)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onMemberAdd",
+                                           resource={"ChannelSid": channel_key, "Identity": identity,
+                                                     "RoleSid": values.get("role_sid"),
+                                                     "Attributes": values.get("attributes")})}
     fields = await _ask_user_add(c, principal.account_sid, service_sid, identity, origin)
 
     def add(conn: Connection) -> tuple[Mapping[str, Any], Mapping[str, Any], bool]:
@@ -100,6 +104,10 @@ async def update_member(c: Context, *, principal: Principal, origin: Origin = AP
     """POST /Channels/{CH}/Members/{MB}: a client edits attributes with editOwnMemberAttributes
     (itself) or editAnyMemberAttributes, and its own consumption fields."""
     client = client_user(principal, caller)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onMemberUpdate",
+                                           resource={"ChannelSid": channel_key, "MemberSid": key,
+                                                     "RoleSid": values.get("role_sid"),
+                                                     "Attributes": values.get("attributes")})}
 
     def update(conn: Connection) -> Mapping[str, Any]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -133,6 +141,8 @@ async def remove_member(c: Context, *, principal: Principal, origin: Origin = AP
     """DELETE /Channels/{CH}/Members/{MB}: a client leaves with leaveChannel, removes others
     with removeMember."""
     client = client_user(principal, caller)
+    await pre_action(c, origin=origin, service_sid=service_sid, event_type="onMemberRemove",
+                     resource={"ChannelSid": channel_key, "MemberSid": key})
 
     def remove(conn: Connection) -> Mapping[str, Any]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)

@@ -34,6 +34,21 @@ def pre_user_add(c: Context, service: Mapping[str, Any], identity: str, origin: 
     return lambda: hooks.user_add(service, identity, origin, given)
 
 
+async def pre_action(c: Context, *, origin: Origin, service_sid: str, event_type: str,
+                     resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A Chat pre-event before a client-token action (SPEC §10: never for REST): the fields its
+    hook sets, {} when none fires; its refusal (403 50056 / 504 50076) is raised before anything
+    is written."""
+    hooks = c.pre_events
+    if hooks is None or origin.source != "SDK":
+        return {}
+    svc = await c.auth.service(service_sid)
+    if svc is None or not pre_wants(svc, event_type):
+        return {}
+    params = {name: str(value) for name, value in resource.items() if value is not None}
+    return await hooks.action(svc, event_type, params, origin)
+
+
 async def provision_user(c: Context, *, service: Mapping[str, Any], identity: str,
                          token: Verified | None = None) -> tuple[tuple[Mapping[str, Any], bool], list[Event]]:
     """The identity's user, created with the service's default role on first encounter. With the
@@ -91,6 +106,10 @@ async def update_user(c: Context, *, principal: Principal, origin: Origin = API,
                       key: str, changes: Mapping[str, Any]) -> Result:
     """Change role, attributes or friendly name (`changes` holds those given); a client token's
     holder (`caller`) only within its role's permissions."""
+
+    changes = {**changes, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onUserUpdate",
+                                             resource={"Identity": key, "FriendlyName": changes.get("friendly_name"),
+                                                       "Attributes": changes.get("attributes")})}
 
     def update(conn: Any) -> Any:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)

@@ -35,6 +35,33 @@ def wants(service: Mapping[str, Any], event_type: str) -> bool:
     return bool(service.get("pre_webhook_url")) and event_type in _filters(service.get("webhook_filters") or "[]")
 
 
+_VALIDATE = {"role_sid": lambda v: v, "friendly_name": validation.friendly_name, "attributes": validation.attributes,
+             "unique_name": validation.unique_name}
+_CHANNEL_SETTABLE = {"FriendlyName": "friendly_name", "UniqueName": "unique_name", "Attributes": "attributes"}
+
+
+def settable_fields(body: bytes, settable: Mapping[str, str]) -> dict[str, Any]:
+    """The fields of `settable` (parameter → column) a 200's JSON object body sets, validated as
+    the caller's would be."""
+    try:
+        doc = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    fields: dict[str, Any] = {}
+    for param, column in settable.items():
+        value = doc.get(param)
+        if value is None:
+            continue
+        if column == "attributes" and not isinstance(value, str):
+            value = json.dumps(value)
+        if not isinstance(value, str):
+            raise errors.invalid_param(param, "must be a string")
+        fields[column] = _VALIDATE[column](value)
+    return fields
+
+
 def user_fields(body: bytes) -> dict[str, Any]:
     """What a 200's JSON object body sets, validated as if the caller sent it (RoleSid is checked
     against the service's roles where the user is written)."""
@@ -94,6 +121,14 @@ class PreEvents:
             return fields
         finally:
             del self._asking[key]
+
+    async def action(self, service: Mapping[str, Any], event_type: str, resource: Mapping[str, str],
+                     origin: Origin) -> dict[str, Any]:
+        """A Chat pre-event (onChannelAdd, onMemberAdd, onUserUpdate, …) for a client-token action:
+        the fields its 200 sets (channel: FriendlyName, UniqueName, Attributes; user and member:
+        RoleSid, FriendlyName, Attributes), or the TwilioError that refuses it."""
+        settable = _CHANNEL_SETTABLE if event_type.startswith("onChannel") else _SETTABLE
+        return settable_fields(await self.ask(service, event_type, resource, origin), settable)
 
     async def ask(self, service: Mapping[str, Any], event_type: str, resource: Mapping[str, str],
                   origin: Origin) -> bytes:
