@@ -218,3 +218,15 @@ def test_a_slow_receiver_does_not_slow_the_response(api: Api, receiver: Receiver
         assert api.post(f"/v2/Services/{svc['sid']}/Tokens", {"Identity": f"slow{n}"}).status_code == 201
     assert time.monotonic() - started < 2.5
     assert len(receiver.wait(5, timeout=20, EventType="onUserAdded")) == 5
+
+
+def test_deleting_a_user_drops_its_given_up_rows(api: Api, receiver: Receiver) -> None:
+    svc = hooked(api, receiver, "onUserAdded")
+    receiver.statuses = [500]
+    assert api.post(f"/v2/Services/{svc['sid']}/Tokens", {"Identity": "pii-lee"}).status_code == 201
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [r.status for r in outbox_rows(api, svc["sid"])] != ["failed"]:
+        time.sleep(0.1)
+    assert [r.status for r in outbox_rows(api, svc["sid"])] == ["failed"]
+    assert api.delete(f"/v2/Services/{svc['sid']}/Users/pii-lee").status_code == 204
+    assert outbox_rows(api, svc["sid"]) == []  # no copy of the deleted identity is kept

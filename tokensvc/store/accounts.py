@@ -47,9 +47,10 @@ def rotate_token(conn: Connection, *, sid: str, box: SecretBox) -> str:
 
 
 def signing_token(conn: Connection, *, sid: str, box: SecretBox) -> str | None:
-    """The account's auth token to sign its webhooks with, None when only its hash is kept."""
+    """The account's auth token to sign its webhooks with, None when only its hash is kept or
+    this process's secrets.key cannot open the copy (a database shared with other deployments)."""
     sealed = conn.execute(select(accounts.c.auth_token_enc).where(accounts.c.sid == sid)).scalar()
-    return box.decrypt(sealed, sid) if sealed else None
+    return box.decrypt(sealed, sid) if sealed and box.opens(sealed, sid) else None
 
 
 def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: str | None,

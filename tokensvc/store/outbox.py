@@ -114,6 +114,12 @@ def finish(conn: Connection, *, delivered: Sequence[int], failed: Sequence[int])
         conn.execute(_FAIL, {"ids": list(failed)})
 
 
+def forget_failed(conn: Connection, *, resource_sid: str) -> None:
+    """Drop the rows given up on about a deleted user: kept for inspection, they would keep its
+    identity past its deletion (SPEC §3). Pending rows still go out, then go."""
+    conn.execute(delete(outbox).where(outbox.c.resource_sid == resource_sid, outbox.c.status == FAILED))
+
+
 def purge(conn: Connection) -> int:
     """Drop rows given up on more than 7 days ago."""
     cutoff = now() - KEEP_FAILED_SECONDS

@@ -138,6 +138,7 @@ async def delete_user(c: Context, *, origin: Origin = API, account_sid: str, ser
         user_sid = store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
         kicks.record(conn, kicks.USER, user_sid, service_sid=service_sid)  # its sessions, on every replica
         # UserSid only: the deleted identity's PII is not copied into the outbox (SPEC §3)
+        outbox.forget_failed(conn, resource_sid=user_sid)
         outbox.record(conn, svc, "onUserRemoved", [{"sid": user_sid, "service_sid": service_sid}], origin)
         return user_sid
 
