@@ -43,7 +43,7 @@ class Dispatcher:
     written outbox rows, so they go out at once instead of at the next poll."""
 
     def __init__(self, c: Any, *, poll_seconds: float = 0.25, lease_seconds: float = 60.0,
-                 max_in_flight: int = 256, backoff_seconds: float = 0.5,
+                 max_in_flight: int = 128, backoff_seconds: float = 0.5,
                  transport: httpx.AsyncBaseTransport | None = None):
         self.c = c
         self.poll_seconds = poll_seconds
