@@ -100,7 +100,7 @@ def app(settings: Settings) -> Any:
 
 @pytest.fixture
 def api(app: Any) -> Iterator[Api]:
-    made = app.state.ctx.db.call(lambda conn: create_account(conn))
+    made = app.state.ctx.db.call(lambda conn: create_account(conn, box=app.state.ctx.box))  # signs webhooks
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client, made.sid, made.auth_token, app)
 

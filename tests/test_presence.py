@@ -106,10 +106,10 @@ def test_a_vanished_user_fails_only_its_own_join(db: Database, monkeypatch) -> N
     svc = _service(db)
     real = presence_mod.get_or_create
 
-    def vanishing(conn, *, service, identity):
+    def vanishing(conn, *, service, identity, origin):
         if identity == "ghost":  # read a moment ago; deleted before this batch's insert
             return {"sid": "US" + "0" * 32, "identity": "ghost", "was_online": False}, False
-        return real(conn, service=service, identity=identity)
+        return real(conn, service=service, identity=identity, origin=origin)
 
     monkeypatch.setattr(presence_mod, "get_or_create", vanishing)
     writes = Counter("w", "w", ["kind"], registry=CollectorRegistry())

@@ -226,15 +226,23 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from .connect import Hub
+        from .webhooks.dispatcher import Dispatcher
+        from .webhooks.pre import PreEvents
 
         hub = Hub(c)
         c.hub = hub
+        dispatcher = Dispatcher(c, lease_seconds=c.settings.webhook_lease)
         with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests)
             signal.signal(signal.SIGHUP, lambda *_: c.keyring.request_reload())
         await hub.start()
+        await dispatcher.start()
+        c.webhooks = dispatcher
+        c.pre_events = PreEvents(lambda: dispatcher.client, dispatcher.signing_token)
         try:
             yield
         finally:
+            c.webhooks = c.pre_events = None
+            await dispatcher.stop()
             await hub.stop()
             await c.db.aclose()
             c.db.dispose()

@@ -80,7 +80,7 @@ def prepare(settings: Settings, *, migrate: bool) -> None:
     db = Database(make_engine(settings))
     try:
         made = db.call(lambda conn: ensure_bootstrap_account(conn, sid=settings.account_sid,
-                                                             auth_token=settings.auth_token))
+                                                             auth_token=settings.auth_token, box=box))
         served = db.call(lambda conn: served_account(conn, settings.account_sid))
         same_key = db.call(lambda conn: record_key_check(conn, sid=served, check=box.check_value()))
         # A replica given another secrets.key would start, then refuse every HS256 token of the
@@ -182,16 +182,26 @@ async def _provision(c: Any, service: Any, identity: str) -> Any:
 
 
 def cmd_accounts(args: argparse.Namespace) -> int:
+    from .crypto import SecretBox
     from .db import Database, make_engine
-    from .store.accounts import create_account, list_accounts
+    from .store.accounts import create_account, list_accounts, rotate_token
 
     settings = _settings()
     prepare(settings, migrate=settings.is_sqlite)
+    box = SecretBox.load_or_create(settings.keys_dir)
     db = Database(make_engine(settings))
     try:
         if args.action == "create":
-            made = db.call(lambda conn: create_account(conn, friendly_name=args.friendly_name))
+            made = db.call(lambda conn: create_account(conn, friendly_name=args.friendly_name, box=box))
             print(f"account_sid={made.sid}\nauth_token={made.auth_token}\n(the auth token is shown only this once)")
+        elif args.action == "rotate-token":
+            if not args.sid:
+                raise SystemExit("tokensvc: accounts rotate-token needs --sid AC…")
+            try:
+                token = db.call(lambda conn: rotate_token(conn, sid=args.sid, box=box))
+            except LookupError:
+                raise SystemExit(f"tokensvc: no account {args.sid}") from None
+            print(f"account_sid={args.sid}\nauth_token={token}\n(the auth token is shown only this once)")
         else:
             for acc in db.call(list_accounts):
                 created = time.strftime('%Y-%m-%d', time.gmtime(acc['date_created']))
@@ -259,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_token)
 
     accounts = sub.add_parser("accounts", help="manage accounts")
-    accounts.add_argument("action", choices=["create", "list"])
+    accounts.add_argument("action", choices=["create", "list", "rotate-token"])
+    accounts.add_argument("--sid", help="the account of rotate-token")
     accounts.add_argument("--friendly-name", default="tokensvc account")
     accounts.set_defaults(func=cmd_accounts)
 

@@ -37,6 +37,9 @@ class Settings:
     # A connection whose heartbeat is older than this is dead (SPEC §5: offline within 60 s).
     presence_timeout: int = 45
     heartbeat_interval: int = 15
+    # Seconds a webhook dispatcher's claim holds its outbox rows: a crashed process's rows are
+    # delivered by another (or by it, restarted) after this (SPEC §10).
+    webhook_lease: int = 60
     # SQLite synchronous mode; FULL makes every commit durable across power loss.
     sqlite_synchronous: str = "FULL"
     log_level: str = "info"
@@ -127,6 +130,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         token_rate_limit=_int(env, "TOKENSVC_TOKEN_RATE_LIMIT", 0),
         presence_timeout=_int(env, "TOKENSVC_PRESENCE_TIMEOUT", 45, minimum=2),
         heartbeat_interval=_int(env, "TOKENSVC_HEARTBEAT_INTERVAL", 15, minimum=1),
+        webhook_lease=_int(env, "TOKENSVC_WEBHOOK_LEASE", 60, minimum=1),
         sqlite_synchronous=sync,
         log_level=(env.get("TOKENSVC_LOG_LEVEL") or "info").lower(),
         max_head_bytes=max_head_bytes,

@@ -39,6 +39,8 @@ from .store import kicks, tombstones
 from .tokens import Verified
 from .usecases.effects import apply
 from .usecases.events import UserAdded
+from .usecases.users import provision_user
+from .webhooks.pre import wants as pre_wants
 
 log = logging.getLogger("tokensvc.connect")
 
@@ -309,13 +311,19 @@ class Hub:
         session.token = verified
         self._track_key(session, verified.key_sid)
         try:
+            if pre_wants(svc, "onUserAdd"):  # the provisioning policy answers before presence writes
+                _, events = await provision_user(self.ctx, service=svc, identity=verified.identity,
+                                                 token=verified)
+                await apply(self.ctx, events)
             user, created = await self.presence.join(session.id, svc, verified.identity,
                                                      self.graves.issued_at(verified))
         except errors.TwilioError as exc:
             # 401: the token predates the identity's deletion; 404/409: the user or its service
             # went away while we joined (a race with a delete, SPEC §5's 4003).
             # A busy database (503) is no verdict on the user: the client may retry.
-            code = CLOSE_TOKEN if exc.status == 401 else CLOSE_TRY_AGAIN if exc.status >= 500 else CLOSE_DELETED
+            # An onUserAdd hook's refusal (403 50056, 504 50076) closes as a refused token.
+            code = (CLOSE_TOKEN if exc.status in (401, 403) or exc.code == 50076 else
+                    CLOSE_TRY_AGAIN if exc.status >= 500 else CLOSE_DELETED)
             return await self._refuse(session, code, exc)
         except Stopping:
             return await self._refuse(session, CLOSE_GOING_AWAY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +13,7 @@ from .db import Database
 from .limits import TokenRateLimiter
 from .metrics import Metrics
 from .signing import Keyring
+from .store.outbox import Origin
 from .store.tombstones import Tombstones
 
 
@@ -27,6 +29,22 @@ class Sessions(Protocol):
     async def serve(self, websocket: Any) -> None: ...  # one client connection, handshake to close
 
 
+class Waker(Protocol):
+    """The webhook dispatcher, as effects.apply sees it: told that outbox rows may be due."""
+
+    def wake(self) -> None: ...
+
+
+class PreEventHook(Protocol):
+    """The pre-event hooks (webhooks/pre.py), as use cases see them."""
+
+    async def user_add(self, service: Mapping[str, Any], identity: str, origin: Origin,
+                       given: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+
+    async def action(self, service: Mapping[str, Any], event_type: str, resource: Mapping[str, str],
+                     origin: Origin) -> dict[str, Any]: ...
+
+
 @dataclass
 class Context:
     """Built once per app (app.build_context); `hub` is set while the app runs (its lifespan)."""
@@ -40,3 +58,5 @@ class Context:
     tombstones: Tombstones
     token_limiter: TokenRateLimiter
     hub: Sessions | None = None
+    webhooks: Waker | None = None  # the outbox's dispatcher, while the app runs
+    pre_events: PreEventHook | None = None  # onUserAdd and friends, while the app runs

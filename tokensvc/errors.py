@@ -233,3 +233,34 @@ def invalid_notification_level() -> TwilioError:
 
 def already_invited() -> TwilioError:
     return TwilioError(409, 50212, "Invite already exists")
+
+
+# ---- Webhooks (SPEC §10): Twilio's own codes for the service's webhook settings and outcomes
+
+
+def invalid_webhook_filter(name: str) -> TwilioError:
+    return TwilioError(400, 50054, f"WebhookFilters: unknown event {name[:64]!r}")
+
+
+def invalid_webhook_method() -> TwilioError:
+    return TwilioError(400, 50055, "WebhookMethod must be GET or POST")
+
+
+def invalid_webhook_retry_count(name: str) -> TwilioError:
+    return TwilioError(400, 50065, f"{name} must be an integer from 0 to 3")
+
+
+def invalid_pre_webhook_url() -> TwilioError:
+    return TwilioError(400, 50077, "PreWebhookUrl must be an http or https URL")
+
+
+def invalid_post_webhook_url() -> TwilioError:
+    return TwilioError(400, 50078, "PostWebhookUrl must be an http or https URL")
+
+
+def webhook_rejected() -> TwilioError:
+    return TwilioError(403, 50056, "The pre-event webhook rejected the action")
+
+
+def webhook_timeout() -> TwilioError:
+    return TwilioError(504, 50076, "The pre-event webhook did not answer in time")

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import errors
 from .db import insert_ignore, is_foreign_key_violation, now, settle
+from .store.outbox import sdk
 from .store.tables import connections, users
 from .store.tombstones import Tombstones
 from .store.tombstones import refused as tombstone_refusal
@@ -118,7 +119,7 @@ def _join_rows(conn: Connection, items: list[tuple[str, Mapping[str, Any], str, 
             continue
         if user is None:
             try:
-                user, created = get_or_create(conn, service=svc, identity=identity)
+                user, created = get_or_create(conn, service=svc, identity=identity, origin=sdk(identity))
             except errors.TwilioError as exc:
                 results.append(exc)
                 continue

@@ -82,8 +82,12 @@ def test_update_service_fields(api: Api) -> None:
     ({"DefaultServiceRoleSid": "RL" + "1" * 32}, 50102),
     ({"ReachabilityEnabled": "maybe"}, 20001),
     ({"TypingIndicatorTimeout": "soon"}, 20001),
-    ({"WebhookMethod": "PUT"}, 20001),
-    ({"PostWebhookUrl": "ftp://x"}, 20001),
+    ({"WebhookMethod": "PUT"}, 50055),
+    ({"PostWebhookUrl": "ftp://x"}, 50078),
+    ({"PreWebhookUrl": "javascript:x"}, 50077),
+    ({"PostWebhookRetryCount": "4"}, 50065),
+    ({"PreWebhookRetryCount": "-1"}, 50065),
+    ({"WebhookFilters": "onNothing"}, 50054),
     ({"Limits.ChannelMembers": "5000"}, 20001),
 ])
 def test_update_service_validation(api: Api, data: dict, code: int) -> None:

@@ -20,7 +20,17 @@ from ..store.services import get_service
 from ..usecases import channels as channels_uc
 from ..usecases.effects import apply
 from . import members as members_api
-from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query_values, read_form
+from .common import (
+    authenticate,
+    base_url,
+    ctx,
+    empty_response,
+    json_response,
+    origin,
+    page_cursors,
+    query_values,
+    read_form,
+)
 from .common import query as query_params
 from .render import channel_to_json
 from .routing import allow_header, dispatch, method_table
@@ -85,7 +95,8 @@ async def create(request: Request) -> Response:
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
     values = _channel_values(await read_form(request), create=True)
-    channel, events = await channels_uc.create_channel(c, principal=principal, caller=caller(request),
+    channel, events = await channels_uc.create_channel(c, principal=principal, origin=origin(request, principal),
+                                                       caller=caller(request),
                                                        service_sid=service_sid, values=values)
     await apply(c, events)
     return json_response(channel_to_json(channel, base_url(request)), 201)
@@ -136,7 +147,8 @@ async def update(request: Request) -> Response:
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
     values = _channel_values(await read_form(request), create=False)
-    channel, events = await channels_uc.update_channel(c, principal=principal, caller=caller(request),
+    channel, events = await channels_uc.update_channel(c, principal=principal, origin=origin(request, principal),
+                                                       caller=caller(request),
                                                        service_sid=service_sid, key=request.state.channel_key,
                                                        values=values)
     await apply(c, events)
@@ -147,7 +159,8 @@ async def delete(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
-    _, events = await channels_uc.delete_channel(c, principal=principal, caller=caller(request),
+    _, events = await channels_uc.delete_channel(c, principal=principal, origin=origin(request, principal),
+                                                 caller=caller(request),
                                                  service_sid=service_sid, key=request.state.channel_key)
     await apply(c, events)
     return empty_response()

@@ -14,6 +14,7 @@ from .. import errors, urls
 from ..auth import Principal
 from ..context import Context
 from ..paging import Cursors, Page, PageRequest, page_meta, parse_page_request
+from ..store.outbox import Origin, sdk
 from ..usecases.effects import apply
 from ..usecases.users import provision_user
 
@@ -166,6 +167,14 @@ async def provision(request: Request, principal: Principal) -> Mapping[str, Any]
     request.state.principal = principal
     request.state.user = user
     return user
+
+
+def origin(request: Request, principal: Principal) -> Origin:
+    """Who a change comes from, for its webhooks (SPEC §10): a client token is SDK and always posts;
+    Basic is API and posts only with `X-Twilio-Webhook-Enabled: true`."""
+    if principal.is_client:
+        return sdk(principal.identity)
+    return Origin("API", None, request.headers.get("x-twilio-webhook-enabled", "").lower() == "true")
 
 
 def require_admin(principal: Principal) -> None:

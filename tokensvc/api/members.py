@@ -25,6 +25,7 @@ from .common import (
     ctx,
     empty_response,
     json_response,
+    origin,
     page_cursors,
     query,
     query_values,
@@ -117,7 +118,8 @@ async def create_member(request: Request) -> Response:
     c = ctx(request)
     form = await read_form(request)
     identity = validation.identity(form.get("Identity"))
-    member, events = await members_uc.add_member(c, principal=principal, caller=_caller(request),
+    member, events = await members_uc.add_member(c, principal=principal, origin=origin(request, principal),
+                                                 caller=_caller(request),
                                                  service_sid=service_sid, channel_key=request.state.channel_key,
                                                  identity=identity, values=member_values(form))
     await apply(c, events)
@@ -148,7 +150,8 @@ async def update_member(request: Request) -> Response:
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
     values = member_values(await read_form(request))
-    member, events = await members_uc.update_member(c, principal=principal, caller=_caller(request),
+    member, events = await members_uc.update_member(c, principal=principal, origin=origin(request, principal),
+                                                    caller=_caller(request),
                                                     service_sid=service_sid, channel_key=request.state.channel_key,
                                                     key=request.state.item_key, values=values)
     await apply(c, events)
@@ -159,7 +162,8 @@ async def delete_member(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
-    _, events = await members_uc.remove_member(c, principal=principal, caller=_caller(request),
+    _, events = await members_uc.remove_member(c, principal=principal, origin=origin(request, principal),
+                                               caller=_caller(request),
                                                service_sid=service_sid, channel_key=request.state.channel_key,
                                                key=request.state.item_key)
     await apply(c, events)

@@ -12,6 +12,7 @@ from ..paging import page_meta, parse_page_request
 from ..store.services import get_service, list_services
 from ..usecases import services as services_uc
 from ..usecases.effects import apply
+from ..webhooks.catalog import FILTERS
 from .common import (
     authenticate,
     base_url,
@@ -73,25 +74,10 @@ def parse_service_update(form: Any) -> dict[str, Any]:
         if param in form:
             changes[column] = validation.boolean(param, form.get(param))
     for param, column, lo, hi in (("TypingIndicatorTimeout", "typing_indicator_timeout", 1, 86400),
-                                  ("ConsumptionReportInterval", "consumption_report_interval", 1, 86400),
-                                  ("PreWebhookRetryCount", "pre_webhook_retry_count", 0, 3),
-                                  ("PostWebhookRetryCount", "post_webhook_retry_count", 0, 3)):
+                                  ("ConsumptionReportInterval", "consumption_report_interval", 1, 86400)):
         if param in form:
             changes[column] = validation.integer(param, form.get(param), minimum=lo, maximum=hi)
-    for param, column in (("PreWebhookUrl", "pre_webhook_url"), ("PostWebhookUrl", "post_webhook_url")):
-        if param in form:
-            changes[column] = validation.url(param, form.get(param))
-    if "WebhookMethod" in form:
-        method = form.get("WebhookMethod").upper()
-        if method not in ("GET", "POST"):
-            raise errors.invalid_param("WebhookMethod", "must be GET or POST")
-        changes["webhook_method"] = method
-    if "WebhookFilters" in form:
-        filters = [f for f in form.getlist("WebhookFilters") if f]
-        for f in filters:
-            if len(f) > 64:
-                raise errors.invalid_param("WebhookFilters", "entries are at most 64 characters")
-        changes["webhook_filters"] = list(dict.fromkeys(filters))
+    changes.update(parse_webhook_settings(form))
     notes: dict[str, Any] = {}
     for prefix, key in _NOTIFICATION_PARAMS.items():
         for field, attr in (("Enabled", "enabled"), ("Template", "template"), ("Sound", "sound"),
@@ -113,6 +99,37 @@ def parse_service_update(form: Any) -> dict[str, Any]:
         changes["limits"] = limits
     if "Media.CompatibilityMessage" in form:
         changes["media"] = {"compatibility_message": form.get("Media.CompatibilityMessage")}
+    return changes
+
+
+def parse_webhook_settings(form: Any) -> dict[str, Any]:
+    """The webhook settings of SPEC §10, refused with Twilio's codes (50054, 50055, 50065, 50077, 50078)."""
+    changes: dict[str, Any] = {}
+    for param, column in (("PreWebhookRetryCount", "pre_webhook_retry_count"),
+                          ("PostWebhookRetryCount", "post_webhook_retry_count")):
+        if param in form:
+            raw = form.get(param).strip()
+            if not (raw.isascii() and raw.isdigit() and int(raw) <= 3):
+                raise errors.invalid_webhook_retry_count(param)
+            changes[column] = int(raw)
+    for param, column, refusal in (("PreWebhookUrl", "pre_webhook_url", errors.invalid_pre_webhook_url),
+                                   ("PostWebhookUrl", "post_webhook_url", errors.invalid_post_webhook_url)):
+        if param in form:
+            try:
+                changes[column] = validation.url(param, form.get(param))
+            except errors.TwilioError:
+                raise refusal() from None
+    if "WebhookMethod" in form:
+        method = form.get("WebhookMethod").upper()
+        if method not in ("GET", "POST"):
+            raise errors.invalid_webhook_method()
+        changes["webhook_method"] = method
+    if "WebhookFilters" in form:
+        filters = [f for f in form.getlist("WebhookFilters") if f]
+        for f in filters:
+            if f not in FILTERS:
+                raise errors.invalid_webhook_filter(f)
+        changes["webhook_filters"] = list(dict.fromkeys(filters))
     return changes
 
 

@@ -15,7 +15,7 @@ from ..store.channels import get_channel
 from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.effects import apply
-from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query, read_form
+from .common import authenticate, base_url, ctx, empty_response, json_response, origin, page_cursors, query, read_form
 from .members import consumption_values
 from .render import user_channel_to_json
 
@@ -73,7 +73,8 @@ async def update(request: Request) -> Response:
     if "NotificationLevel" in form:
         values["notification_level"] = validation.notification_level(form.require("NotificationLevel"))
     values.update(consumption_values(form))
-    row, events = await members_uc.update_user_channel(c, principal=principal, caller=_client(request, principal),
+    row, events = await members_uc.update_user_channel(c, principal=principal, origin=origin(request, principal),
+                                                       caller=_client(request, principal),
                                                        service_sid=service_sid, user_key=request.state.user_key,
                                                        channel_key=request.state.channel_key, values=values)
     await apply(c, events)
@@ -84,7 +85,8 @@ async def delete(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
     c = ctx(request)
-    _, events = await members_uc.delete_user_channel(c, principal=principal, caller=_client(request, principal),
+    _, events = await members_uc.delete_user_channel(c, principal=principal, origin=origin(request, principal),
+                                                     caller=_client(request, principal),
                                                      service_sid=service_sid, user_key=request.state.user_key,
                                                      channel_key=request.state.channel_key)
     await apply(c, events)

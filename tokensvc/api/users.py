@@ -21,6 +21,7 @@ from .common import (
     ctx,
     empty_response,
     json_response,
+    origin,
     read_form,
     require_admin,
     service_list,
@@ -45,7 +46,8 @@ async def create(request: Request) -> Response:
     role_sid = form.get("RoleSid")  # present but empty is malformed (50102), as on update
     attributes = validation.attributes(form.require("Attributes")) if "Attributes" in form else None
     friendly_name = validation.friendly_name(form.require("FriendlyName")) if "FriendlyName" in form else None
-    user, events = await users_uc.create_user(c, account_sid=principal.account_sid, service_sid=service_sid,
+    user, events = await users_uc.create_user(c, origin=origin(request, principal),
+                                              account_sid=principal.account_sid, service_sid=service_sid,
                                               identity=identity, role_sid=role_sid, attributes=attributes,
                                               friendly_name=friendly_name)
     await apply(c, events)
@@ -128,7 +130,8 @@ async def delete(request: Request) -> Response:
     principal, service_sid = await _caller(request)
     require_admin(principal)
     c = ctx(request)
-    _, events = await users_uc.delete_user(c, account_sid=principal.account_sid, service_sid=service_sid,
+    _, events = await users_uc.delete_user(c, origin=origin(request, principal),
+                                           account_sid=principal.account_sid, service_sid=service_sid,
                                            key=request.state.user_key)
     await apply(c, events)
     return empty_response()
@@ -145,7 +148,8 @@ async def update(request: Request) -> Response:
         changes["attributes"] = validation.attributes(form.require("Attributes"))
     if "FriendlyName" in form:
         changes["friendly_name"] = validation.friendly_name(form.require("FriendlyName"))
-    user, events = await users_uc.update_user(c, principal=principal, caller=getattr(request.state, "user", None),
+    user, events = await users_uc.update_user(c, principal=principal, origin=origin(request, principal),
+                                              caller=getattr(request.state, "user", None),
                                               service_sid=service_sid, key=request.state.user_key, changes=changes)
     await apply(c, events)
     return json_response(user_to_json(user, base_url(request)))

@@ -4,4 +4,5 @@ imports the API, the use cases or the connection layer."""
 
 # Every table on the one metadata (Alembic's env, schema comparisons) whichever module is imported first.
 from . import channel_tables as channel_tables
+from . import outbox_tables as outbox_tables
 from . import push_tables as push_tables

@@ -1,4 +1,6 @@
-"""Accounts: the tenants. Only a SHA-256 of each auth token is stored."""
+"""Accounts: the tenants. A SHA-256 of each auth token authenticates; an AES-GCM copy (SecretBox,
+bound to the account SID) signs its webhooks (SPEC §10), kept for accounts created or rotated
+since migration 0009 and for the bootstrap account of TOKENSVC_AUTH_TOKEN."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from ..crypto import hash_secret, new_secret
+from ..crypto import SecretBox, hash_secret, new_secret
 from ..db import now
 from ..sids import is_sid, new_sid
 from .tables import accounts
@@ -21,7 +23,7 @@ class NewAccount:
 
 
 def create_account(conn: Connection, *, friendly_name: str = "tokensvc account",
-                   sid: str | None = None, auth_token: str | None = None) -> NewAccount:
+                   sid: str | None = None, auth_token: str | None = None, box: SecretBox | None = None) -> NewAccount:
     """Create an account; the auth token is returned here and never again."""
     sid = sid or new_sid("AC")
     if not is_sid("AC", sid):
@@ -30,23 +32,47 @@ def create_account(conn: Connection, *, friendly_name: str = "tokensvc account",
     ts = now()
     conn.execute(accounts.insert().values(
         sid=sid, friendly_name=friendly_name, auth_token_hash=hash_secret(token),
-        date_created=ts, date_updated=ts))
+        auth_token_enc=box.encrypt(token, sid) if box is not None else None, date_created=ts, date_updated=ts))
     return NewAccount(sid, token, True)
 
 
-def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: str | None) -> NewAccount | None:
+def rotate_token(conn: Connection, *, sid: str, box: SecretBox) -> str:
+    """A new auth token for the account (hash and sealed copy); the old one stops working."""
+    token = new_secret()
+    done = conn.execute(accounts.update().where(accounts.c.sid == sid).values(
+        auth_token_hash=hash_secret(token), auth_token_enc=box.encrypt(token, sid), date_updated=now())).rowcount
+    if not done:
+        raise LookupError(sid)
+    return token
+
+
+def signing_token(conn: Connection, *, sid: str, box: SecretBox) -> str | None:
+    """The account's auth token to sign its webhooks with, None when only its hash is kept or
+    this process's secrets.key cannot open the copy (a database shared with other deployments)."""
+    sealed = conn.execute(select(accounts.c.auth_token_enc).where(accounts.c.sid == sid)).scalar()
+    return box.decrypt(sealed, sid) if sealed and box.opens(sealed, sid) else None
+
+
+def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: str | None,
+                             box: SecretBox | None = None) -> NewAccount | None:
     """The account of TOKENSVC_ACCOUNT_SID/AUTH_TOKEN (its token kept in step with the
     environment), or a generated one when the store has none; None when nothing was created."""
     if sid and auth_token:
-        row = conn.execute(select(accounts.c.auth_token_hash).where(accounts.c.sid == sid)).first()
+        row = conn.execute(select(accounts.c.auth_token_hash, accounts.c.auth_token_enc)
+                           .where(accounts.c.sid == sid)).first()
         if row is None:
-            return create_account(conn, sid=sid, auth_token=auth_token, friendly_name="bootstrap account")
-        if row.auth_token_hash != hash_secret(auth_token):
-            conn.execute(accounts.update().where(accounts.c.sid == sid).values(
-                auth_token_hash=hash_secret(auth_token), date_updated=now()))
+            return create_account(conn, sid=sid, auth_token=auth_token, friendly_name="bootstrap account", box=box)
+        sealed = row.auth_token_enc
+        stale_copy = box is not None and not (
+            sealed and box.opens(sealed, sid) and box.decrypt(sealed, sid) == auth_token)
+        if row.auth_token_hash != hash_secret(auth_token) or stale_copy:
+            values = {"auth_token_hash": hash_secret(auth_token), "date_updated": now()}
+            if box is not None:
+                values["auth_token_enc"] = box.encrypt(auth_token, sid)
+            conn.execute(accounts.update().where(accounts.c.sid == sid).values(**values))
         return None
     if conn.execute(select(accounts.c.id).limit(1)).first() is None:
-        return create_account(conn, friendly_name="bootstrap account")
+        return create_account(conn, friendly_name="bootstrap account", box=box)
     return None
 
 

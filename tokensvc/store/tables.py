@@ -30,6 +30,9 @@ class Account(SQLModel, table=True):
     friendly_name: str = Field(sa_column=Column(String(256), nullable=False))
     # SHA-256 (hex) of the auth token: the token is 32 random bytes, so a fast hash suffices.
     auth_token_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    # The token itself, AES-GCM sealed (crypto.SecretBox), to sign webhooks (SPEC §10): set for
+    # accounts created or rotated since migration 0009 and for the bootstrap account.
+    auth_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # HMAC of a fixed text under a key derived from keys/secrets.key, recorded by the first
     # `tokensvc serve` for its bootstrap account: a replica with another secrets.key refuses to start.
     key_check: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))

@@ -30,8 +30,10 @@ from .. import errors
 from ..db import first_row, is_foreign_key_violation, named_rows, now, sqlite_connection
 from ..paging import Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
+from . import outbox
 from .channels import forget_creator
 from .members import remove_user as remove_memberships
+from .outbox import API, Origin
 from .roles import check_role
 from .tables import connections, services, users
 from .tombstones import Tombstones
@@ -196,34 +198,63 @@ def settle(identities: Sequence[str], made: Mapping[str, User], winners: Mapping
             for identity in identities}
 
 
-def _first_encounters(conn: Connection, service: Mapping[str, Any], identities: Sequence[str]) -> dict[str, Outcome]:
+def _first_encounters(conn: Connection, service: Mapping[str, Any], identities: Sequence[str],
+                      origin: Origin | Mapping[str, Origin] = API) -> dict[str, Outcome]:
     made = insert_many(conn, service, identities)
+    if made:  # onUserAdded for every provisioning path, in the insert's transaction (SPEC §10)
+        if isinstance(origin, Origin):
+            outbox.record(conn, service, "onUserAdded", made.values(), origin)
+        else:
+            for identity, row in made.items():
+                outbox.record(conn, service, "onUserAdded", [row], origin.get(identity, API))
     lost = [identity for identity in identities if identity not in made]
     winners = get_many(conn, service["sid"], lost) if lost else {}
     exists = all(identity in winners for identity in lost) or service_exists(conn, service["sid"])
     return settle(identities, made, winners, service_exists=exists)
 
 
-def get_or_create(conn: Connection, service: Mapping[str, Any], identity: str) -> tuple[User, bool]:
+def get_or_create(conn: Connection, service: Mapping[str, Any], identity: str,
+                  origin: Origin = API, fields: Mapping[str, Any] | None = None) -> tuple[User, bool]:
     """The user of this identity, created with the service's default role on first encounter;
     usable inside any write transaction. One indexed read when it exists; otherwise INSERT … ON
     CONFLICT DO NOTHING decides the race in the database, the loser reading the winner's row."""
     found = find_by_identity(conn, service_sid=service["sid"], identity=identity)
     if found is not None:
         return found, False
-    return first_encounter(conn, service, identity)
+    return first_encounter(conn, service, identity, origin, fields)
 
 
-def first_encounter(conn: Connection, service: Mapping[str, Any], identity: str) -> tuple[User, bool]:
+def first_encounter(conn: Connection, service: Mapping[str, Any], identity: str, origin: Origin = API,
+                    fields: Mapping[str, Any] | None = None) -> tuple[User, bool]:
     """get_or_create's second half, for an identity this transaction just read and did not find
     (a member add reads it with the channel's row): the insert, and the race rule."""
-    outcome = _first_encounters(conn, service, [identity])[identity]
+    if fields:  # what a pre-event hook set (webhooks/pre.py)
+        return _create_with(conn, service, identity, origin, fields)
+    outcome = _first_encounters(conn, service, [identity], origin)[identity]
     if isinstance(outcome, errors.TwilioError):
         raise outcome
     return outcome
 
 
-def get_or_create_many(conn: Connection, service: Mapping[str, Any], identities: Iterable[str]) -> dict[str, Outcome]:
+def _create_with(conn: Connection, service: Mapping[str, Any], identity: str, origin: Origin,
+                 fields: Mapping[str, Any]) -> tuple[User, bool]:
+    """A first encounter with the fields an onUserAdd hook set; a lost race reads the winner."""
+    role_sid = fields.get("role_sid")
+    if role_sid is not None:
+        check_role(conn, service_sid=service["sid"], role_sid=role_sid, type="deployment", param="RoleSid")
+    made = _insert_one(conn, service, identity, role_sid=role_sid, attributes=fields.get("attributes"),
+                       friendly_name=fields.get("friendly_name"))
+    if made is not None:
+        outbox.record(conn, service, "onUserAdded", [made], origin)
+        return made, True
+    winner = find_by_identity(conn, service_sid=service["sid"], identity=identity)
+    if winner is not None:
+        return winner, False
+    raise errors.not_found() if not service_exists(conn, service["sid"]) else errors.created_and_deleted()
+
+
+def get_or_create_many(conn: Connection, service: Mapping[str, Any], identities: Iterable[str],
+                       origin: Origin | Mapping[str, Origin] = API) -> dict[str, Outcome]:
     """get_or_create for several identities of one service: one read, then one insert of the
     missing ones (PostgreSQL: one statement). Per identity (user, created) or its refusal."""
     wanted = sorted(set(identities))
@@ -231,12 +262,12 @@ def get_or_create_many(conn: Connection, service: Mapping[str, Any], identities:
     missing = [identity for identity in wanted if identity not in found]
     outcomes: dict[str, Outcome] = {identity: (row, False) for identity, row in found.items()}
     if missing:
-        outcomes.update(_first_encounters(conn, service, missing))
+        outcomes.update(_first_encounters(conn, service, missing, origin))
     return outcomes
 
 
 def create_user(conn: Connection, *, service: Mapping[str, Any], identity: str, role_sid: str | None = None,
-                attributes: str | None = None, friendly_name: str | None = None) -> User:
+                attributes: str | None = None, friendly_name: str | None = None, origin: Origin = API) -> User:
     """A new user; 409 50201 if the identity exists, decided by the unique constraint."""
     if role_sid is not None:
         check_role(conn, service_sid=service["sid"], role_sid=role_sid, type="deployment", param="RoleSid")
@@ -245,6 +276,7 @@ def create_user(conn: Connection, *, service: Mapping[str, Any], identity: str, 
         if not service_exists(conn, service["sid"]):
             raise errors.not_found()  # a concurrent request deleted the service
         raise errors.identity_taken()
+    outbox.record(conn, service, "onUserAdded", [made], origin)
     return made
 
 

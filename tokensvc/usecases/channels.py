@@ -12,11 +12,14 @@ from .. import errors
 from ..auth import Principal
 from ..context import Context
 from ..store import channels as store
+from ..store import outbox
 from ..store.members import membership_of
+from ..store.outbox import API, Origin
 from ..store.roles import role_permissions
 from ..store.services import get_service
 from ..store.users import get_user
 from .events import ChannelAdded, ChannelDestroyed, ChannelUpdated, Event
+from .users import pre_action
 
 T = TypeVar("T")
 Result = tuple[Any, list[Event]]
@@ -72,11 +75,17 @@ def check_visible(conn: Connection, *, channel: Mapping[str, Any], caller: Mappi
         raise errors.forbidden()
 
 
-async def create_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def create_channel(c: Context, *, principal: Principal, origin: Origin = API,
+                         caller: Mapping[str, Any] | None, service_sid: str,
                          values: Mapping[str, Any]) -> Result:
     """POST /Channels: `values` holds the parsed parameters given (friendly_name, unique_name,
     attributes, type, date_created, date_updated, created_by)."""
     client = client_user(principal, caller)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onChannelAdd",
+                                           resource={"FriendlyName": values.get("friendly_name"),
+                                                     "UniqueName": values.get("unique_name"),
+                                                     "Attributes": values.get("attributes"),
+                                                     "ChannelType": values.get("type", "public")})}
 
     def create(conn: Connection) -> Mapping[str, Any]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
@@ -86,25 +95,32 @@ async def create_channel(c: Context, *, principal: Principal, caller: Mapping[st
                 raise errors.forbidden("Date and CreatedBy parameters need account credentials")
             require(caller_permissions(conn, service_sid=service_sid, caller=client), "createChannel")
             created_by = client["identity"]
-        return store.insert_channel(conn, service=svc, friendly_name=values.get("friendly_name"),
+        made = store.insert_channel(conn, service=svc, friendly_name=values.get("friendly_name"),
                                     unique_name=values.get("unique_name"), attributes=values.get("attributes"),
                                     type=values.get("type", "public"), created_by=created_by,
                                     date_created=values.get("date_created"), date_updated=values.get("date_updated"))
+        outbox.record(conn, svc, "onChannelAdded", [made], origin)
+        return made
 
     channel = await transaction(c, create)
     return channel, [ChannelAdded(channel)]
 
 
-async def update_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def update_channel(c: Context, *, principal: Principal, origin: Origin = API,
+                         caller: Mapping[str, Any] | None, service_sid: str,
                          key: str, values: Mapping[str, Any]) -> Result:
     """POST /Channels/{key}: 400 50347 without a parameter; a client needs editChannelName for
     the names and editChannelAttributes for the attributes."""
     if not values:
         raise errors.nothing_to_update()
     client = client_user(principal, caller)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onChannelUpdate",
+                                           resource={"ChannelSid": key, "FriendlyName": values.get("friendly_name"),
+                                                     "UniqueName": values.get("unique_name"),
+                                                     "Attributes": values.get("attributes")})}
 
     def update(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         channel = store.get_channel(conn, service_sid=service_sid, key=key, lock=True)
         if client is not None:
             if any(name in values for name in BASIC_ONLY):
@@ -115,25 +131,31 @@ async def update_channel(c: Context, *, principal: Principal, caller: Mapping[st
                 require(perms, "editChannelName")
             if "attributes" in values:
                 require(perms, "editChannelAttributes")
-        return store.update_channel(conn, channel=channel, values=values)
+        changed = store.update_channel(conn, channel=channel, values=values)
+        outbox.record(conn, svc, "onChannelUpdated", [changed], origin)
+        return changed
 
     channel = await transaction(c, update)
     return channel, [ChannelUpdated(channel)]
 
 
-async def delete_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def delete_channel(c: Context, *, principal: Principal, origin: Origin = API,
+                         caller: Mapping[str, Any] | None, service_sid: str,
                          key: str) -> Result:
     """DELETE /Channels/{key}: its members and invites go, every count follows."""
     client = client_user(principal, caller)
+    await pre_action(c, origin=origin, service_sid=service_sid, event_type="onChannelDestroy",
+                     resource={"ChannelSid": key})
 
     def remove(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         channel = store.get_channel(conn, service_sid=service_sid, key=key, lock=True)
         if client is not None:
             check_visible(conn, channel=channel, caller=client)
             require(caller_permissions(conn, service_sid=service_sid, caller=client, channel=channel),
                     "destroyChannel")
         store.delete_channel(conn, channel=channel)
+        outbox.record(conn, svc, "onChannelDestroyed", [channel], origin)
         return channel
 
     channel = await transaction(c, remove)

@@ -5,12 +5,33 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..context import Context
-from .events import ApiKeyRemoved, Event, ServiceRemoved, ServiceUpdated, TokenIssued, UserAdded, UserRemoved
+from .events import (
+    ApiKeyRemoved,
+    ChannelAdded,
+    ChannelDestroyed,
+    ChannelUpdated,
+    Event,
+    MemberAdded,
+    MemberRemoved,
+    MemberUpdated,
+    ServiceRemoved,
+    ServiceUpdated,
+    TokenIssued,
+    UserAdded,
+    UserRemoved,
+    UserUpdated,
+)
+
+_POSTABLE = (UserAdded, UserUpdated, UserRemoved, ChannelAdded, ChannelUpdated, ChannelDestroyed, MemberAdded,
+             MemberUpdated, MemberRemoved)
 
 
 async def apply(c: Context, events: Iterable[Event]) -> None:
     """Caches, client connections, metrics and the SQLite checkpoint, for committed events."""
     checkpoint = False
+    events = list(events)
+    if c.webhooks is not None and any(isinstance(e, _POSTABLE) for e in events):
+        c.webhooks.wake()  # the outbox rows of this commit go out now, not at the next poll
     for event in events:
         if isinstance(event, UserAdded):
             if event.first_encounter:

@@ -13,15 +13,18 @@ from .. import errors
 from ..auth import Principal
 from ..context import Context
 from ..store import members as store
+from ..store import outbox
 from ..store.channels import SYSTEM, get_channel
 from ..store.invites import create_invite as store_create_invite
 from ..store.invites import get_invite
+from ..store.outbox import API, Origin
 from ..store.provision import first_encounter_async
 from ..store.roles import check_role
 from ..store.services import get_service
 from ..store.users import find_by_identity, first_encounter, get_user
 from .channels import _RETRIES, BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
+from .users import pre_action, pre_user_add
 
 Result = tuple[Any, list[Event]]
 
@@ -39,16 +42,37 @@ def _client_basic_only(values: Mapping[str, Any]) -> None:
         raise errors.forbidden("Date and RoleSid parameters need account credentials")
 
 
-async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def _ask_user_add(c: Context, account_sid: str, service_sid: str, identity: str,
+                        origin: Origin) -> Mapping[str, Any] | None:
+    """The service's onUserAdd answer when the member's identity is new (SPEC §10), before the
+    transaction: a refusal writes nothing."""
+    svc = await c.auth.service(service_sid)
+    if svc is None or svc["account_sid"] != account_sid:
+        return None  # the transaction answers 404
+    ask = pre_user_add(c, svc, identity, origin)
+    if ask is None:
+        return None
+    if await c.db.read(lambda conn: find_by_identity(conn, service_sid=service_sid, identity=identity)) is not None:
+        return None
+    return await ask()
+
+
+async def add_member(c: Context, *, principal: Principal, origin: Origin = API,
+                     caller: Mapping[str, Any] | None, service_sid: str,
                      channel_key: str, identity: str, values: Mapping[str, Any]) -> Result:
     """POST /Channels/{CH}/Members: one transaction locks the channel, gets or creates the
     identity's user, checks membership and limits, inserts the member and moves both counts.
     A client adds itself with joinChannel (a private channel only when invited), others with
     addMember."""
     client = client_user(principal, caller)
-    if c.db.apg is not None and client is None and values.get("role_sid") is None:
-        return await _add_member_async(c, principal=principal, service_sid=service_sid, channel_key=channel_key,
-                                       identity=identity, values=values)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onMemberAdd",
+                                           resource={"ChannelSid": channel_key, "Identity": identity,
+                                                     "RoleSid": values.get("role_sid"),
+                                                     "Attributes": values.get("attributes")})}
+    fields = await _ask_user_add(c, principal.account_sid, service_sid, identity, origin)
+    if c.db.apg is not None and client is None and values.get("role_sid") is None and not fields:
+        return await _add_member_async(c, principal=principal, origin=origin, service_sid=service_sid,
+                                       channel_key=channel_key, identity=identity, values=values)
 
     def add(conn: Connection) -> tuple[Mapping[str, Any], Mapping[str, Any], bool]:
         # The service and the channel in one statement (the channel locked), then the identity's
@@ -72,9 +96,12 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
         user, found = store.joiner(conn, channel=channel, identity=identity)
         created = False
         if user is None:
-            user, created = first_encounter(conn, svc, identity)
+            # onUserAdded fires for provisioning whoever asks; onMemberAdded by the caller's rule (SPEC §10)
+            user, created = first_encounter(conn, svc, identity, Origin(origin.source, origin.client_identity),
+                                            fields)
         member = store.join(conn, service=svc, channel=channel, user=user, role_sid=role_sid, values=values,
                             found=found)
+        outbox.record(conn, svc, "onMemberAdded", [member], origin)
         return member, user, created
 
     member, user, created = await transaction(c, add)
@@ -82,8 +109,8 @@ async def add_member(c: Context, *, principal: Principal, caller: Mapping[str, A
     return member, [*events, MemberAdded(member)]
 
 
-async def _add_member_async(c: Context, *, principal: Principal, service_sid: str, channel_key: str, identity: str,
-                            values: Mapping[str, Any]) -> Result:
+async def _add_member_async(c: Context, *, principal: Principal, origin: Origin, service_sid: str, channel_key: str,
+                            identity: str, values: Mapping[str, Any]) -> Result:
     """add_member with account credentials and no RoleSid on PostgreSQL: the same transaction
     (store.join_target, store.joiner, first_encounter, store.join's rules) on the async pool,
     on the event loop; run again when PostgreSQL chose it as a deadlock's victim."""
@@ -98,9 +125,10 @@ async def _add_member_async(c: Context, *, principal: Principal, service_sid: st
         user, found = await store.joiner_async(conn, channel=channel, identity=identity)
         created = False
         if user is None:
-            user, created = await first_encounter_async(conn, svc, identity)
+            user, created = await first_encounter_async(conn, svc, identity)  # its onUserAdded row included
         member = await store.join_async(conn, service=svc, channel=channel, user=user, found=found, role_sid=None,
                                         values=values)
+        await outbox.record_async(conn, svc, "onMemberAdded", [member], origin)
         return member, user, created
 
     for attempt in range(1, _RETRIES + 1):
@@ -114,14 +142,19 @@ async def _add_member_async(c: Context, *, principal: Principal, service_sid: st
     return member, [*events, MemberAdded(member)]
 
 
-async def update_member(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def update_member(c: Context, *, principal: Principal, origin: Origin = API,
+                        caller: Mapping[str, Any] | None, service_sid: str,
                         channel_key: str, key: str, values: Mapping[str, Any]) -> Result:
     """POST /Channels/{CH}/Members/{MB}: a client edits attributes with editOwnMemberAttributes
     (itself) or editAnyMemberAttributes, and its own consumption fields."""
     client = client_user(principal, caller)
+    values = {**values, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onMemberUpdate",
+                                           resource={"ChannelSid": channel_key, "MemberSid": key,
+                                                     "RoleSid": values.get("role_sid"),
+                                                     "Attributes": values.get("attributes")})}
 
     def update(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key)
         member = store.get_member(conn, channel=channel, key=key)
         changes = dict(values)
@@ -138,26 +171,32 @@ async def update_member(c: Context, *, principal: Principal, caller: Mapping[str
                 raise errors.forbidden()
         if not changes:
             return member
-        return store.update_row(conn, row=member, values=changes)
+        changed = store.update_row(conn, row=member, values=changes)
+        outbox.record(conn, svc, "onMemberUpdated", [changed], origin)
+        return changed
 
     member = await transaction(c, update)
     return member, [MemberUpdated(member)] if values else []
 
 
-async def remove_member(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def remove_member(c: Context, *, principal: Principal, origin: Origin = API,
+                        caller: Mapping[str, Any] | None, service_sid: str,
                         channel_key: str, key: str) -> Result:
     """DELETE /Channels/{CH}/Members/{MB}: a client leaves with leaveChannel, removes others
     with removeMember."""
     client = client_user(principal, caller)
+    await pre_action(c, origin=origin, service_sid=service_sid, event_type="onMemberRemove",
+                     resource={"ChannelSid": channel_key, "MemberSid": key})
 
     def remove(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=True)
         member = store.get_member(conn, channel=channel, key=key)
         if client is not None:
             perms = caller_permissions(conn, service_sid=service_sid, caller=client, channel=channel)
             require(perms, "leaveChannel" if member["user_sid"] == client["sid"] else "removeMember")
         store.leave(conn, row=member)
+        outbox.record(conn, svc, "onMemberRemoved", [member], origin)
         return member
 
     member = await transaction(c, remove)
@@ -221,36 +260,45 @@ def own_user(conn: Connection, *, service_sid: str, user_key: str,
     return user
 
 
-async def update_user_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None,
-                              service_sid: str, user_key: str, channel_key: str, values: Mapping[str, Any]) -> Result:
+async def update_user_channel(c: Context, *, principal: Principal, origin: Origin = API,
+                              caller: Mapping[str, Any] | None, service_sid: str, user_key: str, channel_key: str,
+                              values: Mapping[str, Any]) -> Result:
     """POST /Users/{US}/Channels/{CH}: notification level and consumption fields."""
     client = client_user(principal, caller)
 
     def update(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=client)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key)
         row = store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
-        return store.update_row(conn, row=row, values=values) if values else row
+        if not values:
+            return row
+        changed = store.update_row(conn, row=row, values=values)
+        if changed["status"] == store.JOINED:
+            outbox.record(conn, svc, "onMemberUpdated", [changed], origin)
+        return changed
 
     row = await transaction(c, update)
     return row, [MemberUpdated(row)] if values and row["status"] == store.JOINED else []
 
 
-async def delete_user_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None,
-                              service_sid: str, user_key: str, channel_key: str) -> Result:
+async def delete_user_channel(c: Context, *, principal: Principal, origin: Origin = API,
+                              caller: Mapping[str, Any] | None, service_sid: str, user_key: str,
+                              channel_key: str) -> Result:
     """DELETE /Users/{US}/Channels/{CH}: leave the channel (a client: leaveChannel), or drop the
     invite."""
     client = client_user(principal, caller)
 
     def remove(conn: Connection) -> Mapping[str, Any]:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=client)
         channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=True)
         row = store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
         if client is not None and row["status"] == store.JOINED:
             require(caller_permissions(conn, service_sid=service_sid, caller=client, channel=channel), "leaveChannel")
         store.leave(conn, row=row)
+        if row["status"] == store.JOINED:
+            outbox.record(conn, svc, "onMemberRemoved", [row], origin)
         return row
 
     row = await transaction(c, remove)

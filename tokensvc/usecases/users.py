@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import errors
 from ..auth import Principal
 from ..context import Context
-from ..store import kicks
+from ..store import kicks, outbox
+from ..store.outbox import API, Origin, sdk
 from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
@@ -17,9 +18,35 @@ from ..store.users import create_user as store_create_user
 from ..store.users import delete_user as store_delete_user
 from ..store.users import update_user as store_update_user
 from ..tokens import Verified
+from ..webhooks.pre import wants as pre_wants
 from .events import Event, UserAdded, UserRemoved, UserUpdated
 
 Result = tuple[Any, list[Event]]
+
+
+def pre_user_add(c: Context, service: Mapping[str, Any], identity: str, origin: Origin,
+                 given: Mapping[str, Any] | None = None) -> Callable[[], Awaitable[Mapping[str, Any]]] | None:
+    """The question to the service's onUserAdd hook before `identity` is provisioned, or None when
+    it has none (SPEC §10: 403 50056 / 504 50076 refuse, nothing written)."""
+    hooks = c.pre_events
+    if hooks is None or not pre_wants(service, "onUserAdd"):
+        return None
+    return lambda: hooks.user_add(service, identity, origin, given)
+
+
+async def pre_action(c: Context, *, origin: Origin, service_sid: str, event_type: str,
+                     resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A Chat pre-event before a client-token action (SPEC §10: never for REST): the fields its
+    hook sets, {} when none fires; its refusal (403 50056 / 504 50076) is raised before anything
+    is written."""
+    hooks = c.pre_events
+    if hooks is None or origin.source != "SDK":
+        return {}
+    svc = await c.auth.service(service_sid)
+    if svc is None or not pre_wants(svc, event_type):
+        return {}
+    params = {name: str(value) for name, value in resource.items() if value is not None}
+    return await hooks.action(svc, event_type, params, origin)
 
 
 async def provision_user(c: Context, *, service: Mapping[str, Any], identity: str,
@@ -27,23 +54,34 @@ async def provision_user(c: Context, *, service: Mapping[str, Any], identity: st
     """The identity's user, created with the service's default role on first encounter. With the
     `token` the caller presented, not when that token predates the identity's deletion (401 20101,
     SPEC §11); without one (the token endpoint: the backend asks anew) always."""
+    ask = pre_user_add(c, service, identity, API if token is None else sdk(identity))
     if token is None:
-        user, created = await ensure_user(c.db, service=service, identity=identity)
+        user, created = await ensure_user(c.db, service=service, identity=identity, ask=ask)
     else:
         graves = c.tombstones
         user, created = await ensure_token_user(c.db, service=service, identity=identity,
-                                                issued_at=graves.issued_at(token), graves=graves)
+                                                issued_at=graves.issued_at(token), graves=graves, ask=ask)
     return (user, created), [UserAdded(user)] if created else []
 
 
-async def create_user(c: Context, *, account_sid: str, service_sid: str, identity: str, role_sid: str | None,
+async def create_user(c: Context, *, origin: Origin = API,
+                      account_sid: str, service_sid: str, identity: str, role_sid: str | None,
                       attributes: str | None, friendly_name: str | None) -> Result:
     """POST /Users: a new user of the account's service (409 50201 when the identity exists)."""
 
+    given = {"role_sid": role_sid, "attributes": attributes, "friendly_name": friendly_name}
+    svc_now = await c.auth.service(service_sid)
+    if svc_now is not None and svc_now["account_sid"] == account_sid:
+        ask = pre_user_add(c, svc_now, identity, origin, given)
+        if ask is not None:
+            given.update(await ask())  # the hook's fields, validated as the caller's are
+
     def create(conn: Any) -> Any:
         svc = get_service(conn, account_sid=account_sid, sid=service_sid)
-        return store_create_user(conn, service=svc, identity=identity, role_sid=role_sid,
-                                 attributes=attributes, friendly_name=friendly_name)
+        # POST /Users provisions a user: its onUserAdded fires whatever X-Twilio-Webhook-Enabled says
+        return store_create_user(conn, service=svc, identity=identity, role_sid=given["role_sid"],
+                                 attributes=given["attributes"], friendly_name=given["friendly_name"],
+                                 origin=Origin(origin.source, origin.client_identity))
 
     user = await c.db.run(create)
     return user, [UserAdded(user, first_encounter=False)]
@@ -63,34 +101,45 @@ def _check_client_update(conn: Any, caller: Mapping[str, Any], service_sid: str,
     raise errors.forbidden()
 
 
-async def update_user(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+async def update_user(c: Context, *, principal: Principal, origin: Origin = API,
+                      caller: Mapping[str, Any] | None, service_sid: str,
                       key: str, changes: Mapping[str, Any]) -> Result:
     """Change role, attributes or friendly name (`changes` holds those given); a client token's
     holder (`caller`) only within its role's permissions."""
 
+    changes = {**changes, **await pre_action(c, origin=origin, service_sid=service_sid, event_type="onUserUpdate",
+                                             resource={"Identity": key, "FriendlyName": changes.get("friendly_name"),
+                                                       "Attributes": changes.get("attributes")})}
+
     def update(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         if principal.is_client:
             if caller is None:
                 raise errors.forbidden()
             _check_client_update(conn, caller, service_sid, key, changes)
-        return store_update_user(conn, service_sid=service_sid, key=key,
+        user = store_update_user(conn, service_sid=service_sid, key=key,
                                  role_sid=changes.get("role_sid", Unset),
                                  attributes=changes.get("attributes", Unset),
                                  friendly_name=changes.get("friendly_name", Unset))
+        if changes:
+            outbox.record(conn, svc, "onUserUpdated", [user], origin)
+        return user
 
     user = await c.db.run(update)
     return user, [UserUpdated(user)] if changes else []
 
 
-async def delete_user(c: Context, *, account_sid: str, service_sid: str, key: str) -> Result:
+async def delete_user(c: Context, *, origin: Origin = API, account_sid: str, service_sid: str, key: str) -> Result:
     """Delete the user, leaving a tombstone of its identity (SPEC §11); its sessions close."""
     graves = c.tombstones
 
     def remove(conn: Any) -> str:
-        get_service(conn, account_sid=account_sid, sid=service_sid)
+        svc = get_service(conn, account_sid=account_sid, sid=service_sid)
         user_sid = store_delete_user(conn, service_sid=service_sid, key=key, graves=graves)
         kicks.record(conn, kicks.USER, user_sid, service_sid=service_sid)  # its sessions, on every replica
+        # UserSid only: the deleted identity's PII is not copied into the outbox (SPEC §3)
+        outbox.forget_failed(conn, resource_sid=user_sid)
+        outbox.record(conn, svc, "onUserRemoved", [{"sid": user_sid, "service_sid": service_sid}], origin)
         return user_sid
 
     user_sid = await c.db.run(remove)

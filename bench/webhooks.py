@@ -1,0 +1,194 @@
+"""Webhooks (issue 14), ratios in one run:
+
+    python bench/webhooks.py                       # SQLite
+    python bench/webhooks.py --database postgresql # a throwaway PostgreSQL cluster
+
+One tokensvc worker and a receiver process (`--receiver PORT`: HTTP/1.1 keep-alive, answers 200,
+`/pre` after ~1 ms). Prints: first-encounter token rate with onUserAdded on / webhooks off
+(target ≥ 0.85), with a ~1 ms onUserAdd hook / without (≥ 0.5); delivery of a 5,000-row outbox
+backlog (≥ 1,000 events/s per process); response-to-delivery p99 at 300 first encounters/s
+(≤ 1 s; the response follows the commit, so this bounds commit-to-delivery from below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree's tokensvc
+
+from harness import (
+    Load,
+    free_port,
+    have_wrk,
+    median,
+    new_sid,
+    python_env,
+    run_load,
+    start_server,
+    start_tokensvc,
+    temp_postgres,
+    tokensvc_database,
+    verdict,
+)
+
+
+def receiver(port: int) -> None:
+    """The receiver process: counts post-events, keeps each identity's arrival time."""
+    arrivals: dict[str, float] = {}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            if self.path.startswith("/pre"):
+                time.sleep(0.001)
+            else:
+                identity = dict(parse_qsl(body)).get("Identity") or ""
+                with lock:
+                    arrivals.setdefault(identity, time.time())
+            self._answer(b"")
+
+        def do_GET(self) -> None:
+            with lock:
+                self._answer(json.dumps(arrivals).encode() if self.path == "/stats" else b"ok")
+
+        def _answer(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 1024  # socketserver's 5 drops SYNs under a burst of connects
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def call(base: str, path: str, auth: str, data: dict[str, Any] | None = None, method: str = "POST") -> Any:
+    body = urllib.parse.urlencode(data, doseq=True).encode() if data is not None else None
+    req = urllib.request.Request(base + path, data=body, method=method, headers={"Authorization": auth})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--receiver":
+        receiver(int(sys.argv[2]))
+        return 0
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=32)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="tokensvc-bench-webhooks-"))
+    account = (new_sid("AC"), secrets.token_urlsafe(24))
+    auth = "Basic " + base64.b64encode(f"{account[0]}:{account[1]}".encode()).decode()
+    headers = {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"}
+    client = "wrk" if have_wrk() else "python"
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp / 'tokensvc.db'}" if args.database == "sqlite"
+               else stack.enter_context(temp_postgres(tmp)))
+        tokensvc_database(url, tmp / "keys", account)
+        rport = free_port()
+        rcv = start_server("receiver", [sys.executable, __file__, "--receiver", str(rport)], env=python_env(),
+                           port=rport, logdir=tmp, health="/healthz")
+        stack.callback(rcv.stop)
+        srv = start_tokensvc("tokensvc", database_url=url, keys_dir=tmp / "keys", account=account, logdir=tmp)
+        stack.callback(srv.stop)
+        hook = f"http://127.0.0.1:{rport}"
+        svcs = {}
+        for name, settings in (("off", {}),
+                               ("onUserAdded", {"PostWebhookUrl": f"{hook}/post", "WebhookFilters": "onUserAdded"}),
+                               ("onUserAdd hook", {"PreWebhookUrl": f"{hook}/pre", "WebhookFilters": "onUserAdd"})):
+            svc = call(srv.base, "/v2/Services", auth, {"FriendlyName": name})
+            if settings:
+                call(srv.base, f"/v2/Services/{svc['sid']}", auth, settings)
+            svcs[name] = svc["sid"]
+        rates: dict[str, list[float]] = {name: [] for name in svcs}
+        for r in range(args.rounds):
+            names = list(svcs)[r % 3:] + list(svcs)[:r % 3]
+            for name in names:
+                load = Load("POST", f"/v2/Services/{svcs[name]}/Tokens", f"Identity={name[:3]}-{r}-{{u}}", headers)
+                res = run_load(load, srv, client=client, concurrency=args.concurrency, duration=args.duration,
+                               workdir=tmp)
+                rates[name].append(res["rps"])
+                print(f"  round {r + 1} {name:<16}{res['rps']:>8.0f} first encounters/s  p99 {res['p99_ms']:.1f} ms",
+                      flush=True)
+        time.sleep(3)
+        # Delivery: a backlog of 5,000 rows committed at once, drained by the one process.
+        backlog, sid = 5000, svcs["onUserAdded"]
+        before = len(call(hook, "/stats", auth, method="GET"))
+        from sqlalchemy import create_engine
+
+        from tokensvc.store.outbox import PENDING, ms, new_token
+        from tokensvc.store.outbox_tables import outbox
+        rows = [{"token": new_token(), "account_sid": account[0], "service_sid": sid, "resource_sid": f"US{i:032x}",
+                 "event_type": "onUserAdded", "url": f"{hook}/post", "method": "POST", "retries": 0, "source": "API",
+                 "client_identity": None, "data": json.dumps({"sid": f"US{i:032x}", "identity": f"backlog-{i}"}),
+                 "status": PENDING, "due_at": ms(), "date_created": int(time.time())} for i in range(backlog)]
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(outbox.insert(), rows)
+        engine.dispose()
+        started = time.time()
+        while len(call(hook, "/stats", auth, method="GET")) < before + backlog and time.time() - started < 60:
+            time.sleep(0.05)
+        delivered = len(call(hook, "/stats", auth, method="GET")) - before
+        delivery_rate = delivered / (time.time() - started)
+        # Latency at 300 first encounters/s, paced.
+        answered: dict[str, float] = {}
+        period, n = 1 / 300, int(300 * args.duration)
+
+        def paced(worker: int) -> None:
+            for i in range(worker, n, 10):
+                time.sleep(max(0.0, t0 + i * period - time.time()))
+                identity = f"lat-{i}"
+                call(srv.base, f"/v2/Services/{sid}/Tokens", auth, {"Identity": identity})
+                answered[identity] = time.time()
+
+        t0 = time.time()
+        threads = [threading.Thread(target=paced, args=(w,)) for w in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(2)
+        arrivals = call(hook, "/stats", auth, method="GET")
+        lags = sorted(arrivals[i] - t for i, t in answered.items() if i in arrivals)
+        missing = len(answered) - len(lags)
+        p99 = lags[int(0.99 * (len(lags) - 1))] if lags else float("inf")
+
+    off = median(rates["off"])
+    print(f"onUserAdded on / off        {median(rates['onUserAdded']) / off:5.2f}  "
+          f"{verdict(median(rates['onUserAdded']) / off, 0.85)}")
+    print(f"onUserAdd 1 ms hook / off   {median(rates['onUserAdd hook']) / off:5.2f}  "
+          f"{verdict(median(rates['onUserAdd hook']) / off, 0.5)}")
+    print(f"delivery events/s           {delivery_rate:7.0f}  {verdict(delivery_rate, 1000)}  "
+          f"({delivered} of {backlog})")
+    print(f"delivery p99 at 300/s (s)   {p99:7.3f}  {verdict(p99, 1.0, at_least=False)}  ({missing} missing)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Post-events from real `tokensvc serve` processes: a WebSocket connect provisions with
+onUserAdded; a process killed with events in its outbox delivers them after a restart; two
+replicas on PostgreSQL deliver every event, duplicates under one idempotency token."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from conftest import PG_URL, Server, database_url, free_port, replica_pair, start_server
+from tokensvc.signing import load_snapshot
+from tokensvc.tokens import mint
+from webhook_receiver import Receiver, serve
+
+
+def hooked_service(srv: Server, url: str, retries: int = 3) -> dict[str, Any]:
+    svc = httpx.post(f"{srv.base}/v2/Services", data={"FriendlyName": "hooked"}, auth=srv.auth).json()
+    r = httpx.post(f"{srv.base}/v2/Services/{svc['sid']}", auth=srv.auth, data={
+        "PostWebhookUrl": url, "WebhookFilters": ["onUserAdded"], "PostWebhookRetryCount": str(retries)})
+    assert r.status_code == 200, r.text
+    return svc
+
+
+def test_connect_first_encounter_posts_signed_on_user_added(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        for receiver in serve():
+            svc = hooked_service(srv, receiver.url)
+            minted = mint(load_snapshot(Path(srv.env["TOKENSVC_KEYS_DIR"])), issuer="tokensvc",
+                          account_sid=srv.account_sid, service_sid=svc["sid"], identity="ws-alice", ttl=600)
+            url = srv.base.replace("http://", "ws://") + "/v2/Connect"
+            with connect(url, additional_headers={"X-Twilio-Token": minted.token}, proxy=None, open_timeout=10) as ws:
+                ws.recv(timeout=5)
+            [hit] = receiver.wait(1, EventType="onUserAdded")
+            assert hit.params["Identity"] == "ws-alice" and hit.params["Source"] == "SDK"
+            assert hit.params["ClientIdentity"] == "ws-alice"
+            assert RequestValidator(srv.auth[1]).validate(hit.url, hit.params, hit.headers["x-twilio-signature"])
+    finally:
+        srv.stop()
+
+
+def test_connect_first_encounter_refused_by_on_user_add_writes_nothing(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        for receiver in serve():
+            svc = httpx.post(f"{srv.base}/v2/Services", data={"FriendlyName": "policed"}, auth=srv.auth).json()
+            httpx.post(f"{srv.base}/v2/Services/{svc['sid']}", auth=srv.auth,
+                       data={"PreWebhookUrl": receiver.url, "WebhookFilters": "onUserAdd"})
+            receiver.statuses = [403]
+            minted = mint(load_snapshot(Path(srv.env["TOKENSVC_KEYS_DIR"])), issuer="tokensvc",
+                          account_sid=srv.account_sid, service_sid=svc["sid"], identity="ws-no", ttl=600)
+            url = srv.base.replace("http://", "ws://") + "/v2/Connect"
+            with connect(url, additional_headers={"X-Twilio-Token": minted.token}, proxy=None, open_timeout=10) as ws:
+                frame = json.loads(ws.recv(timeout=10))
+                assert frame["type"] == "error" and frame["code"] == 50056
+                with contextlib.suppress(ConnectionClosed):
+                    ws.recv(timeout=5)
+                assert ws.close_code == 4001
+            [hit] = receiver.matching(EventType="onUserAdd")
+            assert hit.params["Source"] == "SDK" and hit.params["ClientIdentity"] == "ws-no"
+            gone = httpx.get(f"{srv.base}/v2/Services/{svc['sid']}/Users/ws-no", auth=srv.auth)
+            assert gone.status_code == 404
+    finally:
+        srv.stop()
+
+
+def _delivered_tokens(receiver: Receiver) -> dict[str, set[str]]:
+    by_identity: dict[str, set[str]] = {}
+    for hit in receiver.matching(EventType="onUserAdded"):
+        by_identity.setdefault(hit.params["Identity"], set()).add(hit.headers["i-twilio-idempotency-token"])
+    return by_identity
+
+
+def test_kill_9_with_the_receiver_down_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"TOKENSVC_WEBHOOK_LEASE": "3"}
+    db, keys = database_url(tmp_path), tmp_path / "keys"
+    srv = start_server(tmp_path, database=db, keys_dir=keys, extra_env=env, name="first")
+    account = (srv.account_sid, srv.auth[1])
+    try:
+        svc = hooked_service(srv, f"http://127.0.0.1:{port}/hook/crash")
+        # Concurrently, so all 60 commit well within the retries' backoff (3.5 s) and none is given up.
+        with httpx.Client(base_url=srv.base, auth=srv.auth) as client, ThreadPoolExecutor(8) as pool:
+            made = pool.map(lambda n: client.post(f"/v2/Services/{svc['sid']}/Tokens", data={"Identity": f"crash{n}"}),
+                            range(60))
+            assert [r.status_code for r in made] == [201] * 60
+    finally:
+        srv.stop(signal.SIGKILL)
+    again = start_server(tmp_path, database=db, keys_dir=keys, account=account, extra_env=env, name="again")
+    try:
+        for receiver in serve(port, path="/hook/crash"):
+            deadline = time.monotonic() + 60
+            while len(_delivered_tokens(receiver)) < 60 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sorted(_delivered_tokens(receiver)) == sorted(f"crash{n}" for n in range(60))
+    finally:
+        again.stop()
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: run under scripts/with-postgres")
+def test_two_replicas_deliver_every_event_duplicates_share_their_token(tmp_path: Path) -> None:
+    for receiver in serve():
+        with replica_pair(tmp_path) as (a, b):
+            svc = hooked_service(a, receiver.url)
+            time.sleep(1.2)  # B's service cache sees the webhook settings
+            with contextlib.ExitStack() as stack:
+                clients = [stack.enter_context(httpx.Client(base_url=s.base, auth=s.auth)) for s in (a, b)]
+                for n in range(100):
+                    r = clients[n % 2].post(f"/v2/Services/{svc['sid']}/Tokens", data={"Identity": f"rep{n}"})
+                    assert r.status_code == 201
+            deadline = time.monotonic() + 30
+            while len(_delivered_tokens(receiver)) < 100 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            delivered = _delivered_tokens(receiver)
+            assert sorted(delivered) == sorted(f"rep{n}" for n in range(100))
+            assert all(len(tokens) == 1 for tokens in delivered.values())

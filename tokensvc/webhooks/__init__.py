@@ -1,0 +1,1 @@
+"""Webhooks (SPEC §10): the event catalogue, the outbox's dispatcher, and signatures."""

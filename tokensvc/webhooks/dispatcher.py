@@ -1,0 +1,229 @@
+"""The outbox's dispatcher (SPEC §10), one per process: claims due rows (leased, so a crashed
+claimer's rows come due again), delivers each resource's rows in commit order over one pooled
+keep-alive httpx client, retries a timeout, a 429 or a 5xx with backoff up to the row's retry
+count (the same idempotency token on every attempt), deletes what was delivered and keeps what
+it gave up on (`failed`, error 50057 logged) for 7 days."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from sqlalchemy import Connection, select
+
+from ..store import outbox
+from ..store.accounts import signing_token
+from ..store.outbox_tables import outbox as outbox_table
+from .params import render, signature
+
+log = logging.getLogger("tokensvc.webhooks")
+
+ATTEMPT_SECONDS = 5.0
+MAX_RESPONSE_BYTES = 64 * 1024
+GIVE_UP = 50057
+CYCLE_SECONDS = 0.05
+CONNECTIONS = 8
+
+
+def _any_due(conn: Connection) -> bool:
+    t = outbox.ms()
+    query = select(outbox_table.c.id).where(outbox_table.c.status == outbox.PENDING,
+                                            outbox_table.c.due_at <= t).limit(1)
+    return conn.execute(query).first() is not None
+
+
+class Dispatcher:
+    """Started and stopped by the app's lifespan; `wake()` after a local commit that may have
+    written outbox rows, so they go out at once instead of at the next poll."""
+
+    def __init__(self, c: Any, *, poll_seconds: float = 0.25, lease_seconds: float = 60.0,
+                 max_in_flight: int = 128, backoff_seconds: float = 0.5,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.c = c
+        self.poll_seconds = poll_seconds
+        self.lease_ms = int(lease_seconds * 1000)
+        self.max_in_flight = max_in_flight
+        self.backoff_seconds = backoff_seconds
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._in_flight = 0
+        self._delivered: list[int] = []
+        self._failed: list[int] = []
+        self._chains: set[asyncio.Task[None]] = set()
+        self._tokens: dict[str, tuple[str | None, float]] = {}
+        self._purged_at = 0.0
+        self._stopping = False
+
+    async def start(self) -> None:
+        # Deliveries wait for one of CONNECTIONS slots (not counted in the attempt's 5 s) rather than
+        # open hundreds of connections at once: a receiver's accept queue drops a burst of connects,
+        # costing seconds of SYN retries. Pre-events (webhooks/pre.py) have the other half of the pool.
+        limits = httpx.Limits(max_connections=2 * CONNECTIONS, max_keepalive_connections=2 * CONNECTIONS)
+        self._slots = asyncio.Semaphore(CONNECTIONS)
+        self._client = httpx.AsyncClient(follow_redirects=False, timeout=ATTEMPT_SECONDS, limits=limits,
+                                         transport=self._transport)
+        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+
+    async def stop(self) -> None:
+        # The flag as well as the cancel: on Python 3.11 a cancel that meets a finishing
+        # wait_for/await can be lost, and the loop would run on.
+        self._stopping = True  # a delivery between attempts stops too; its row comes due after its lease
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=5.0)
+        for chain in list(self._chains):
+            chain.cancel()
+        if self._chains:
+            await asyncio.wait(list(self._chains), timeout=2.0)
+        with contextlib.suppress(Exception):
+            await self._flush()  # what was delivered is not sent again by the next claimer
+        if self._client is not None:
+            await self._client.aclose()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook dispatcher cycle failed; retrying")
+                await asyncio.sleep(1.0)
+            # At most one cycle (one write transaction) per CYCLE_SECONDS however many commits
+            # wake it: on SQLite each is a group commit of its own, which the token path shares.
+            await asyncio.sleep(CYCLE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _cycle(self) -> None:
+        """Finish what was delivered and claim what is due, in one transaction."""
+        db = self.c.db
+        if time.monotonic() - self._purged_at > 600:
+            self._purged_at = time.monotonic()
+            await db.run(outbox.purge)
+        room = self.max_in_flight - self._in_flight
+        due = room > 0 and await db.read(_any_due)
+        delivered, failed = self._delivered, self._failed
+        if not due and not delivered and not failed:
+            return
+        self._delivered, self._failed = [], []
+
+        def job(conn: Connection) -> list[dict[str, Any]]:
+            outbox.finish(conn, delivered=delivered, failed=failed)
+            return outbox.claim(conn, limit=room, lease_ms=self.lease_ms) if due else []
+
+        try:
+            rows = await db.run(job)
+        except BaseException:
+            self._delivered[:0], self._failed[:0] = delivered, failed  # next cycle
+            raise
+        chains: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            chains.setdefault(row["resource_sid"], []).append(row)
+        for chain in chains.values():
+            self._in_flight += len(chain)
+            task = asyncio.create_task(self._deliver_chain(chain))
+            self._chains.add(task)
+            task.add_done_callback(self._chains.discard)
+
+    async def _flush(self) -> None:
+        delivered, failed = self._delivered, self._failed
+        if not delivered and not failed:
+            return
+        self._delivered, self._failed = [], []
+        try:
+            await self.c.db.run(lambda conn: outbox.finish(conn, delivered=delivered, failed=failed))
+        except Exception:
+            self._delivered[:0], self._failed[:0] = delivered, failed  # next cycle
+            raise
+
+    async def _deliver_chain(self, chain: list[dict[str, Any]]) -> None:
+        """One resource's rows, in commit order."""
+        for row in chain:
+            try:
+                ok = await self._deliver(row)
+            except Exception:
+                log.exception("webhook delivery crashed (outbox id %s); it is retried after its lease", row["id"])
+                ok = None
+            if ok is not None:
+                (self._delivered if ok else self._failed).append(row["id"])
+            self._in_flight -= 1
+        self.wake()
+
+    @property
+    def client(self) -> httpx.AsyncClient | None:
+        """The pooled client, while started (pre-events share it)."""
+        return self._client
+
+    async def signing_token(self, account_sid: str) -> str | None:
+        """The account's auth token to sign with (cached a minute), None when only its hash is kept."""
+        cached = self._tokens.get(account_sid)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        token = await self.c.db.read(lambda conn: signing_token(conn, sid=account_sid, box=self.c.box))
+        self._tokens[account_sid] = (token, time.monotonic() + 60.0)
+        return token
+
+    async def _deliver(self, row: Mapping[str, Any]) -> bool | None:
+        """Attempts until one succeeds or the retries are spent; whether it was delivered (None:
+        the dispatcher is stopping, the row is left to its lease)."""
+        auth_token = await self.signing_token(row["account_sid"])
+        status: int | str = "?"
+        for attempt in range(int(row["retries"]) + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            if self._stopping:
+                return None
+            status = await self._attempt(row, render(row, attempt), auth_token)
+            if isinstance(status, int) and 200 <= status < 300:
+                return True
+            if isinstance(status, int) and status != 429 and status < 500:
+                break  # a refusal (or a redirect, not followed): retrying would not change it
+        # No PII: SIDs, the event's name and what the receiver answered.
+        log.error("webhook given up: error %d, %s of %s (service %s) after %d attempt(s), last outcome %s",
+                  GIVE_UP, row["event_type"], row["resource_sid"], row["service_sid"], attempt + 1, status)
+        return False
+
+    async def _attempt(self, row: Mapping[str, Any], params: dict[str, str], auth_token: str | None) -> int | str:
+        """One request within ATTEMPT_SECONDS: the status, or "timeout" / "unreachable"."""
+        assert self._client is not None
+        headers = {"I-Twilio-Idempotency-Token": row["token"], "User-Agent": "tokensvc-webhooks"}
+        url = row["url"]
+        if row["method"] == "GET":
+            url = url + ("&" if "?" in url else "?") + urlencode(params)
+            signed, body = signature(auth_token, url, {}) if auth_token else None, None
+        else:
+            signed, body = signature(auth_token, url, params) if auth_token else None, params
+        if signed is not None:
+            headers["X-Twilio-Signature"] = signed
+        try:
+            async with self._slots, asyncio.timeout(ATTEMPT_SECONDS):
+                request = self._client.build_request(row["method"], url, data=body, headers=headers)
+                response = await self._client.send(request, stream=True)
+                try:
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read >= MAX_RESPONSE_BYTES:
+                            break
+                finally:
+                    await response.aclose()
+                return response.status_code
+        except TimeoutError:
+            return "timeout"
+        except httpx.HTTPError:
+            return "unreachable"
+
