@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,19 +85,27 @@ def _delivered_tokens(receiver: Receiver) -> dict[str, set[str]]:
 
 def test_kill_9_with_the_receiver_down_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
-    env = {"TOKENSVC_WEBHOOK_LEASE": "3"}
+    env = {"TOKENSVC_WEBHOOK_LEASE": "10"}  # longer than one 5 s attempt; short enough to wait out
     db, keys = database_url(tmp_path), tmp_path / "keys"
     srv = start_server(tmp_path, database=db, keys_dir=keys, extra_env=env, name="first")
     account = (srv.account_sid, srv.auth[1])
+    # The receiver is down as a black hole: a socket that listens and never accepts, so every
+    # attempt hangs to its 5 s timeout and no event can use up its retries before the kill (a
+    # refused connection fails in microseconds: on a loaded machine the first events would be
+    # given up while the last ones still commit).
+    hole = socket.socket()
+    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hole.bind(("127.0.0.1", port))
+    hole.listen(1)
     try:
         svc = hooked_service(srv, f"http://127.0.0.1:{port}/hook/crash")
-        # Concurrently, so all 60 commit well within the retries' backoff (3.5 s) and none is given up.
         with httpx.Client(base_url=srv.base, auth=srv.auth) as client, ThreadPoolExecutor(8) as pool:
             made = pool.map(lambda n: client.post(f"/v2/Services/{svc['sid']}/Tokens", data={"Identity": f"crash{n}"}),
                             range(60))
             assert [r.status_code for r in made] == [201] * 60
     finally:
         srv.stop(signal.SIGKILL)
+        hole.close()
     again = start_server(tmp_path, database=db, keys_dir=keys, account=account, extra_env=env, name="again")
     try:
         for receiver in serve(port, path="/hook/crash"):
