@@ -34,6 +34,14 @@ class UserFilters:
             v is not None for v in (self.identity_prefix, self.role_sid, self.updated_after))
 
     @property
+    def may_scan(self) -> bool:
+        """Whether a page may read rows it does not return: two range filters together, the
+        order's range checked row by row against the other (a prefix of many users and a role
+        of few). Identities are a few lookups whatever else is given."""
+        return not self.identities and sum(
+            v is not None for v in (self.identity_prefix, self.role_sid, self.updated_after)) > 1
+
+    @property
     def order(self) -> str:
         """paging.UPDATED, IDENTITY or ROW_ID: what this list is ordered and paged by."""
         if self.updated_after is not None:
