@@ -28,7 +28,6 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from ..db import first_row, is_foreign_key_violation, named_rows, now, sqlite_connection
-from ..paging import Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
 from . import outbox
 from .channels import forget_creator
@@ -37,6 +36,10 @@ from .outbox import API, Origin
 from .roles import check_role
 from .tables import connections, services, users
 from .tombstones import Tombstones
+from .user_filters import NO_FILTERS as NO_FILTERS  # the list's interface lives here too: store.users.list_users
+from .user_filters import UserFilters as UserFilters
+from .user_filters import list_users as list_users
+from .user_filters import page_key as page_key
 
 Unset = object()
 User = Mapping[str, Any]
@@ -291,10 +294,6 @@ def get_user(conn: Connection, *, service_sid: str, key: str) -> Mapping[str, An
     if row is None:
         raise errors.not_found()
     return row
-
-
-def list_users(conn: Connection, *, service_sid: str, req: PageRequest) -> Page:
-    return fetch_page(conn, select(users).where(users.c.service_sid == service_sid), users.c.id, req)
 
 
 def update_user(conn: Connection, *, service_sid: str, key: str, role_sid: Any = Unset,
