@@ -85,6 +85,8 @@ async def runtime(s: Settings) -> AsyncIterator[Context]:
     from ..webhooks.pre import PreEvents
 
     c = build_context(s)
+    if c.db.is_sqlite:
+        _bulk_page_cache(c.db.engine)
     client = httpx.AsyncClient(follow_redirects=False, timeout=5.0)
     tokens: dict[str, str | None] = {}
 
@@ -101,6 +103,20 @@ async def runtime(s: Settings) -> AsyncIterator[Context]:
         await client.aclose()
         await c.db.aclose()
         c.db.dispose()
+
+
+def _bulk_page_cache(engine: Any) -> None:
+    """A 64 MiB page cache per SQLite connection of this (short-lived) process, instead of 2 MiB:
+    an import's inserts land at random places of the sid and identity indexes, an export reads
+    the whole table, and past a few 10,000 users most of the default cache's pages would be
+    misses (an insert took ~4x longer). The server keeps SQLite's default."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _cache(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
 
 
 def run_async(s: Settings, work: Callable[[Context], Awaitable[T]]) -> T:

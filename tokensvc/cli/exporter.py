@@ -22,11 +22,12 @@ from .output import dumps
 PAGE = 5000
 
 
-async def export(c: Context, *, service: str, account: str | None, out: IO[str], base: str) -> int:
+async def export(c: Context, *, service: str, account: str | None, out: IO[str], base: str,
+                 page_size: int = PAGE) -> int:
     _, svc = await service_for(c, service, account)
     sid, after, count = svc["sid"], 0, 0
     while True:
-        req = PageRequest(PAGE, 0, None, after=after)
+        req = PageRequest(page_size, 0, None, after=after)
         page = await c.db.read(lambda conn, req=req: list_users(conn, service_sid=sid, req=req))
         if page.rows:
             out.write("".join(dumps(user_to_json(row._mapping, base)) + "\n" for row in page.rows))
@@ -39,6 +40,8 @@ async def export(c: Context, *, service: str, account: str | None, out: IO[str],
 
 def cmd_export(args: argparse.Namespace) -> int:
     s = settings()
+    if not 1 <= args.page_size <= 100_000:
+        fail("--page-size must be between 1 and 100000", USAGE)
     try:
         out: IO[str] = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
     except OSError as exc:
@@ -46,7 +49,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         count = run_async(s, lambda c: export(c, service=args.service, account=args.account, out=out,
-                                              base=base_url(s)))
+                                              base=base_url(s), page_size=args.page_size))
     finally:
         if out is not sys.stdout:
             out.close()
@@ -58,4 +61,5 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(command: Callable[[str, str], argparse.ArgumentParser]) -> tuple[argparse.ArgumentParser, Any]:
     parser = command("export", "every user of the service as JSON Lines, streamed")
     parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    parser.add_argument("--page-size", type=int, default=PAGE, help=f"users per read transaction (default {PAGE})")
     return parser, cmd_export
