@@ -42,6 +42,28 @@ _PAGING = [
     {"name": "PageToken", "in": "query", "description": "The opaque cursor from a page URL.",
      "schema": {"type": "string"}},
 ]
+# SPEC §11: tokensvc extensions of Twilio's ListUser, marked so they read apart from Twilio's own.
+EXTENSION = "x-tokensvc-extension"
+USER_LIST_FILTERS = [
+    {"name": "Identity", "in": "query", EXTENSION: True, "style": "form", "explode": True,
+     "description": "tokensvc extension (Basic credentials only: a client token is 403 20403). Only the users of "
+                    "these exact identities; repeat it for several.",
+     "schema": {"type": "array", "items": {"type": "string", "maxLength": 256}}},
+    {"name": "IdentityPrefix", "in": "query", EXTENSION: True,
+     "description": "tokensvc extension (Basic only). Users whose identity starts with this text, taken literally "
+                    "(% and _ are plain characters) and case-sensitively; the list is then in identity order "
+                    "(Unicode code points) instead of creation order.",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
+    {"name": "RoleSid", "in": "query", EXTENSION: True,
+     "description": "tokensvc extension (Basic only). Users holding this service role.",
+     "schema": _sid("RL")},
+    {"name": "UpdatedAfter", "in": "query", EXTENSION: True,
+     "description": "tokensvc extension (Basic only). Users whose date_updated is strictly after this ISO 8601 "
+                    "date-time (2016-03-24T21:05:19Z; an offset is converted, none means UTC); the list is then "
+                    "in (date_updated, sid) order, and sets the order when combined with IdentityPrefix. Filters "
+                    "combine with AND; every page URL carries them.",
+     "schema": {"type": "string", "format": "date-time"}},
+]
 _ACCOUNT = _path_param("AccountSid", "AC", "The SID of the account that owns the API keys (the caller's own).")
 _KEY = _path_param("Sid", "SK", "The SID of the API key.")
 _KEY_NAME = {"FriendlyName": {"type": "string", "maxLength": 256,
