@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from ..api.render import user_to_json
+from ..auth import Principal
 from ..context import Context
 from ..paging import PageRequest
-from ..store.users import list_users
+from ..usecases.users import list_users
 from .common import USAGE, base_url, fail, run_async, service_for, settings
 from .output import dumps
 
@@ -24,11 +25,12 @@ PAGE = 5000
 
 async def export(c: Context, *, service: str, account: str | None, out: IO[str], base: str,
                  page_size: int = PAGE) -> int:
-    _, svc = await service_for(c, service, account)
+    owner, svc = await service_for(c, service, account)
+    principal = Principal("account", owner)
     sid, after, count = svc["sid"], 0, 0
-    while True:
+    while True:  # the API's list use case, in creation order (keyset by row id)
         req = PageRequest(page_size, 0, None, after=after)
-        page = await c.db.read(lambda conn, req=req: list_users(conn, service_sid=sid, req=req))
+        page = await list_users(c, principal=principal, service_sid=sid, req=req)
         if page.rows:
             out.write("".join(dumps(user_to_json(row._mapping, base)) + "\n" for row in page.rows))
             count += len(page.rows)

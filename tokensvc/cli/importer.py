@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -220,7 +221,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     fmt = detect(args.file, args.format, buffered.peek(64)[:64])
     size = os.fstat(buffered.fileno()).st_size if args.file != "-" and os.path.isfile(args.file) else None
     started = time.monotonic()
-    with Results(args.results, as_json=args.json) as results, _progress(size) as bar:
+    with buffered if buffered is not sys.stdin.buffer else contextlib.nullcontext(), \
+            Results(args.results, as_json=args.json) as results, _progress(size) as bar:
         def advance(count: int) -> None:
             bar(buffered.tell() if size else count)
 

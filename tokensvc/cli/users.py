@@ -11,8 +11,8 @@ from .. import validation
 from ..api.render import user_to_json
 from ..auth import Principal
 from ..context import Context
-from ..paging import Cursors, PageRequest
-from ..store.users import list_users
+from ..paging import Cursors, Key, PageRequest
+from ..store.users import UserFilters, page_key
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
 from . import exporter, importer
@@ -33,24 +33,25 @@ LIST_COLUMNS = ("sid", "identity", "friendly_name", "role_sid", "date_updated")
 PAGE = 1000
 
 
-async def listing(c: Context, service_sid: str, *, after: int, limit: int | None,
-                  last: list[int]) -> AsyncIterator[Any]:
-    """The service's users in creation order, a keyset page per read; `last` receives the id of
-    the last row given (for the next cursor)."""
+async def listing(c: Context, principal: Principal, service_sid: str, *, filters: UserFilters,
+                  after: Key | None, limit: int | None, last: list[Key]) -> AsyncIterator[Any]:
+    """The service's users through the API's list use case, a keyset page per read, in the order
+    the filters set (creation, identity, or (date_updated, sid)); `last` receives the key of the
+    last row given while more may follow (for the next cursor)."""
     left = limit
     while left is None or left > 0:
         size = PAGE if left is None else min(PAGE, left)
         req = PageRequest(size, 0, None, after=after)
-        page = await c.db.read(lambda conn, req=req: list_users(conn, service_sid=service_sid, req=req))
+        page = await users_uc.list_users(c, principal=principal, service_sid=service_sid, req=req, filters=filters)
         for row in page.rows:
-            last[:] = [row.id]
             yield row._mapping
-        if left is not None:
-            left -= len(page.rows)
         if not page.has_next or not page.rows:
             last[:] = []  # the end: no next cursor
             return
-        after = page.rows[-1].id
+        after = page_key(page.rows[-1], filters.order)
+        last[:] = [after]
+        if left is not None:
+            left -= len(page.rows)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -59,24 +60,27 @@ def cmd_list(args: argparse.Namespace) -> int:
         raise UsageError("--limit must be at least 1")
     out = Output(args.json)
     base = base_url(s)
-    rows: list[Any] = []
-    last: list[int] = []
+    last: list[Key] = []
 
-    async def collect(c: Context) -> Cursors:
-        _, svc = await service_for(c, args.service, args.account)
-        cursors = Cursors(c.box, f"/v2/Services/{svc['sid']}/Users")  # the API's PageTokens of this list
-        after = 0
+    async def collect(c: Context) -> tuple[Cursors, list[Any]]:
+        account, svc = await service_for(c, args.service, args.account)
+        role = await RoleNames(c, svc["sid"]).sid(args.role) if args.role is not None else None
+        filters = users_uc.user_filters(identities=args.identity or (), identity_prefix=args.prefix,
+                                        role_sid=role, updated_after=args.updated_after)
+        # the API's PageTokens of this list in this order: a next_page_url's token works here too
+        cursors = Cursors(c.box, f"/v2/Services/{svc['sid']}/Users", filters.order)
+        after: Key | None = None
         if args.after:
             direction, after = cursors.decode(args.after)
             if direction != "n":
                 raise UsageError("--after takes a next-page cursor")
-        async for row in listing(c, svc["sid"], after=after, limit=args.limit, last=last):
-            rows.append(dict(row))
-        return cursors
+        rows = [dict(row) async for row in listing(c, Principal("account", account), svc["sid"], filters=filters,
+                                                   after=after, limit=args.limit, last=last)]
+        return cursors, rows
 
-    cursors = run_async(s, collect)
+    cursors, rows = run_async(s, collect)
     out.rows(LIST_COLUMNS, (user_to_json(row, base) for row in rows))
-    if last and args.limit is not None:
+    if last:
         out.note(f"more: --after {cursors.encode('n', last[0])}")
     return 0
 
@@ -140,6 +144,12 @@ def register(sub: Any) -> None:
         return parser
 
     listing_ = command("list", "the service's users, in creation order (--json: JSON Lines)")
+    listing_.add_argument("--identity", action="append", metavar="IDENTITY", help="exactly this identity (repeatable)")
+    listing_.add_argument("--prefix", metavar="TEXT", help="identities starting with TEXT (literal, case-sensitive; "
+                                                           "then in identity order)")
+    listing_.add_argument("--role", metavar="RL…|NAME", help="users of this deployment role (SID or friendly name)")
+    listing_.add_argument("--updated-after", metavar="ISO8601",
+                          help="users updated after this time (then in date_updated order)")
     listing_.add_argument("--limit", type=int, help="at most N users (then the cursor of the rest on stderr)")
     listing_.add_argument("--after", metavar="CURSOR", help="continue after a cursor (also a REST PageToken)")
     get = command("get", "one user, every field")
