@@ -59,6 +59,12 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except UsageError as exc:
             print(f"tokensvc: {exc}", file=sys.stderr, flush=True)
             return USAGE
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the database unreachable, a bug: one line, not a traceback
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            print(f"tokensvc: unexpected {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+            return PARTIAL
 
     return run
 

@@ -79,28 +79,17 @@ class Output:
 
     def rows(self, columns: Sequence[str], records: Iterable[Mapping[str, Any]],
              pick: Callable[[Mapping[str, Any]], Sequence[Any]] | None = None) -> int:
-        """A list, streamed: JSON Lines of each record, or a table of `columns` (pick(record) gives
-        a row's cells; default: the record's values of those names). Returns the count."""
-        count = 0
-        if self.as_json:
-            out = sys.stdout
-            for record in records:
-                out.write(dumps(record) + "\n")
-                count += 1
-            out.flush()
-            return count
-        pick = pick or (lambda r: [r.get(c) for c in columns])
-        chunk: list[list[str]] = []
-        widths: list[int] | None = None
+        """A list: JSON Lines of each record, or a table of `columns` (pick(record) gives a row's
+        cells; default: the record's values of those names). Returns the count."""
+        stream = self.stream(columns, pick)
         for record in records:
-            chunk.append([cell(v) for v in pick(record)])
-            count += 1
-            if len(chunk) >= CHUNK:
-                widths = self._print_chunk(columns, chunk, widths)
-                chunk = []
-        if chunk or widths is None:
-            self._print_chunk(columns, chunk, widths)
-        return count
+            stream.add(record)
+        return stream.close()
+
+    def stream(self, columns: Sequence[str],
+               pick: Callable[[Mapping[str, Any]], Sequence[Any]] | None = None) -> Rows:
+        """A list printed as its records come (add each, then close)."""
+        return Rows(self, columns, pick)
 
     def _print_chunk(self, columns: Sequence[str], chunk: list[list[str]], widths: list[int] | None) -> list[int]:
         first = widths is None
@@ -134,3 +123,31 @@ class Output:
     def note(self, message: str) -> None:
         """A line for people that is not the answer (a next-page hint): stderr."""
         print(message, file=sys.stderr, flush=True)
+
+
+class Rows:
+    """One list being printed: JSON Lines as records come, or a table a CHUNK of rows at a time."""
+
+    def __init__(self, out: Output, columns: Sequence[str], pick: Callable[[Mapping[str, Any]], Sequence[Any]] | None):
+        self.out = out
+        self.columns = columns
+        self.pick = pick or (lambda r: [r.get(c) for c in columns])
+        self.count = 0
+        self._chunk: list[list[str]] = []
+        self._widths: list[int] | None = None
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.count += 1
+        if self.out.as_json:
+            sys.stdout.write(dumps(record) + "\n")
+            return
+        self._chunk.append([cell(v) for v in self.pick(record)])
+        if len(self._chunk) >= CHUNK:
+            self._widths = self.out._print_chunk(self.columns, self._chunk, self._widths)
+            self._chunk = []
+
+    def close(self) -> int:
+        if not self.out.as_json and (self._chunk or self._widths is None):
+            self.out._print_chunk(self.columns, self._chunk, self._widths)
+        sys.stdout.flush()
+        return self.count

@@ -62,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     base = base_url(s)
     last: list[Key] = []
 
-    async def collect(c: Context) -> tuple[Cursors, list[Any]]:
+    async def stream(c: Context) -> Cursors:
         account, svc = await service_for(c, args.service, args.account)
         role = await RoleNames(c, svc["sid"]).sid(args.role) if args.role is not None else None
         filters = users_uc.user_filters(identities=args.identity or (), identity_prefix=args.prefix,
@@ -74,12 +74,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             direction, after = cursors.decode(args.after)
             if direction != "n":
                 raise UsageError("--after takes a next-page cursor")
-        rows = [dict(row) async for row in listing(c, Principal("account", account), svc["sid"], filters=filters,
-                                                   after=after, limit=args.limit, last=last)]
-        return cursors, rows
+        printed = out.stream(LIST_COLUMNS)
+        async for row in listing(c, Principal("account", account), svc["sid"], filters=filters, after=after,
+                                 limit=args.limit, last=last):
+            printed.add(user_to_json(row, base))  # printed as each page comes: any number in flat memory
+        printed.close()
+        return cursors
 
-    cursors, rows = run_async(s, collect)
-    out.rows(LIST_COLUMNS, (user_to_json(row, base) for row in rows))
+    cursors = run_async(s, stream)
     if last:
         out.note(f"more: --after {cursors.encode('n', last[0])}")
     return 0
