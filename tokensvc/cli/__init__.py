@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from . import accounts, keys, roles, schema, serve, services, tokens, users
 from .keys import keys_argv as _keys_argv
-from .serve import app_factory, prepare, tune_gc
+from .serve import app_factory, tune_gc
+from .setup import prepare
 
 __all__ = ["app_factory", "build_parser", "main", "prepare", "tune_gc"]
 

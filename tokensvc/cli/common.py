@@ -72,7 +72,7 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 def open_database(s: Settings) -> None:
     """Schema, keys and the bootstrap account as `serve` prepares them; the one-time notice of a
     new database goes to stderr, so stdout carries only the command's answer."""
-    from .serve import prepare
+    from .setup import prepare
 
     with contextlib.redirect_stdout(sys.stderr):
         prepare(s, migrate=s.is_sqlite)

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
-from ..db import DriverSQL, driver_rows, first_row, is_foreign_key_violation, named_rows, now, sqlite_connection
+from ..db import driver_insert, driver_rows, first_row, is_foreign_key_violation, named_rows, now, sqlite_connection
 from ..paging import IDENTITY, ROW_ID, UPDATED, Key, Order, Page, PageRequest, fetch_page
 from ..sids import is_sid, new_sid
 from . import outbox
@@ -111,23 +111,9 @@ def _refusal(exc: IntegrityError, *, role_sid: str | None) -> Exception:
     return exc
 
 
-def _driver_insert(by_dialect: Mapping[str, Any]) -> tuple[DriverSQL, dict[str, Any]]:
-    """An insert as the drivers' own text (sqlite3's `:name`, psycopg's `%(name)s`), and the
-    values of the column defaults it binds (what SQLAlchemy's execution would fill in)."""
-    sqlite = by_dialect["sqlite"].compile(dialect=sqlite_dialect.dialect(paramstyle="named"))
-    pg = by_dialect["postgresql"].compile(dialect=postgresql_dialect.psycopg.dialect())
-    defaults: dict[str, Any] = {}
-    for key in sqlite.params:
-        default = users.c[key].default if key in users.c else None
-        if default is not None:
-            assert default.is_scalar, f"users.{key}: the driver's insert renders scalar column defaults only"
-            defaults[key] = default.arg
-    return DriverSQL(str(sqlite), str(pg)), defaults
-
-
 # On the driver's cursor (db.driver_rows): SQLAlchemy's execution of this statement cost more
 # than the insert itself (~45 µs of ~90), on every first encounter and every imported line.
-_INSERT_ONE_DRIVER, _INSERT_ONE_DEFAULTS = _driver_insert(_INSERT_ONE)
+_INSERT_ONE_DRIVER, _INSERT_ONE_DEFAULTS = driver_insert(_INSERT_ONE, users)
 _BOOLEAN_NAMES = frozenset(c.name for c in users.c if isinstance(c.type, Boolean))
 
 
