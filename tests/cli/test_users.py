@@ -11,7 +11,7 @@ from tokensvc.sids import is_sid
 
 def _seed(cli: Cli, svc: dict, identities: list[str]) -> None:
     lines = "".join(json.dumps({"identity": i}) + "\n" for i in identities)
-    cli.ok("users", "import", svc["sid"], "-", "--format", "jsonl", stdin=lines)
+    cli.ok("users", "import", svc["sid"], "-", "--format", "jsonl", "--concurrency", "1", stdin=lines)  # in order
 
 
 def test_get_update_delete_as_the_api_does(cli: Cli) -> None:
