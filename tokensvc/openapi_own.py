@@ -139,6 +139,19 @@ OWN_SCHEMAS: dict[str, Any] = {
                            "y": {"type": "string"}, "kid": {"type": "string"}, "use": {"enum": ["sig"]},
                            "alg": {"enum": ["ES256"]}}}}},
     },
+    "OpenIdConfiguration": {
+        "type": "object",
+        "required": ["issuer", "jwks_uri", "response_types_supported", "subject_types_supported",
+                     "id_token_signing_alg_values_supported"],
+        "properties": {
+            "issuer": {"type": "string", "description": "The `iss` of every token tokensvc signs (TOKENSVC_ISSUER)."},
+            "jwks_uri": {"type": "string", "format": "uri"},
+            "response_types_supported": {"type": "array", "items": {"type": "string"}},
+            "subject_types_supported": {"type": "array", "items": {"enum": ["public"]}},
+            "id_token_signing_alg_values_supported": {"type": "array", "items": {"enum": ["ES256"]}},
+            "claims_supported": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}},
                "additionalProperties": {"type": "string"}},
 }
@@ -235,6 +248,11 @@ def own_paths() -> dict[str, dict[str, Any]]:
             "operationId": "FetchJwks", "tags": ["TokensvcSystem"], "security": _PUBLIC,
             "summary": "Public halves of the signing keys that may still verify",
             "responses": {"200": _json(_ref("JWKS"), "OK")},
+        }},
+        "/.well-known/openid-configuration": {"get": {
+            "operationId": "FetchOpenIdConfiguration", "tags": ["TokensvcSystem"], "security": _PUBLIC,
+            "summary": "OpenID Connect Discovery metadata: the issuer of tokensvc-signed tokens and its JWKS",
+            "responses": {"200": _json(_ref("OpenIdConfiguration"), "OK")},
         }},
         "/healthz": {"get": {
             "operationId": "FetchHealth", "tags": ["TokensvcSystem"], "security": _PUBLIC,
