@@ -12,7 +12,7 @@ from .. import errors, validation
 from ..auth import Principal
 from ..formats import iso8601
 from ..paging import page_meta, parse_page_request
-from ..store.users import UserFilters, get_user, is_online, page_key
+from ..store.users import UserFilters, page_key
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
 from . import push as push_api
@@ -153,21 +153,8 @@ async def _caller(request: Request) -> tuple[Principal, str]:
 
 async def fetch(request: Request) -> Response:
     principal, service_sid = await _caller(request)
-    key = request.state.user_key
-    c = ctx(request)
-    svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
-    if svc is None or svc["account_sid"] != principal.account_sid:
-        raise errors.not_found()
-    timeout = c.settings.presence_timeout
-
-    def fetch_(conn: Any) -> Any:
-        user = get_user(conn, service_sid=service_sid, key=key)
-        online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
-        return user, online
-
-    user, online = await c.db.read(fetch_)
-    # SPEC §9: users.notifiable is kept with the bindings (store/push.py), null until a first one.
-    notifiable = user["notifiable"] if svc["reachability_enabled"] else None
+    user, online, notifiable = await users_uc.fetch_user(ctx(request), account_sid=principal.account_sid,
+                                                         service_sid=service_sid, key=request.state.user_key)
     return json_response(user_to_json(user, base_url(request), is_online=online, is_notifiable=notifiable))
 
 

@@ -9,10 +9,19 @@ from .engine import READ_BUSY_MS, WRITE_BUSY_MS, is_busy, make_engine, sqlite_co
 from .futures import abandon, resolve, settle
 from .group_commit import GroupCommit
 from .postgres import AsyncPostgres
-from .sql import DriverSQL, driver_rows, first_row, insert_ignore, is_foreign_key_violation, named_rows, now
+from .sql import (
+    DriverSQL,
+    driver_insert,
+    driver_rows,
+    first_row,
+    insert_ignore,
+    is_foreign_key_violation,
+    named_rows,
+    now,
+)
 
 __all__ = [
     "READ_BUSY_MS", "WRITE_BUSY_MS", "AsyncPostgres", "Batcher", "Database", "DriverSQL", "GroupCommit", "abandon",
-    "driver_rows", "first_row", "insert_ignore", "is_busy", "is_foreign_key_violation", "make_engine", "named_rows",
-    "now", "resolve", "settle", "sqlite_connection",
+    "driver_insert", "driver_rows", "first_row", "insert_ignore", "is_busy", "is_foreign_key_violation",
+    "make_engine", "named_rows", "now", "resolve", "settle", "sqlite_connection",
 ]

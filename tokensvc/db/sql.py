@@ -81,6 +81,23 @@ class DriverSQL:
         return cls(sql, _PARAM.sub(lambda m: f"%({m.group(1)})s", pg.replace("%", "%%")))
 
 
+def driver_insert(by_dialect: Mapping[str, Any], table: Any) -> tuple[DriverSQL, dict[str, Any]]:
+    """An insert built per dialect (`{"sqlite": stmt, "postgresql": stmt}`) as the drivers' own
+    text (sqlite3's `:name`, psycopg's `%(name)s`), and the values of the `table`'s column
+    defaults it binds (what SQLAlchemy's execution would fill in)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    lite = by_dialect["sqlite"].compile(dialect=sqlite.dialect(paramstyle="named"))
+    pg = by_dialect["postgresql"].compile(dialect=postgresql.psycopg.dialect())
+    defaults: dict[str, Any] = {}
+    for key in lite.params:
+        default = table.c[key].default if key in table.c else None
+        if default is not None:
+            assert default.is_scalar, f"{table.name}.{key}: a driver's insert renders scalar column defaults only"
+            defaults[key] = default.arg
+    return DriverSQL(str(lite), str(pg)), defaults
+
+
 def driver_rows(conn: Connection, stmt: DriverSQL, params: Mapping[str, Any],
                 booleans: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], int]:
     """(rows by column name, rowcount) of one statement on the driver's cursor. A driver error

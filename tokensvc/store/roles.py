@@ -100,6 +100,20 @@ def check_role(conn: Connection, *, service_sid: str, role_sid: str, type: str, 
     return role_sid
 
 
+def role_named(conn: Connection, *, service_sid: str, value: str, type: str = "deployment",
+               param: str = "RoleSid") -> str:
+    """A role given by SID or by friendly name (the CLI: `--role`, an import's role column): a SID
+    as given (check_role decides where it is written), a name the SID of the one role of that type
+    that has it; 50102 when none or several have it."""
+    if is_sid("RL", value):
+        return value
+    sids = conn.execute(select(roles.c.sid).where(roles.c.service_sid == service_sid, roles.c.type == type,
+                                                  roles.c.friendly_name == value).limit(2)).scalars().all()
+    if len(sids) != 1:
+        raise errors.invalid_role(param)
+    return str(sids[0])
+
+
 def list_roles(conn: Connection, *, service_sid: str, req: PageRequest) -> Page:
     return fetch_page(conn, select(roles).where(roles.c.service_sid == service_sid), roles.c.id, req)
 

@@ -15,7 +15,7 @@ from ..store.outbox import API, Origin, sdk
 from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
-from ..store.users import NO_FILTERS, Unset, UserFilters, get_user
+from ..store.users import NO_FILTERS, Unset, UserFilters, get_user, is_online
 from ..store.users import create_user as store_create_user
 from ..store.users import delete_user as store_delete_user
 from ..store.users import list_users as store_list_users
@@ -130,6 +130,24 @@ async def update_user(c: Context, *, principal: Principal, origin: Origin = API,
 
     user = await c.db.run(update)
     return user, [UserUpdated(user)] if changes else []
+
+
+async def fetch_user(c: Context, *, account_sid: str, service_sid: str,
+                     key: str) -> tuple[Mapping[str, Any], bool | None, bool | None]:
+    """(user, is_online, is_notifiable) of GET /Users/{key}: both null unless the service has
+    reachability enabled (SPEC §3, §9); 404 for another account's service."""
+    svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
+    if svc is None or svc["account_sid"] != account_sid:
+        raise errors.not_found()
+    timeout = c.settings.presence_timeout
+
+    def fetch(conn: Any) -> tuple[Mapping[str, Any], bool | None]:
+        user = get_user(conn, service_sid=service_sid, key=key)
+        return user, is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
+
+    user, online = await c.db.read(fetch)
+    # users.notifiable is kept with the bindings (store/push.py), null until a first one
+    return user, online, user["notifiable"] if svc["reachability_enabled"] else None
 
 
 async def delete_user(c: Context, *, origin: Origin = API, account_sid: str, service_sid: str, key: str) -> Result:
