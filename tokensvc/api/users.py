@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..auth import Principal
-from ..store.users import get_user, is_online, list_users
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
 from . import push as push_api
@@ -33,7 +32,7 @@ from .routing import allow_header, dispatch, method_table
 async def list_(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    return await service_list(request, principal, service_sid, "users", list_users, user_to_json)
+    return await service_list(request, principal, service_sid, "users", users_uc.list_users, user_to_json)
 
 
 async def create(request: Request) -> Response:
@@ -108,22 +107,10 @@ async def _caller(request: Request) -> tuple[Principal, str]:
 
 async def fetch(request: Request) -> Response:
     principal, service_sid = await _caller(request)
-    key = request.state.user_key
-    c = ctx(request)
-    svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
-    if svc is None or svc["account_sid"] != principal.account_sid:
-        raise errors.not_found()
-    timeout = c.settings.presence_timeout
-
-    def fetch_(conn: Any) -> Any:
-        user = get_user(conn, service_sid=service_sid, key=key)
-        online = is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
-        return user, online
-
-    user, online = await c.db.read(fetch_)
-    # SPEC §9: users.notifiable is kept with the bindings (store/push.py), null until a first one.
-    notifiable = user["notifiable"] if svc["reachability_enabled"] else None
-    return json_response(user_to_json(user, base_url(request), is_online=online, is_notifiable=notifiable))
+    view = await users_uc.fetch_user(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                                     key=request.state.user_key)
+    return json_response(user_to_json(view.user, base_url(request), is_online=view.is_online,
+                                      is_notifiable=view.is_notifiable))
 
 
 async def delete(request: Request) -> Response:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import Connection
 
 from .. import errors
 from ..auth import Principal
 from ..context import Context
+from ..paging import Page, PageRequest
 from ..store import kicks, outbox
 from ..store.outbox import API, Origin, sdk
 from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
-from ..store.users import Unset, get_user
+from ..store.users import Unset, get_user, is_online
 from ..store.users import create_user as store_create_user
 from ..store.users import delete_user as store_delete_user
+from ..store.users import list_users as store_list_users
 from ..store.users import update_user as store_update_user
 from ..tokens import Verified
 from ..webhooks.pre import wants as pre_wants
@@ -144,3 +149,40 @@ async def delete_user(c: Context, *, origin: Origin = API, account_sid: str, ser
 
     user_sid = await c.db.run(remove)
     return user_sid, [UserRemoved(service_sid, user_sid)]
+
+
+@dataclass(frozen=True)
+class UserView:
+    """A user as a fetch shows it (SPEC §3, §9): presence and push reachability are null while the
+    service's reachability is off, or before the first connection / binding."""
+
+    user: Mapping[str, Any]
+    is_online: bool | None
+    is_notifiable: bool | None
+
+
+async def fetch_user(c: Context, *, account_sid: str, service_sid: str, key: str) -> UserView:
+    """The user of `key` (US SID or identity) in the account's service; 404 otherwise."""
+    svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
+    if svc is None or svc["account_sid"] != account_sid:
+        raise errors.not_found()
+    timeout = c.settings.presence_timeout
+    reachable = bool(svc["reachability_enabled"])
+
+    def read(conn: Connection) -> tuple[Mapping[str, Any], bool | None]:
+        user = get_user(conn, service_sid=service_sid, key=key)
+        return user, is_online(conn, user=user, timeout=timeout) if reachable else None
+
+    user, online = await c.db.read(read)
+    # users.notifiable is kept with the bindings (store/push.py), null until a first one.
+    return UserView(user, online, user["notifiable"] if reachable else None)
+
+
+async def list_users(c: Context, *, account_sid: str, service_sid: str, req: PageRequest) -> Page:
+    """One keyset page of the users of the account's service (404 for another account's)."""
+
+    def read(conn: Connection) -> Page:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        return store_list_users(conn, service_sid=service_sid, req=req)
+
+    return await c.db.read(read)
