@@ -178,8 +178,11 @@ async def fetch_user(c: Context, *, account_sid: str, service_sid: str, key: str
     return UserView(user, online, user["notifiable"] if reachable else None)
 
 
-async def list_users(c: Context, *, account_sid: str, service_sid: str, req: PageRequest) -> Page:
+async def list_users(c: Context, *, account_sid: str, service_sid: str, req: PageRequest,
+                     identity_prefix: str | None = None) -> Page:
     """One keyset page of the users of the account's service (404 for another account's)."""
+    if identity_prefix is not None:  # until the store's list filters land (branch filters)
+        raise errors.invalid_param("IdentityPrefix", "not supported yet")
 
     def read(conn: Connection) -> Page:
         get_service(conn, account_sid=account_sid, sid=service_sid)

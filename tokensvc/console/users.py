@@ -1,0 +1,131 @@
+"""Console pages for a service's users: the list (identity-prefix search, keyset paging), a user
+(every field, presence, channels, bindings), its edit and its deletion with a confirmation step.
+The rules are the use cases' (tokensvc/usecases/users.py), the same the API calls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import errors, validation
+from ..api.common import Form, ctx
+from ..paging import PageRequest
+from ..usecases import members as members_uc
+from ..usecases import push as push_uc
+from ..usecases import services as services_uc
+from ..usecases import users as users_uc
+from ..usecases.effects import apply
+from ..validation import MAX_IDENTITY
+from .pages import role_names
+from .web import PREFIX, Admin, action, html, listing, page, redirect
+
+FIRST_50 = PageRequest(50, 0, None)  # a user's channels and bindings: the first 50 of each
+
+
+@page
+async def users(request: Request, admin: Admin) -> Response:
+    """GET /console/services/{IS}/users[?prefix=…]: 50 a page, by keyset, searched by identity prefix."""
+    c = ctx(request)
+    sid = request.path_params["service_sid"]
+    prefix = request.query_params.get("prefix", "")
+    svc = await services_uc.get_service(c, account_sid=admin.account_sid, sid=sid)
+    values: dict[str, Any] = {"title": f"Users · {svc['friendly_name'] or sid}", "nav": "services", "service": svc,
+                              "search": prefix, "notice": "The user was deleted." if request.query_params.get(
+                                  "deleted") else None}
+    if len(prefix) > MAX_IDENTITY or "\x00" in prefix:
+        return html(request, "users.html", 400, users=[], roles={}, links={}, **values,
+                    error=f"Search for at most {MAX_IDENTITY} characters of an identity.")
+    asked = listing(request, f"{PREFIX}/services/{sid}/users", keep=(("prefix", prefix),) if prefix else ())
+    found = await users_uc.list_users(c, account_sid=admin.account_sid, service_sid=sid, req=asked.req,
+                                      identity_prefix=prefix or None)
+    return html(request, "users.html", users=[row._mapping for row in found.rows],
+                roles=await role_names(request, admin, sid), links=asked.links(found), error=None, **values)
+
+
+async def _user_page(request: Request, admin: Admin, *, status: int = 200, error: str | None = None,
+                     form: Mapping[str, str] | None = None, notice: str | None = None) -> Response:
+    c = ctx(request)
+    sid, key = request.path_params["service_sid"], request.path_params["user_sid"]
+    svc = await services_uc.get_service(c, account_sid=admin.account_sid, sid=sid)
+    view = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
+    user = view.user
+    _, channels = await members_uc.list_user_channels(c, account_sid=admin.account_sid, service_sid=sid,
+                                                      user_key=user["sid"], caller=None,
+                                                      page_request=lambda _: FIRST_50)
+    _, bindings = await push_uc.list_user_bindings(c, account_sid=admin.account_sid, service_sid=sid,
+                                                   user_key=user["sid"], owner_sid=None, types=(),
+                                                   page_request=lambda _: FIRST_50)
+    roles = await role_names(request, admin, sid)
+    shown = form or {"friendly_name": user["friendly_name"] or "", "attributes": user["attributes"] or "{}",
+                     "role_sid": user["role_sid"]}
+    return html(request, "user.html", status, title=f"{user['identity']} · {svc['friendly_name'] or sid}",
+                nav="services", service=svc, user=user, view=view, roles=roles, form=shown, error=error,
+                notice=notice, channels=[r._mapping for r in channels.rows], more_channels=channels.has_next,
+                bindings=[r._mapping for r in bindings.rows], more_bindings=bindings.has_next)
+
+
+@page
+async def user(request: Request, admin: Admin) -> Response:
+    saved = request.query_params.get("saved")
+    notice = {"1": "Changes saved.", "0": "Nothing to save: no field changed."}.get(saved or "")
+    return await _user_page(request, admin, notice=notice)
+
+
+def _changes(user: Mapping[str, Any], form: Mapping[str, str]) -> dict[str, Any]:
+    """The fields the admin changed, validated as the API validates them (50003, 50304, 50303)."""
+    changes: dict[str, Any] = {}
+    if form["friendly_name"] != (user["friendly_name"] or ""):
+        changes["friendly_name"] = validation.friendly_name(form["friendly_name"])
+    if form["attributes"] != (user["attributes"] or "{}"):
+        changes["attributes"] = validation.attributes(form["attributes"])
+    if form["role_sid"] != user["role_sid"]:
+        changes["role_sid"] = form["role_sid"]  # a deployment role of this service, or 50102
+    return changes
+
+
+@action
+async def edit_user(request: Request, admin: Admin, form: Form) -> Response:
+    """POST …/users/{US}/edit: friendly name, attributes, role through users.update_user."""
+    c = ctx(request)
+    sid, key = request.path_params["service_sid"], request.path_params["user_sid"]
+    given = {"friendly_name": form.get("friendly_name") or "",
+             # a browser sends a textarea's line breaks as CRLF; in JSON they are only whitespace
+             "attributes": (form.get("attributes") or "").replace("\r\n", "\n"),
+             "role_sid": form.get("role_sid") or ""}
+    view = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
+    try:
+        changes = _changes(view.user, given)
+        if not changes:
+            return redirect(f"{PREFIX}/services/{sid}/users/{view.user['sid']}?saved=0")
+        _, events = await users_uc.update_user(c, principal=admin.principal, caller=None, service_sid=sid,
+                                               key=view.user["sid"], changes=changes)
+    except errors.TwilioError as exc:
+        if exc.status == 404:
+            raise
+        return await _user_page(request, admin, status=exc.status, error=exc.message, form=given)
+    await apply(c, events)
+    return redirect(f"{PREFIX}/services/{sid}/users/{view.user['sid']}?saved=1")
+
+
+@page
+async def confirm_delete(request: Request, admin: Admin) -> Response:
+    c = ctx(request)
+    sid, key = request.path_params["service_sid"], request.path_params["user_sid"]
+    svc = await services_uc.get_service(c, account_sid=admin.account_sid, sid=sid)
+    view = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
+    return html(request, "user_delete.html", title=f"Delete {view.user['identity']}", nav="services", service=svc,
+                user=view.user)
+
+
+@action
+async def delete_user(request: Request, admin: Admin, form: Form) -> Response:
+    """POST …/users/{US}/delete, from the confirmation page: users.delete_user (tombstone, kicks,
+    onUserRemoved), then the list."""
+    c = ctx(request)
+    sid, key = request.path_params["service_sid"], request.path_params["user_sid"]
+    _, events = await users_uc.delete_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
+    await apply(c, events)
+    return redirect(f"{PREFIX}/services/{sid}/users?deleted=1")
