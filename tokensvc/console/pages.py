@@ -102,7 +102,7 @@ async def create_key(request: Request, admin: Admin, form: Form) -> Response:
         (row, secret), events = await api_keys_uc.create_api_key(c, account_sid=admin.account_sid,
                                                                  friendly_name=name)
     except errors.TwilioError as exc:
-        return await _keys_page(request, admin, status=exc.status, error=exc.message)
+        return await _keys_page(request, admin, status=exc.status, error=f"{exc.message} (error {exc.code})")
     await apply(c, events)
     return html(request, "key_created.html", 201, title="API key created", nav="keys", key=row, secret=secret)
 

@@ -105,7 +105,8 @@ async def edit_user(request: Request, admin: Admin, form: Form) -> Response:
     except errors.TwilioError as exc:
         if exc.status == 404:
             raise
-        return await _user_page(request, admin, status=exc.status, error=exc.message, form=given)
+        return await _user_page(request, admin, status=exc.status, error=f"{exc.message} (error {exc.code})",
+                                form=given)
     await apply(c, events)
     return redirect(f"{PREFIX}/services/{sid}/users/{view.user['sid']}?saved=1")
 
