@@ -11,13 +11,15 @@ belongs to), opaque to the caller and refused (21481) when altered or replayed o
 from __future__ import annotations
 
 import binascii
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Column, Connection, Select
+from sqlalchemy import Connection, Select, tuple_
+from sqlalchemy.sql.elements import ColumnElement
 
 from .errors import invalid_page_token, invalid_param, page_too_deep
 from .validation import integer
@@ -28,13 +30,18 @@ MAX_OFFSET_ROWS = 10_000
 MAX_ROW_ID = 2**31 - 1
 
 
+# Where a page starts after (or ends before): a row id for lists in creation order; for the
+# Users list filters (SPEC §11) the identity (IdentityPrefix) or (date_updated, sid) (UpdatedAfter).
+Key = int | str | tuple[int, str]
+
+
 @dataclass(frozen=True)
 class PageRequest:
     page_size: int
     page: int
     token: str | None
-    after: int | None = None  # rows with id > after
-    before: int | None = None  # rows with id < before (a previous page)
+    after: Key | None = None  # rows whose key is > after
+    before: Key | None = None  # rows whose key is < before (a previous page)
 
 
 class Sealer(Protocol):
@@ -47,32 +54,62 @@ class Sealer(Protocol):
 
 _SEALED = "v1:"  # SecretBox's format prefix, left out of the token
 MAX_TOKEN_LENGTH = 128
+# An identity cursor seals up to 256 characters (1,024 UTF-8 bytes): base64 of that, the nonce and the tag.
+MAX_IDENTITY_TOKEN_LENGTH = 2048
+ROW_ID, IDENTITY, UPDATED = "id", "identity", "updated"  # what a list's cursors hold (Cursors.kind)
+_UPDATED_KEY = re.compile(r"(0|[1-9][0-9]{0,18})\.([A-Z]{2}[0-9a-f]{32})")
 
 
 @dataclass(frozen=True)
 class Cursors:
-    """PageTokens of one list (`scope`: its path, e.g. /v2/Services/IS…/Users)."""
+    """PageTokens of one list (`scope`: its path, e.g. /v2/Services/IS…/Users) in one order
+    (`kind`): a row id (creation order), an identity, or (date_updated, sid). Each kind seals
+    under its own context, so a token of one order is refused (21481) by a list in another."""
 
     box: Sealer
     scope: str
+    kind: str = ROW_ID
 
-    def encode(self, direction: str, row_id: int) -> str:
-        sealed = self.box.encrypt(f"{direction}{row_id}", f"page-token:{self.scope}")
+    @property
+    def _context(self) -> str:
+        return f"page-token:{self.scope}" if self.kind == ROW_ID else f"page-token:{self.scope}#{self.kind}"
+
+    def encode(self, direction: str, key: Key) -> str:
+        if isinstance(key, tuple):
+            text = f"{key[0]}.{key[1]}"
+        else:
+            text = str(key)
+        sealed = self.box.encrypt(f"{direction}{text}", self._context)
         return "PT" + sealed[len(_SEALED):].rstrip("=")
 
-    def decode(self, token: str) -> tuple[str, int]:
-        """(direction, row id) of a token this list issued; 21481 for anything else."""
-        if not token.startswith("PT") or len(token) > MAX_TOKEN_LENGTH:
+    def decode(self, token: str) -> tuple[str, Key]:
+        """(direction, key) of a token this list issued; 21481 for anything else."""
+        limit = MAX_IDENTITY_TOKEN_LENGTH if self.kind == IDENTITY else MAX_TOKEN_LENGTH
+        if not token.startswith("PT") or len(token) > limit:
             raise invalid_page_token()
         body = token[2:]
         try:
-            raw = self.box.decrypt(_SEALED + body + "=" * (-len(body) % 4), f"page-token:{self.scope}")
+            raw = self.box.decrypt(_SEALED + body + "=" * (-len(body) % 4), self._context)
         except (InvalidTag, ValueError, binascii.Error, UnicodeDecodeError):
             raise invalid_page_token() from None
-        digits = raw[1:]
-        if raw[:1] not in ("n", "p") or not (digits.isascii() and digits.isdigit()) or int(digits) > MAX_ROW_ID:
+        direction, text = raw[:1], raw[1:]
+        if direction not in ("n", "p"):
             raise invalid_page_token()
-        return raw[0], int(raw[1:])
+        return direction, self._key(text)
+
+    def _key(self, text: str) -> Key:
+        if self.kind == IDENTITY:
+            if not text or "\x00" in text:
+                raise invalid_page_token()
+            return text
+        if self.kind == UPDATED:
+            match = _UPDATED_KEY.fullmatch(text)
+            if match is None or int(match[1]) >= 2**62:
+                raise invalid_page_token()
+            return int(match[1]), match[2]
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_ROW_ID:
+            raise invalid_page_token()
+        return int(text)
 
 
 def parse_page_request(query: Mapping[str, str], cursors: Cursors, *, max_size: int = 100,
@@ -107,17 +144,35 @@ class Page:
     has_previous: bool
 
 
-def fetch_page(conn: Connection, stmt: Select, id_col: Column, req: PageRequest) -> Page:
-    """Run a filtered SELECT as one keyset page in creation order."""
+Order = ColumnElement[Any] | tuple[ColumnElement[Any], ...]
+
+
+def _beyond(cols: tuple[ColumnElement[Any], ...], key: Key, *, after: bool) -> ColumnElement[bool]:
+    """Rows past `key` in the order of `cols`; several columns compare as a row value, `(a, b) >
+    (x, y)`, which SQLite (3.15+) and PostgreSQL both take as one index range."""
+    values = key if isinstance(key, tuple) else (key,)
+    if len(values) != len(cols):
+        raise invalid_page_token()
+    if len(cols) == 1:
+        return cols[0] > values[0] if after else cols[0] < values[0]
+    left, right = tuple_(*cols), tuple_(*values, types=[c.type for c in cols])
+    return left > right if after else left < right
+
+
+def fetch_page(conn: Connection, stmt: Select, order: Order, req: PageRequest) -> Page:
+    """Run a filtered SELECT as one keyset page in the order of `order` (a unique column, the row
+    id for creation order, or a tuple of columns ending in a unique one)."""
+    cols = order if isinstance(order, tuple) else (order,)
     n = req.page_size
     if req.before is not None:
-        rows = conn.execute(stmt.where(id_col < req.before).order_by(id_col.desc()).limit(n + 1)).all()
+        rows = conn.execute(stmt.where(_beyond(cols, req.before, after=False))
+                            .order_by(*(c.desc() for c in cols)).limit(n + 1)).all()
         has_previous = len(rows) > n
         return Page(list(reversed(rows[:n])), True, has_previous and req.page > 0)
     if req.after is not None:
-        rows = conn.execute(stmt.where(id_col > req.after).order_by(id_col).limit(n + 1)).all()
+        rows = conn.execute(stmt.where(_beyond(cols, req.after, after=True)).order_by(*cols).limit(n + 1)).all()
         return Page(rows[:n], len(rows) > n, req.page > 0)
-    rows = conn.execute(stmt.order_by(id_col).offset(req.page * n).limit(n + 1)).all()
+    rows = conn.execute(stmt.order_by(*cols).offset(req.page * n).limit(n + 1)).all()
     return Page(rows[:n], len(rows) > n, req.page > 0)
 
 

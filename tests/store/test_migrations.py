@@ -176,7 +176,8 @@ def test_upgrade_from_previous_revision_keeps_the_data(empty_url: str, tmp_path:
         upgrade(engine)
         assert revision_of(engine) == head_revision()
         assert differences(engine) == []
-        assert "ix_users_role_sid" in {i["name"] for i in inspect(engine).get_indexes("users")}
+        # 0002's index on role_sid, widened to (role_sid, id) by 0010 (the RoleSid list filter)
+        assert "ix_users_role_id" in {i["name"] for i in inspect(engine).get_indexes("users")}
         with engine.connect() as conn:
             counts = {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE {col} = :acc"),
                                       {"acc": d["account"]}).scalar()

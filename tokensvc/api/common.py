@@ -13,7 +13,7 @@ from starlette.responses import Response
 from .. import errors, urls
 from ..auth import Principal
 from ..context import Context
-from ..paging import Cursors, Page, PageRequest, page_meta, parse_page_request
+from ..paging import ROW_ID, Cursors, Page, PageRequest, page_meta, parse_page_request
 from ..store.outbox import Origin, sdk
 from ..usecases.effects import apply
 from ..usecases.users import provision_user
@@ -197,9 +197,9 @@ async def service_list(request: Request, principal: Principal, service_sid: str,
                           "meta": page_meta(f"{base}{path}", key, cursors, req, page)})
 
 
-def page_cursors(request: Request, path: str) -> Cursors:
-    """The PageToken codec of the list at `path` (sealed with the app's secret box)."""
-    return Cursors(ctx(request).box, path)
+def page_cursors(request: Request, path: str, kind: str = ROW_ID) -> Cursors:
+    """The PageToken codec of the list at `path` in the order `kind` (sealed with the app's secret box)."""
+    return Cursors(ctx(request).box, path, kind)
 
 
 class OwnedPage:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
 from ..auth import Principal
+from ..formats import iso8601
+from ..paging import page_meta, parse_page_request
+from ..store.users import UserFilters, page_key
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
 from . import push as push_api
@@ -21,18 +24,61 @@ from .common import (
     empty_response,
     json_response,
     origin,
+    page_cursors,
+    query,
+    query_values,
     read_form,
     require_admin,
-    service_list,
 )
 from .render import user_to_json
 from .routing import allow_header, dispatch, method_table
+
+FILTERS = ("Identity", "IdentityPrefix", "RoleSid", "UpdatedAfter")  # SPEC §11, tokensvc extensions
+
+
+def _filters(request: Request) -> UserFilters:
+    values = query_values(request)
+
+    def one(name: str) -> str | None:
+        given = values.get(name)
+        if given is not None and len(given) > 1:
+            raise errors.invalid_param(name, "may be given once")
+        return given[0] if given else None
+
+    return users_uc.user_filters(identities=values.get("Identity", ()), identity_prefix=one("IdentityPrefix"),
+                                 role_sid=one("RoleSid"), updated_after=one("UpdatedAfter"))
+
+
+def _filter_query(filters: UserFilters) -> str:
+    """The filters as they go on every page URL (a date in SPEC §1's form)."""
+    pairs = [("Identity", identity) for identity in filters.identities]
+    if filters.identity_prefix is not None:
+        pairs.append(("IdentityPrefix", filters.identity_prefix))
+    if filters.role_sid is not None:
+        pairs.append(("RoleSid", filters.role_sid))
+    if filters.updated_after is not None:
+        pairs.append(("UpdatedAfter", iso8601(filters.updated_after)))
+    return urlencode(pairs)
 
 
 async def list_(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    return await service_list(request, principal, service_sid, "users", users_uc.list_users, user_to_json)
+    filters = _filters(request)
+    path = f"/v2/Services/{service_sid}/Users"
+    cursors = page_cursors(request, path, filters.order)
+    req = parse_page_request(query(request), cursors)
+    page = await users_uc.list_users(ctx(request), principal=principal, service_sid=service_sid, req=req,
+                                     filters=filters)
+    base = base_url(request)
+    order = filters.order
+    meta = page_meta(f"{base}{path}", "users", cursors, req, page, row_id=lambda r: page_key(r, order))
+    extra = _filter_query(filters)
+    if extra:
+        for link in ("first_page_url", "previous_page_url", "url", "next_page_url"):
+            if meta[link] is not None:
+                meta[link] += "&" + extra
+    return json_response({"users": [user_to_json(row._mapping, base) for row in page.rows], "meta": meta})
 
 
 async def create(request: Request) -> Response:

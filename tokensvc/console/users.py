@@ -13,12 +13,12 @@ from starlette.responses import Response
 from .. import errors, validation
 from ..api.common import Form, ctx
 from ..paging import PageRequest
+from ..store.users import NO_FILTERS, page_key
 from ..usecases import members as members_uc
 from ..usecases import push as push_uc
 from ..usecases import services as services_uc
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
-from ..validation import MAX_IDENTITY
 from .pages import role_names
 from .web import PREFIX, Admin, action, html, listing, page, redirect
 
@@ -27,7 +27,8 @@ FIRST_50 = PageRequest(50, 0, None)  # a user's channels and bindings: the first
 
 @page
 async def users(request: Request, admin: Admin) -> Response:
-    """GET /console/services/{IS}/users[?prefix=…]: 50 a page, by keyset, searched by identity prefix."""
+    """GET /console/services/{IS}/users[?prefix=…]: 50 a page by keyset, searched by identity
+    prefix with the API's IdentityPrefix filter (one index range, in identity order)."""
     c = ctx(request)
     sid = request.path_params["service_sid"]
     prefix = request.query_params.get("prefix", "")
@@ -35,12 +36,15 @@ async def users(request: Request, admin: Admin) -> Response:
     values: dict[str, Any] = {"title": f"Users · {svc['friendly_name'] or sid}", "nav": "services", "service": svc,
                               "search": prefix, "notice": "The user was deleted." if request.query_params.get(
                                   "deleted") else None}
-    if len(prefix) > MAX_IDENTITY or "\x00" in prefix:
-        return html(request, "users.html", 400, users=[], roles={}, links={}, **values,
-                    error=f"Search for at most {MAX_IDENTITY} characters of an identity.")
-    asked = listing(request, f"{PREFIX}/services/{sid}/users", keep=(("prefix", prefix),) if prefix else ())
-    found = await users_uc.list_users(c, account_sid=admin.account_sid, service_sid=sid, req=asked.req,
-                                      identity_prefix=prefix or None)
+    try:
+        filters = users_uc.user_filters(identity_prefix=prefix) if prefix else NO_FILTERS
+    except errors.TwilioError as exc:
+        return html(request, "users.html", exc.status, users=[], roles={}, links={}, **values,
+                    error=f"{exc.message} (error {exc.code})")
+    order = filters.order
+    asked = listing(request, f"{PREFIX}/services/{sid}/users", keep=(("prefix", prefix),) if prefix else (),
+                    kind=order, row_key=lambda row: page_key(row, order))
+    found = await users_uc.list_users(c, principal=admin.principal, service_sid=sid, req=asked.req, filters=filters)
     return html(request, "users.html", users=[row._mapping for row in found.rows],
                 roles=await role_names(request, admin, sid), links=asked.links(found), error=None, **values)
 

@@ -20,7 +20,7 @@ from ..api.common import Form, ctx, query, read_form
 from ..api.routing import DeclaredRoute, allow_header, dispatch, method_table
 from ..auth import Principal
 from ..formats import iso8601
-from ..paging import Cursors, PageRequest, page_links, parse_page_request
+from ..paging import ROW_ID, Cursors, PageRequest, page_links, parse_page_request
 from ..paging import Page as PagingPage
 from .session import COOKIE, Session, Sessions
 
@@ -211,22 +211,25 @@ def csrf_refused() -> errors.TwilioError:
 @dataclass(frozen=True)
 class Listing:
     """One page of a console list: the API's paging (PageSize, Page, PageToken; keyset cursors
-    sealed to this list) with links that keep the list's own query (a search)."""
+    sealed to this list and its order) with links that keep the list's own query (a search)."""
 
     req: PageRequest
     cursors: Cursors
     path: str
     keep: tuple[tuple[str, str], ...] = ()
+    row_key: Callable[[Any], Any] = lambda row: row.id
 
     def links(self, page: PagingPage) -> dict[str, str | None]:
-        found = page_links(self.path, self.cursors, self.req, page)
+        found = page_links(self.path, self.cursors, self.req, page, self.row_key)
         extra = ("&" + urlencode(self.keep)) if self.keep else ""
         return {"first": found.first + extra if self.req.page else None,
                 "previous": found.previous + extra if found.previous else None,
                 "next": found.next + extra if found.next else None}
 
 
-def listing(request: Request, path: str, *, keep: tuple[tuple[str, str], ...] = (), size: int = 50) -> Listing:
-    """The page asked for of the list at `path` (400 20001 / 21481 pages for bad paging values)."""
-    cursors = Cursors(ctx(request).box, path + ("?" + urlencode(keep) if keep else ""))
-    return Listing(parse_page_request(query(request), cursors, default_size=size), cursors, path, keep)
+def listing(request: Request, path: str, *, keep: tuple[tuple[str, str], ...] = (), size: int = 50,
+            kind: str = ROW_ID, row_key: Callable[[Any], Any] = lambda row: row.id) -> Listing:
+    """The page asked for of the list at `path` (400 20001 / 21481 pages for bad paging values);
+    `kind` and `row_key`: its order, when not creation order (paging.Cursors)."""
+    cursors = Cursors(ctx(request).box, path + ("?" + urlencode(keep) if keep else ""), kind)
+    return Listing(parse_page_request(query(request), cursors, default_size=size), cursors, path, keep, row_key)

@@ -102,15 +102,25 @@ class User(SQLModel, table=True):
         UniqueConstraint("service_sid", "identity", name="uq_users_service_identity"),
         # Keyset paging: WHERE service_sid = ? AND id > ? ORDER BY id.
         Index("ix_users_service_id", "service_sid", "id"),
+        # The list filters of SPEC §11 (store/users.list_users, migration 0010), each one index
+        # range: RoleSid in creation order (a role belongs to one service; deleting a role asks
+        # whether any user holds it), UpdatedAfter in (date_updated, sid) order. IdentityPrefix
+        # ranges over uq_users_service_identity, in byte order (the column's collation).
+        Index("ix_users_role_id", "role_sid", "id"),
+        Index("ix_users_service_updated", "service_sid", "date_updated", "sid"),
     )
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     sid: str = Field(sa_column=Column(String(34), unique=True, nullable=False))
     account_sid: str = Field(sa_column=Column(String(34), nullable=False))
     service_sid: str = Field(sa_column=_fk("services.sid", index=False))
-    # Indexed: deleting a role asks whether any user still holds it (migration 0002), and so
+    # Indexed (ix_users_role_id): deleting a role asks whether any user still holds it, and so
     # does the foreign key's check.
-    role_sid: str = Field(sa_column=Column(String(34), _role_fk("fk_users_role_sid"), nullable=False, index=True))
-    identity: str = Field(sa_column=Column(String(256), nullable=False))
+    role_sid: str = Field(sa_column=Column(String(34), _role_fk("fk_users_role_sid"), nullable=False))
+    # PostgreSQL: collation "C" (byte order, as SQLite's BINARY), so an IdentityPrefix is one
+    # exact range of the unique index whatever the database's locale (en_US would put "B"
+    # between "a" and "b"). Equality, and so uniqueness, is byte equality under any collation.
+    identity: str = Field(sa_column=Column(String(256).with_variant(String(256, collation="C"), "postgresql"),
+                                           nullable=False))
     attributes: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     friendly_name: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
     joined_channels_count: int = 0

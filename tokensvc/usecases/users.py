@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 
-from .. import errors
+from .. import errors, validation
 from ..auth import Principal
 from ..context import Context
 from ..paging import Page, PageRequest
+from ..sids import is_sid
 from ..store import kicks, outbox
 from ..store.outbox import API, Origin, sdk
 from ..store.provision import ensure_token_user, ensure_user
 from ..store.roles import role_permissions
 from ..store.services import get_service
-from ..store.users import Unset, get_user, is_online
+from ..store.users import NO_FILTERS, Unset, UserFilters, get_user, is_online
 from ..store.users import create_user as store_create_user
 from ..store.users import delete_user as store_delete_user
 from ..store.users import list_users as store_list_users
@@ -178,14 +179,46 @@ async def fetch_user(c: Context, *, account_sid: str, service_sid: str, key: str
     return UserView(user, online, user["notifiable"] if reachable else None)
 
 
-async def list_users(c: Context, *, account_sid: str, service_sid: str, req: PageRequest,
-                     identity_prefix: str | None = None) -> Page:
-    """One keyset page of the users of the account's service (404 for another account's)."""
-    if identity_prefix is not None:  # until the store's list filters land (branch filters)
-        raise errors.invalid_param("IdentityPrefix", "not supported yet")
+def _filter_text(name: str, value: str) -> str:
+    if "\x00" in value:
+        raise errors.invalid_param(name, "must not contain NUL characters")
+    if not validation.is_text(value):
+        raise errors.invalid_param(name, "must be Unicode text")
+    return value
 
-    def read(conn: Connection) -> Page:
-        get_service(conn, account_sid=account_sid, sid=service_sid)
-        return store_list_users(conn, service_sid=service_sid, req=req)
 
-    return await c.db.read(read)
+def user_filters(*, identities: Iterable[str] = (), identity_prefix: str | None = None,
+                 role_sid: str | None = None, updated_after: str | None = None) -> UserFilters:
+    """The Users list filters of SPEC §11 from their text (query parameters, CLI options, the
+    console's search), or 400 20001 naming the one that is malformed."""
+    exact = tuple(_filter_text("Identity", value) for value in identities)
+    if identity_prefix is not None:
+        _filter_text("IdentityPrefix", identity_prefix)
+        if identity_prefix == "":
+            raise errors.invalid_param("IdentityPrefix", "must not be empty")
+        if len(identity_prefix) > validation.MAX_IDENTITY:
+            raise errors.invalid_param("IdentityPrefix", f"must be at most {validation.MAX_IDENTITY} characters, "
+                                                         "as an identity is")
+    if role_sid is not None and not is_sid("RL", role_sid):
+        raise errors.invalid_param("RoleSid", "must be a Role SID (RL and 32 hexadecimal digits)")
+    after = None
+    if updated_after is not None:
+        after = validation.iso_date(updated_after, errors.invalid_param(
+            "UpdatedAfter", "must be an ISO 8601 date and time, like 2016-03-24T21:05:19Z"))
+    return UserFilters(exact, identity_prefix, role_sid, after)
+
+
+async def list_users(c: Context, *, principal: Principal, service_sid: str, req: PageRequest,
+                     filters: UserFilters = NO_FILTERS) -> Page:
+    """A page of the service's users (SPEC §3), filtered (§11: Basic callers only, a client token
+    403 20403); 404 when the service is not the caller's account's. `req`'s cursor is of the
+    kind `filters.order` names."""
+    if filters and principal.is_client:
+        raise errors.forbidden("Users list filters are for Basic-authenticated callers")
+
+    def listing(conn: Any) -> Page:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return store_list_users(conn, service_sid=service_sid, req=req, filters=filters)
+
+    return await c.db.read(listing)
+
