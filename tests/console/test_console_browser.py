@@ -194,6 +194,24 @@ def test_users_paging(page: Page, srv: Server) -> None:
     assert rows.locator("td:first-child").all_inner_texts() == identities[:50]
 
 
+def test_search_by_identity_prefix(page: Page, srv: Server) -> None:
+    sid = new_service(srv, "search", users=["zoe@example.com", "zed@example.com", "Zack@example.com",
+                                            "amy@example.com"])
+    sign_in(page, srv)
+    page.goto(f"/console/services/{sid}/users")
+    expect(page.locator("tbody tr")).to_have_count(4)
+    page.get_by_role("searchbox", name="Identity starts with").fill("z")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/users?prefix=z")
+    assert page.locator("tbody tr td:first-child").all_inner_texts() == ["zed@example.com", "zoe@example.com"]
+    expect(page.get_by_role("searchbox", name="Identity starts with")).to_have_value("z")
+    page.get_by_role("searchbox", name="Identity starts with").fill("q")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text("No user’s identity starts with “q”.")).to_be_visible()
+    page.get_by_role("link", name="Clear the search").click()
+    expect(page.locator("tbody tr")).to_have_count(4)
+
+
 def test_edit_a_user(page: Page, srv: Server) -> None:
     sid = new_service(srv, "edit", users=["edith@example.com"])
     sign_in(page, srv)

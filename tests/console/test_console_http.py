@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from starlette.testclient import TestClient
+from twilio.request_validator import RequestValidator
 
 from conftest import Api, assert_error, basic, database_url, start_server
 from console_helpers import Console, csrf_of, set_cookies
@@ -18,6 +23,7 @@ from tokensvc.app import create_app
 from tokensvc.config import Settings
 from tokensvc.console.session import COOKIE
 from tokensvc.store.accounts import create_account, rotate_token
+from webhook_receiver import serve
 
 
 @pytest.fixture
@@ -150,9 +156,6 @@ def test_an_altered_or_foreign_cookie_is_no_session(api: Api, service: dict) -> 
     value = c.jar.get(COOKIE, path="/console")
     payload, mac = value.split(".")
     other_sid, _ = api.new_account()
-    import base64
-    import json
-
     data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data["a"] = other_sid
     forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode() + "." + mac
@@ -353,6 +356,33 @@ def test_edit_goes_through_update_user_and_shows_the_result(api: Api, service: d
     assert api.get(f"/v2/Services/{service['sid']}/Users/{user['sid']}").json()["date_updated"] == after["date_updated"]
 
 
+def test_console_changes_post_their_webhooks_as_api_calls(api: Api, service: dict) -> None:
+    """The use cases' events apply (SPEC §10): an edit posts onUserUpdated and a deletion
+    onUserRemoved, Source=API, signed with the account's token."""
+    receiver_gen = serve()
+    receiver = next(receiver_gen)
+    try:
+        r = api.post(f"/v2/Services/{service['sid']}", {"PostWebhookUrl": receiver.url,
+                                                         "WebhookFilters": ["onUserUpdated", "onUserRemoved"]})
+        assert r.status_code == 200, r.text
+        user = new_user(api, service["sid"], "kim")
+        c = signed_in(api)
+        path = f"/console/services/{service['sid']}/users/{user['sid']}"
+        assert c.post(f"{path}/edit", {"csrf_token": c.csrf(path), "friendly_name": "Kim", "attributes": "{}",
+                                       "role_sid": user["role_sid"]}).status_code == 303
+        [updated] = receiver.wait(1, EventType="onUserUpdated")
+        assert updated.params["FriendlyName"] == "Kim" and updated.params["Source"] == "API"
+        assert "ClientIdentity" not in updated.params
+        assert c.post(f"{path}/delete", {"csrf_token": c.csrf(path)}).status_code == 303
+        [removed] = receiver.wait(1, EventType="onUserRemoved")
+        assert removed.params["UserSid"] == user["sid"]
+        validator = RequestValidator(api.auth_token)
+        for hit in (updated, removed):
+            assert validator.validate(hit.url, hit.params, hit.headers.get("x-twilio-signature", ""))
+    finally:
+        receiver_gen.close()
+
+
 def test_delete_asks_first_then_deletes_through_delete_user(api: Api, service: dict) -> None:
     user = new_user(api, service["sid"], "ivy@example.com")
     c = signed_in(api)
@@ -382,6 +412,38 @@ def test_users_list_pages_by_keyset_and_every_user_appears_once(api: Api, servic
         pages += 1
     assert pages == 2
     assert seen == [f"u{i:02d}" for i in range(57)]
+
+
+def test_search_by_identity_prefix_is_literal_case_sensitive_and_paged(api: Api, service: dict) -> None:
+    tricky = ["ab-%", "ab_1", "abc", "Abc", "abd", "a%c", "xyz"]
+    paged = [f"pre-{i:02d}" for i in range(55)]
+    for identity in tricky + paged[::-1]:  # created in reverse: the search's order is the identity's
+        new_user(api, service["sid"], identity)
+    c = signed_in(api)
+    base = f"/console/services/{service['sid']}/users"
+
+    def names(url: str) -> tuple[list[str], str | None]:
+        r = c.page(url)
+        assert r.status_code == 200, (url, r.text[:300])
+        nxt = re.search(r'href="([^"]+)" rel="next"', r.text)
+        return ([html_unescape(n) for n in re.findall(r'/users/US[0-9a-f]{32}">([^<]+)</a>', r.text)],
+                nxt.group(1).replace("&amp;", "&") if nxt else None)
+
+    for prefix, expected in (("ab", ["ab-%", "ab_1", "abc", "abd"]), ("ab-%", ["ab-%"]), ("a%", ["a%c"]),
+                             ("A", ["Abc"]), ("ab_", ["ab_1"]), ("zz", [])):
+        found, nxt = names(f"{base}?{urlencode({'prefix': prefix})}")
+        assert (found, nxt) == (expected, None), prefix
+    first, nxt = names(f"{base}?prefix=pre-")
+    assert first == paged[:50] and nxt is not None and "prefix=pre-" in nxt and "PageToken=PT" in nxt
+    rest, last = names(nxt)
+    assert rest == paged[50:] and last is None
+    # a cursor of the unfiltered list (creation order) is no cursor of the search (identity order)
+    plain_next = re.search(r'href="([^"]+)" rel="next"', c.page(base).text).group(1).replace("&amp;", "&")
+    token = plain_next.split("PageToken=")[1].split("&")[0]
+    r = c.page(f"{base}?prefix=pre-&PageToken={token}")
+    assert r.status_code == 400 and "error 21481" in r.text
+    r = c.page(f"{base}?prefix=" + "p" * 257)
+    assert r.status_code == 400 and "(error 20001)" in r.text
 
 
 def test_api_key_secret_is_shown_once_and_works(api: Api) -> None:
