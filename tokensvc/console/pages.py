@@ -12,7 +12,6 @@ from starlette.responses import Response
 from .. import errors, validation
 from ..api.common import Form, ctx, json_response
 from ..api.render import error_response
-from ..paging import PageRequest
 from ..usecases import api_keys as api_keys_uc
 from ..usecases import presence as presence_uc
 from ..usecases import roles as roles_uc
@@ -21,14 +20,11 @@ from ..usecases import signing_keys as signing_uc
 from ..usecases.effects import apply
 from .web import PREFIX, Admin, action, html, listing, page, redirect, signed_in
 
-ROLES_PAGE = PageRequest(100, 0, None)  # a service has a handful of roles; 100 shown at most
 
-
-async def role_names(request: Request, admin: Admin, service_sid: str) -> dict[str, dict[str, Any]]:
-    """The service's roles by SID (for names in lists and the role choice of a user)."""
-    found = await roles_uc.list_roles(ctx(request), account_sid=admin.account_sid, service_sid=service_sid,
-                                      req=ROLES_PAGE)
-    return {row.sid: dict(row._mapping) for row in found.rows}
+async def service_and_roles(request: Request, admin: Admin, service_sid: str) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The service and its roles by SID (names in lists, the role choice of a user), in one read."""
+    svc, found = await roles_uc.service_and_roles(ctx(request), account_sid=admin.account_sid, service_sid=service_sid)
+    return svc, {row.sid: dict(row._mapping) for row in found.rows}
 
 
 @page
@@ -43,9 +39,8 @@ async def services(request: Request, admin: Admin) -> Response:
 async def service(request: Request, admin: Admin) -> Response:
     c = ctx(request)
     sid = request.path_params["service_sid"]
-    svc = await services_uc.get_service(c, account_sid=admin.account_sid, sid=sid)
+    svc, roles = await service_and_roles(request, admin, sid)
     online = await presence_uc.online_count(c, account_sid=admin.account_sid, service_sid=sid)
-    roles = await role_names(request, admin, sid)
     return html(request, "service.html", title=svc["friendly_name"] or sid, nav="services", service=svc,
                 online=online, roles=roles, filters=json.loads(svc["webhook_filters"]))
 

@@ -19,7 +19,7 @@ from ..usecases import push as push_uc
 from ..usecases import services as services_uc
 from ..usecases import users as users_uc
 from ..usecases.effects import apply
-from .pages import role_names
+from .pages import service_and_roles
 from .web import PREFIX, Admin, action, html, listing, page, redirect
 
 FIRST_50 = PageRequest(50, 0, None)  # a user's channels and bindings: the first 50 of each
@@ -32,28 +32,29 @@ async def users(request: Request, admin: Admin) -> Response:
     c = ctx(request)
     sid = request.path_params["service_sid"]
     prefix = request.query_params.get("prefix", "")
-    svc = await services_uc.get_service(c, account_sid=admin.account_sid, sid=sid)
+    svc, roles = await service_and_roles(request, admin, sid)
     values: dict[str, Any] = {"title": f"Users · {svc['friendly_name'] or sid}", "nav": "services", "service": svc,
                               "search": prefix, "notice": "The user was deleted." if request.query_params.get(
                                   "deleted") else None}
     try:
         filters = users_uc.user_filters(identity_prefix=prefix) if prefix else NO_FILTERS
     except errors.TwilioError as exc:
-        return html(request, "users.html", exc.status, users=[], roles={}, links={}, **values,
+        return html(request, "users.html", exc.status, users=[], role_names={}, links={}, **values,
                     error=f"{exc.message} (error {exc.code})")
     order = filters.order
     asked = listing(request, f"{PREFIX}/services/{sid}/users", keep=(("prefix", prefix),) if prefix else (),
                     kind=order, row_key=lambda row: page_key(row, order))
     found = await users_uc.list_users(c, principal=admin.principal, service_sid=sid, req=asked.req, filters=filters)
-    return html(request, "users.html", users=[row._mapping for row in found.rows],
-                roles=await role_names(request, admin, sid), links=asked.links(found), error=None, **values)
+    names = {role_sid: role["friendly_name"] for role_sid, role in roles.items()}
+    return html(request, "users.html", users=[row._mapping for row in found.rows], role_names=names,
+                links=asked.links(found), error=None, **values)
 
 
 async def _user_page(request: Request, admin: Admin, *, status: int = 200, error: str | None = None,
                      form: Mapping[str, str] | None = None, notice: str | None = None) -> Response:
     c = ctx(request)
     sid, key = request.path_params["service_sid"], request.path_params["user_sid"]
-    svc = await services_uc.get_service(c, account_sid=admin.account_sid, sid=sid)
+    svc, roles = await service_and_roles(request, admin, sid)
     view = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
     user = view.user
     _, channels = await members_uc.list_user_channels(c, account_sid=admin.account_sid, service_sid=sid,
@@ -62,7 +63,6 @@ async def _user_page(request: Request, admin: Admin, *, status: int = 200, error
     _, bindings = await push_uc.list_user_bindings(c, account_sid=admin.account_sid, service_sid=sid,
                                                    user_key=user["sid"], owner_sid=None, types=(),
                                                    page_request=lambda _: FIRST_50)
-    roles = await role_names(request, admin, sid)
     shown = form or {"friendly_name": user["friendly_name"] or "", "attributes": user["attributes"] or "{}",
                      "role_sid": user["role_sid"]}
     return html(request, "user.html", status, title=f"{user['identity']} · {svc['friendly_name'] or sid}",
