@@ -518,6 +518,20 @@ def test_pages_carry_security_headers_and_load_nothing_from_elsewhere(api: Api, 
         assert "<style" not in r.text and "style=" not in r.text and "<script>" not in r.text
 
 
+def test_what_users_wrote_is_escaped_never_markup(api: Api, service: dict) -> None:
+    evil = '<script>alert(1)</script>"x'
+    user = new_user(api, service["sid"], evil, FriendlyName='<img src=x onerror=alert(2)>',
+                    Attributes='{"a": "</pre><script>alert(3)</script>"}')
+    c = signed_in(api)
+    for path in (f"/console/services/{service['sid']}/users", f"/console/services/{service['sid']}/users/{user['sid']}",
+                 f"/console/services/{service['sid']}/users?{urlencode({'prefix': '<script>'})}"):
+        r = c.page(path)
+        assert r.status_code == 200, path
+        assert "<script>" not in r.text and "<img" not in r.text, path
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;x" in c.page(
+        f"/console/services/{service['sid']}/users/{user['sid']}").text
+
+
 def test_no_identity_attribute_or_secret_reaches_a_log_line(api: Api, service: dict,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     identity, attributes = "secret-person@example.com", '{"ssn": "078-05-1120"}'

@@ -97,10 +97,10 @@ class Sessions:
     def open(self, cookie: str | None, *, now: int) -> Session | None:
         """The session of a cookie we signed that has not expired, else None. Still to check:
         `bound_to` the account's current token."""
-        if not cookie or len(cookie) > _MAX_COOKIE or cookie.count(".") != 1:
-            return None
+        if not cookie or len(cookie) > _MAX_COOKIE or cookie.count(".") != 1 or not cookie.isascii():
+            return None  # ours are base64url and one dot: anything else is not worth a MAC
         payload, mac = cookie.split(".")
-        if not hmac.compare_digest(mac.encode("ascii", "replace"), self._mac(payload).encode("ascii")):
+        if not hmac.compare_digest(mac.encode("ascii"), self._mac(payload).encode("ascii")):
             return None
         try:
             data = json.loads(_unb64(payload))
