@@ -153,10 +153,9 @@ async def _caller(request: Request) -> tuple[Principal, str]:
 
 async def fetch(request: Request) -> Response:
     principal, service_sid = await _caller(request)
-    view = await users_uc.fetch_user(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
-                                     key=request.state.user_key)
-    return json_response(user_to_json(view.user, base_url(request), is_online=view.is_online,
-                                      is_notifiable=view.is_notifiable))
+    user, online, notifiable = await users_uc.fetch_user(ctx(request), account_sid=principal.account_sid,
+                                                         service_sid=service_sid, key=request.state.user_key)
+    return json_response(user_to_json(user, base_url(request), is_online=online, is_notifiable=notifiable))
 
 
 async def delete(request: Request) -> Response:

@@ -55,8 +55,7 @@ async def _user_page(request: Request, admin: Admin, *, status: int = 200, error
     c = ctx(request)
     sid, key = request.path_params["service_sid"], request.path_params["user_sid"]
     svc, roles = await service_and_roles(request, admin, sid)
-    view = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
-    user = view.user
+    user, online, notifiable = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
     _, channels = await members_uc.list_user_channels(c, account_sid=admin.account_sid, service_sid=sid,
                                                       user_key=user["sid"], caller=None,
                                                       page_request=lambda _: FIRST_50)
@@ -66,9 +65,10 @@ async def _user_page(request: Request, admin: Admin, *, status: int = 200, error
     shown = form or {"friendly_name": user["friendly_name"] or "", "attributes": user["attributes"] or "{}",
                      "role_sid": user["role_sid"]}
     return html(request, "user.html", status, title=f"{user['identity']} · {svc['friendly_name'] or sid}",
-                nav="services", service=svc, user=user, view=view, roles=roles, form=shown, error=error,
-                notice=notice, channels=[r._mapping for r in channels.rows], more_channels=channels.has_next,
-                bindings=[r._mapping for r in bindings.rows], more_bindings=bindings.has_next)
+                nav="services", service=svc, user=user, online=online, notifiable=notifiable, roles=roles,
+                form=shown, error=error, notice=notice, channels=[r._mapping for r in channels.rows],
+                more_channels=channels.has_next, bindings=[r._mapping for r in bindings.rows],
+                more_bindings=bindings.has_next)
 
 
 @page
@@ -99,20 +99,20 @@ async def edit_user(request: Request, admin: Admin, form: Form) -> Response:
              # a browser sends a textarea's line breaks as CRLF; in JSON they are only whitespace
              "attributes": (form.get("attributes") or "").replace("\r\n", "\n"),
              "role_sid": form.get("role_sid") or ""}
-    view = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
+    user, _, _ = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
     try:
-        changes = _changes(view.user, given)
+        changes = _changes(user, given)
         if not changes:
-            return redirect(f"{PREFIX}/services/{sid}/users/{view.user['sid']}?saved=0")
+            return redirect(f"{PREFIX}/services/{sid}/users/{user['sid']}?saved=0")
         _, events = await users_uc.update_user(c, principal=admin.principal, caller=None, service_sid=sid,
-                                               key=view.user["sid"], changes=changes)
+                                               key=user["sid"], changes=changes)
     except errors.TwilioError as exc:
         if exc.status == 404:
             raise
         return await _user_page(request, admin, status=exc.status, error=f"{exc.message} (error {exc.code})",
                                 form=given)
     await apply(c, events)
-    return redirect(f"{PREFIX}/services/{sid}/users/{view.user['sid']}?saved=1")
+    return redirect(f"{PREFIX}/services/{sid}/users/{user['sid']}?saved=1")
 
 
 @page
@@ -120,9 +120,9 @@ async def confirm_delete(request: Request, admin: Admin) -> Response:
     c = ctx(request)
     sid, key = request.path_params["service_sid"], request.path_params["user_sid"]
     svc = await services_uc.get_service(c, account_sid=admin.account_sid, sid=sid)
-    view = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
-    return html(request, "user_delete.html", title=f"Delete {view.user['identity']}", nav="services", service=svc,
-                user=view.user)
+    user, _, _ = await users_uc.fetch_user(c, account_sid=admin.account_sid, service_sid=sid, key=key)
+    return html(request, "user_delete.html", title=f"Delete {user['identity']}", nav="services", service=svc,
+                user=user)
 
 
 @action

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy import Connection
 
 from .. import errors, validation
 from ..auth import Principal
@@ -135,6 +132,24 @@ async def update_user(c: Context, *, principal: Principal, origin: Origin = API,
     return user, [UserUpdated(user)] if changes else []
 
 
+async def fetch_user(c: Context, *, account_sid: str, service_sid: str,
+                     key: str) -> tuple[Mapping[str, Any], bool | None, bool | None]:
+    """(user, is_online, is_notifiable) of GET /Users/{key}: both null unless the service has
+    reachability enabled (SPEC §3, §9); 404 for another account's service."""
+    svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
+    if svc is None or svc["account_sid"] != account_sid:
+        raise errors.not_found()
+    timeout = c.settings.presence_timeout
+
+    def fetch(conn: Any) -> tuple[Mapping[str, Any], bool | None]:
+        user = get_user(conn, service_sid=service_sid, key=key)
+        return user, is_online(conn, user=user, timeout=timeout) if svc["reachability_enabled"] else None
+
+    user, online = await c.db.read(fetch)
+    # users.notifiable is kept with the bindings (store/push.py), null until a first one
+    return user, online, user["notifiable"] if svc["reachability_enabled"] else None
+
+
 async def delete_user(c: Context, *, origin: Origin = API, account_sid: str, service_sid: str, key: str) -> Result:
     """Delete the user, leaving a tombstone of its identity (SPEC §11); its sessions close."""
     graves = c.tombstones
@@ -150,33 +165,6 @@ async def delete_user(c: Context, *, origin: Origin = API, account_sid: str, ser
 
     user_sid = await c.db.run(remove)
     return user_sid, [UserRemoved(service_sid, user_sid)]
-
-
-@dataclass(frozen=True)
-class UserView:
-    """A user as a fetch shows it (SPEC §3, §9): presence and push reachability are null while the
-    service's reachability is off, or before the first connection / binding."""
-
-    user: Mapping[str, Any]
-    is_online: bool | None
-    is_notifiable: bool | None
-
-
-async def fetch_user(c: Context, *, account_sid: str, service_sid: str, key: str) -> UserView:
-    """The user of `key` (US SID or identity) in the account's service; 404 otherwise."""
-    svc = await c.auth.service(service_sid)  # cached; this process's updates clear it at once
-    if svc is None or svc["account_sid"] != account_sid:
-        raise errors.not_found()
-    timeout = c.settings.presence_timeout
-    reachable = bool(svc["reachability_enabled"])
-
-    def read(conn: Connection) -> tuple[Mapping[str, Any], bool | None]:
-        user = get_user(conn, service_sid=service_sid, key=key)
-        return user, is_online(conn, user=user, timeout=timeout) if reachable else None
-
-    user, online = await c.db.read(read)
-    # users.notifiable is kept with the bindings (store/push.py), null until a first one.
-    return UserView(user, online, user["notifiable"] if reachable else None)
 
 
 def _filter_text(name: str, value: str) -> str:
