@@ -158,9 +158,10 @@ class Server:
 
 def start_server(tmp_path: Path, *, database: str | None = None, keys_dir: Path | None = None,
                  account: tuple[str, str] | None = None, extra_env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = (), name: str = "server") -> Server:
-    """Start `tokensvc serve` on a free port and wait until /healthz answers."""
-    port = free_port()
+                 args: tuple[str, ...] = (), name: str = "server", port: int | None = None) -> Server:
+    """Start `tokensvc serve` on a free port (or `port`, for settings that name the URL) and wait
+    until /healthz answers."""
+    port = port or free_port()
     sid, token = account or (new_sid("AC"), secrets.token_urlsafe(24))
     env = dict(os.environ)
     env.update({

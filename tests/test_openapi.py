@@ -32,3 +32,24 @@ def test_the_vendored_description_carries_no_private_key_block() -> None:
                  "paths": {path: {"description": f"example `{pem}`"} for path in CHAT_V2_PATHS}}
     vendored = vendor_chat_v2(reference)
     assert all("PRIVATE KEY" not in item["description"] for item in vendored["paths"].values())
+
+
+def test_the_users_list_filters_are_documented_as_extensions_after_twilios_parameters(api: Api) -> None:
+    from tokensvc.api.users import FILTERS
+    from tokensvc.openapi_own import EXTENSION
+
+    doc: dict[str, Any] = api.get("/openapi.json").json()
+    params = doc["paths"]["/v2/Services/{ServiceSid}/Users"]["get"]["parameters"]
+    names = [p["name"] for p in params]
+    assert names == ["ServiceSid", "PageSize", "Page", "PageToken", *FILTERS]  # SPEC §11, all of them
+    for param in params:
+        assert bool(param.get(EXTENSION)) == (param["name"] in FILTERS), param
+        if param.get(EXTENSION):
+            assert param["in"] == "query" and "tokensvc extension" in param["description"]
+    identity = params[names.index("Identity")]
+    assert identity["schema"]["type"] == "array" and identity["explode"] is True  # repeated, as the API reads it
+    # Only the Users list: Twilio's other operations keep their parameters.
+    assert not any(p.get(EXTENSION) for item in doc["paths"].values() for m, op in item.items()
+                   if isinstance(op, dict) and m != "get" for p in op.get("parameters", []))
+    member_list = doc["paths"]["/v2/Services/{ServiceSid}/Channels/{ChannelSid}/Members"]["get"]["parameters"]
+    assert not any(p.get(EXTENSION) for p in member_list)

@@ -71,6 +71,7 @@ def _routes() -> list[Any]:
         resource("/metrics", GET=system_api.metrics),
         resource("/openapi.json", GET=system_api.openapi),
         resource("/.well-known/jwks.json", GET=system_api.jwks),
+        resource("/.well-known/openid-configuration", GET=system_api.openid_configuration),
         resource("/v2/Services", GET=services_api.list_, POST=services_api.create),
         resource("/v2/Services/{sid}", GET=services_api.fetch, POST=services_api.update,
                  DELETE=services_api.delete),

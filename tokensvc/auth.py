@@ -306,6 +306,7 @@ class Authenticator:
             lookup_api_key=lambda sid: prefetched.get(sid),
             refresh_snapshot=lambda: self.keyring.current(urgent=True),
             max_ttl=self.settings.max_ttl,
+            issuer=self.settings.issuer,
         )
         svc = await self.service(verified.service_sid)
         if svc is None or svc["account_sid"] != verified.account_sid:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -21,6 +22,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = None
+    # TOKENSVC_ISSUER: the `iss` of the tokens tokensvc signs and the `issuer` of its OIDC
+    # discovery document; `issuer` below gives the default.
+    token_issuer: str | None = None
     account_sid: str | None = None
     auth_token: str | None = None
     default_ttl: int = 3600
@@ -59,7 +63,10 @@ class Settings:
 
     @property
     def issuer(self) -> str:
-        return self.public_url or "tokensvc"
+        """The issuer of tokensvc-signed tokens: TOKENSVC_ISSUER, else TOKENSVC_PUBLIC_URL, else the
+        literal `tokensvc` (what every earlier version wrote). A request's own base URL cannot
+        serve: `tokensvc token` mints without one, and a token's `iss` must not follow a Host header."""
+        return self.token_issuer or self.public_url or "tokensvc"
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
@@ -103,6 +110,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         public_url = public_url.rstrip("/")
         if not public_url.startswith(("http://", "https://")):
             raise ConfigError("TOKENSVC_PUBLIC_URL must start with http:// or https://")
+    issuer = env.get("TOKENSVC_ISSUER") or None
+    if issuer is not None:
+        parts = urlsplit(issuer)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment or "#" in issuer:
+            # OpenID Connect Discovery 1.0 §3: a URL (https in production) without query or fragment
+            raise ConfigError("TOKENSVC_ISSUER must be an http:// or https:// URL without a query or fragment")
     default_ttl = _int(env, "TOKENSVC_DEFAULT_TTL", 3600, minimum=1)
     max_ttl = _int(env, "TOKENSVC_MAX_TTL", 86400, minimum=1)
     if default_ttl > max_ttl:
@@ -120,6 +133,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         host=env.get("TOKENSVC_HOST") or "127.0.0.1",
         port=_int(env, "TOKENSVC_PORT", 8080, minimum=0),
         public_url=public_url,
+        token_issuer=issuer,
         account_sid=env.get("TOKENSVC_ACCOUNT_SID") or None,
         auth_token=env.get("TOKENSVC_AUTH_TOKEN") or None,
         default_ttl=default_ttl,

@@ -21,7 +21,16 @@ from typing import Any
 
 from starlette.routing import WebSocketRoute
 
-from .openapi_own import BASIC, OWN_SCHEMAS, TOKEN, WEBSOCKETS, error_refs, error_responses, own_paths
+from .openapi_own import (
+    BASIC,
+    OWN_SCHEMAS,
+    TOKEN,
+    USER_LIST_FILTERS,
+    WEBSOCKETS,
+    error_refs,
+    error_responses,
+    own_paths,
+)
 
 # pyproject.toml is the one place the version is written; an installed package carries it.
 VERSION = metadata.version("tokensvc")
@@ -162,6 +171,8 @@ def _chat_operation(op: dict[str, Any], doc_path: str, method: str) -> dict[str,
     if channel_write and not doc_path.endswith("/Members/{Sid}"):
         statuses.append("409")  # 50307 unique name taken, 50404 already a member, 50212 already invited
     op["responses"].update(error_refs(*statuses))
+    if doc_path.endswith("/Users") and method == "get":
+        op["parameters"] = [*op.get("parameters", []), *USER_LIST_FILTERS]
     if "/Users" in doc_path and not (doc_path.endswith("/Users") and method == "post") and method != "delete":
         # SPEC §5: a client app may read users of its service and edit itself with its access token.
         op["security"] = [{BASIC: []}, {TOKEN: []}]

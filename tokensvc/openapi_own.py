@@ -42,6 +42,28 @@ _PAGING = [
     {"name": "PageToken", "in": "query", "description": "The opaque cursor from a page URL.",
      "schema": {"type": "string"}},
 ]
+# SPEC §11: tokensvc extensions of Twilio's ListUser, marked so they read apart from Twilio's own.
+EXTENSION = "x-tokensvc-extension"
+USER_LIST_FILTERS = [
+    {"name": "Identity", "in": "query", EXTENSION: True, "style": "form", "explode": True,
+     "description": "tokensvc extension (Basic credentials only: a client token is 403 20403). Only the users of "
+                    "these exact identities; repeat it for several.",
+     "schema": {"type": "array", "items": {"type": "string", "maxLength": 256}}},
+    {"name": "IdentityPrefix", "in": "query", EXTENSION: True,
+     "description": "tokensvc extension (Basic only). Users whose identity starts with this text, taken literally "
+                    "(% and _ are plain characters) and case-sensitively; the list is then in identity order "
+                    "(Unicode code points) instead of creation order.",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
+    {"name": "RoleSid", "in": "query", EXTENSION: True,
+     "description": "tokensvc extension (Basic only). Users holding this service role.",
+     "schema": _sid("RL")},
+    {"name": "UpdatedAfter", "in": "query", EXTENSION: True,
+     "description": "tokensvc extension (Basic only). Users whose date_updated is strictly after this ISO 8601 "
+                    "date-time (2016-03-24T21:05:19Z; an offset is converted, none means UTC); the list is then "
+                    "in (date_updated, sid) order, and sets the order when combined with IdentityPrefix. Filters "
+                    "combine with AND; every page URL carries them.",
+     "schema": {"type": "string", "format": "date-time"}},
+]
 _ACCOUNT = _path_param("AccountSid", "AC", "The SID of the account that owns the API keys (the caller's own).")
 _KEY = _path_param("Sid", "SK", "The SID of the API key.")
 _KEY_NAME = {"FriendlyName": {"type": "string", "maxLength": 256,
@@ -116,6 +138,19 @@ OWN_SCHEMAS: dict[str, Any] = {
             "properties": {"kty": {"enum": ["EC"]}, "crv": {"enum": ["P-256"]}, "x": {"type": "string"},
                            "y": {"type": "string"}, "kid": {"type": "string"}, "use": {"enum": ["sig"]},
                            "alg": {"enum": ["ES256"]}}}}},
+    },
+    "OpenIdConfiguration": {
+        "type": "object",
+        "required": ["issuer", "jwks_uri", "response_types_supported", "subject_types_supported",
+                     "id_token_signing_alg_values_supported"],
+        "properties": {
+            "issuer": {"type": "string", "description": "The `iss` of every token tokensvc signs (TOKENSVC_ISSUER)."},
+            "jwks_uri": {"type": "string", "format": "uri"},
+            "response_types_supported": {"type": "array", "items": {"type": "string"}},
+            "subject_types_supported": {"type": "array", "items": {"enum": ["public"]}},
+            "id_token_signing_alg_values_supported": {"type": "array", "items": {"enum": ["ES256"]}},
+            "claims_supported": {"type": "array", "items": {"type": "string"}},
+        },
     },
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}},
                "additionalProperties": {"type": "string"}},
@@ -213,6 +248,11 @@ def own_paths() -> dict[str, dict[str, Any]]:
             "operationId": "FetchJwks", "tags": ["TokensvcSystem"], "security": _PUBLIC,
             "summary": "Public halves of the signing keys that may still verify",
             "responses": {"200": _json(_ref("JWKS"), "OK")},
+        }},
+        "/.well-known/openid-configuration": {"get": {
+            "operationId": "FetchOpenIdConfiguration", "tags": ["TokensvcSystem"], "security": _PUBLIC,
+            "summary": "OpenID Connect Discovery metadata: the issuer of tokensvc-signed tokens and its JWKS",
+            "responses": {"200": _json(_ref("OpenIdConfiguration"), "OK")},
         }},
         "/healthz": {"get": {
             "operationId": "FetchHealth", "tags": ["TokensvcSystem"], "security": _PUBLIC,

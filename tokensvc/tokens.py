@@ -145,12 +145,14 @@ def api_key_issuer(jws: Jws) -> str | None:
 
 def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup,
            refresh_snapshot: Callable[[], Snapshot] | None = None, now: float | None = None,
-           max_ttl: int = Settings.max_ttl) -> Verified:
+           max_ttl: int = Settings.max_ttl, issuer: str | None = None) -> Verified:
     """Claims of a valid token; raises TwilioError 20101 (invalid) or 20104 (expired).
 
     The algorithm is pinned by the key, never taken from the header alone: ES256 only with a
     keyring public key named by `kid`, HS256 only with the secret of the API key named by `iss`.
-    No token lives longer than `max_ttl` (TOKENSVC_MAX_TTL) + the clock skew, whoever signed it."""
+    No token lives longer than `max_ttl` (TOKENSVC_MAX_TTL) + the clock skew, whoever signed it.
+    With `issuer` (the server's, Settings.issuer), an ES256 token's `iss` must be exactly it: what
+    a standard consumer configured from the discovery document accepts, tokensvc accepts."""
     header, claims, signing_input, signature = token if isinstance(token, Jws) else parse(token)
     alg = header.get("alg")
     key_sid = None
@@ -193,6 +195,8 @@ def verify(token: str | Jws, *, snapshot: Snapshot, lookup_api_key: ApiKeyLookup
             raise errors.invalid_token()
     else:
         raise errors.invalid_token("Access Token algorithm not accepted")
+    if alg == "ES256" and issuer is not None and claims.get("iss") != issuer:
+        raise errors.invalid_token("Access Token is not from this issuer")
     verified = _claims(claims, expected_sub=expected_sub, key_sid=key_sid, now=now, max_ttl=max_ttl)
     if high_s and not (verified.issued_at is not None and verified.issued_at < snapshot.high_s_before):
         raise errors.invalid_token()

@@ -46,6 +46,7 @@ def _routes(w: dict[str, Any], account_sid: str) -> list[tuple[str, set[str]]]:
         ("/metrics", {"GET"}),
         ("/openapi.json", {"GET"}),
         ("/.well-known/jwks.json", {"GET"}),
+        ("/.well-known/openid-configuration", {"GET"}),
         ("/v2/Services", {"GET", "POST"}),
         (f"/v2/Services/{s}", {"GET", "POST", "DELETE"}),
         (f"/v2/Services/{s}/Tokens", {"POST"}),

@@ -6,12 +6,13 @@ through a real `tokensvc serve` with the official twilio package following the p
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 from twilio.rest import Client
 
 from channel_helpers import client_token
@@ -155,6 +156,35 @@ def test_filters_combine_with_and(api: Api, service: dict[str, Any]) -> None:
     assert identities(api, service, {"RoleSid": role["sid"], "UpdatedAfter": iso8601(T0 + 5)}) == []
     assert identities(api, service, [("Identity", "bob"), ("IdentityPrefix", "b"), ("Identity", "bea")]) == [
         "bea", "bob"]  # IdentityPrefix sets the order: identity order
+
+
+def test_two_range_filters_together_read_off_the_event_loop(api: Api, service: dict[str, Any]) -> None:
+    # One filter is one index range: a page's worth of rows, read inline (SQLite). Two together
+    # check one range's rows against the other and may read many: a worker thread reads them.
+    if not api.app.state.ctx.db.is_sqlite:
+        pytest.skip("PostgreSQL reads on worker threads anyway")
+    create(api, service, "t1", "t2")
+    threads: list[int] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM users" in statement and "ORDER BY" in statement:
+            threads.append(threading.get_ident())
+
+    role = service["default_service_role_sid"]
+    event.listen(api.app.state.ctx.db.engine, "before_cursor_execute", capture)
+    try:
+        seen = {}
+        for name, params in (("one", {"IdentityPrefix": "t"}), ("other", {"RoleSid": role}),
+                             ("two", {"IdentityPrefix": "t", "RoleSid": role}),
+                             ("three", {"IdentityPrefix": "t", "RoleSid": role, "UpdatedAfter": "2000-01-01"})):
+            threads.clear()
+            got = api.get(users_url(service), params=params).json()["users"]
+            assert sorted(u["identity"] for u in got) == ["t1", "t2"]
+            seen[name] = set(threads)
+    finally:
+        event.remove(api.app.state.ctx.db.engine, "before_cursor_execute", capture)
+    assert seen["one"] == seen["other"] and len(seen["one"]) == 1  # the loop's thread
+    assert seen["two"] and seen["three"] and not (seen["two"] | seen["three"]) & seen["one"]
 
 
 def test_previous_page_goes_back_in_the_filtered_order(api: Api, service: dict[str, Any]) -> None:

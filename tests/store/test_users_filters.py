@@ -29,7 +29,8 @@ from tokensvc.store.roles import create_role
 from tokensvc.store.schema import ensure_schema
 from tokensvc.store.services import create_service
 from tokensvc.store.tables import users
-from tokensvc.store.users import UserFilters, insert_many, list_users, page_key, prefix_end
+from tokensvc.store.user_filters import UserFilters, list_users, page_key, prefix_end
+from tokensvc.store.users import insert_many
 
 # Identities whose order differs between code points and a locale's collation, LIKE wildcards,
 # case, combining and precomposed accents, astral characters and the last code point.

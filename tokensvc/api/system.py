@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from ..metrics import CONTENT_TYPE
-from .common import ctx, json_response
+from .common import base_url, ctx, json_response
 
 
 async def healthz(request: Request) -> Response:
@@ -29,6 +29,25 @@ async def metrics(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     response = json_response(ctx(request).keyring.current().jwks())
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+async def openid_configuration(request: Request) -> Response:
+    """OpenID Connect Discovery 1.0 metadata for consumers of tokensvc's tokens (issue 15): what
+    verifies them from the issuer alone. tokensvc is a token issuer, not an OpenID Provider: no
+    authorization, token or userinfo endpoint is claimed. The fields are those Discovery requires
+    (as Kubernetes' service-account issuer publishes them); `sub` is the account SID, the same for
+    every consumer ("public")."""
+    c = ctx(request)
+    response = json_response({
+        "issuer": c.settings.issuer,
+        "jwks_uri": f"{base_url(request)}/.well-known/jwks.json",
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "claims_supported": ["iss", "sub", "iat", "nbf", "exp", "jti", "grants"],
+    })
     response.headers["Cache-Control"] = "public, max-age=60"
     return response
 

@@ -86,6 +86,19 @@ class Database:
                 raise errors.database_busy() from None
             raise
 
+    async def scan(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run fn(conn, ...), which only reads but may visit many rows it does not return (a list
+        whose filters share no index): never on the loop. SQLite: a pooled connection on a worker
+        thread, in a read transaction; elsewhere as `run`."""
+        if not self.is_sqlite:
+            return await self.run(fn, *args, **kwargs)
+        try:
+            return await anyio.to_thread.run_sync(lambda: self.call(fn, *args, **kwargs))
+        except (SAOperationalError, sqlite3.OperationalError) as exc:
+            if is_busy(exc):
+                raise errors.database_busy() from None
+            raise
+
     def _open_reader(self) -> Connection:
         conn = self.engine.connect()
         raw = sqlite_connection(conn)

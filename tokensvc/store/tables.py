@@ -102,7 +102,7 @@ class User(SQLModel, table=True):
         UniqueConstraint("service_sid", "identity", name="uq_users_service_identity"),
         # Keyset paging: WHERE service_sid = ? AND id > ? ORDER BY id.
         Index("ix_users_service_id", "service_sid", "id"),
-        # The list filters of SPEC §11 (store/users.list_users, migration 0010), each one index
+        # The list filters of SPEC §11 (store/user_filters.list_users, migration 0010), each one index
         # range: RoleSid in creation order (a role belongs to one service; deleting a role asks
         # whether any user holds it), UpdatedAfter in (date_updated, sid) order. IdentityPrefix
         # ranges over uq_users_service_identity, in byte order (the column's collation).

@@ -208,5 +208,6 @@ async def list_users(c: Context, *, principal: Principal, service_sid: str, req:
         get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         return store_list_users(conn, service_sid=service_sid, req=req, filters=filters)
 
-    return await c.db.read(listing)
+    # One index range is a page's worth of rows, read inline; a combination may scan (off the loop).
+    return await (c.db.scan if filters.may_scan else c.db.read)(listing)
 
