@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
 from ..api.common import Form, ctx
+from ..formats import iso8601
 from ..paging import PageRequest
 from ..store.users import NO_FILTERS, page_key
 from ..usecases import members as members_uc
@@ -23,6 +25,19 @@ from .pages import service_and_roles
 from .web import PREFIX, Admin, action, html, listing, page, redirect
 
 FIRST_50 = PageRequest(50, 0, None)  # a user's channels and bindings: the first 50 of each
+
+
+def user_rows(users: list[Mapping[str, Any]], base: str, role_names: Mapping[str, str]) -> Markup:
+    """The users table's rows as HTML, every value escaped. The console's hot loop (50 rows a
+    page, ~350 values): built here rather than in users.html, whose loop took half the page's
+    time (bench/admin_console.py); the same markup at about half the cost."""
+    rows = []
+    for u in users:
+        rows.append(f'<tr><td><a href="{base}{escape(u["sid"])}">{escape(u["identity"])}</a></td>'
+                    f'<td>{escape(u["friendly_name"] or "—")}</td>'
+                    f'<td>{escape(role_names.get(u["role_sid"], u["role_sid"]))}</td>'
+                    f'<td>{int(u["joined_channels_count"])}</td><td>{iso8601(u["date_created"])}</td></tr>')
+    return Markup("\n".join(rows))
 
 
 @page
@@ -39,15 +54,15 @@ async def users(request: Request, admin: Admin) -> Response:
     try:
         filters = users_uc.user_filters(identity_prefix=prefix) if prefix else NO_FILTERS
     except errors.TwilioError as exc:
-        return html(request, "users.html", exc.status, users=[], role_names={}, links={}, **values,
+        return html(request, "users.html", exc.status, rows=Markup(""), links={}, **values,
                     error=f"{exc.message} (error {exc.code})")
     order = filters.order
     asked = listing(request, f"{PREFIX}/services/{sid}/users", keep=(("prefix", prefix),) if prefix else (),
                     kind=order, row_key=lambda row: page_key(row, order))
     found = await users_uc.list_users(c, principal=admin.principal, service_sid=sid, req=asked.req, filters=filters)
     names = {role_sid: role["friendly_name"] for role_sid, role in roles.items()}
-    return html(request, "users.html", users=[row._mapping for row in found.rows], role_names=names,
-                links=asked.links(found), error=None, **values)
+    rows = user_rows([row._mapping for row in found.rows], f"{PREFIX}/services/{sid}/users/", names)
+    return html(request, "users.html", rows=rows, links=asked.links(found), error=None, **values)
 
 
 async def _user_page(request: Request, admin: Admin, *, status: int = 200, error: str | None = None,
