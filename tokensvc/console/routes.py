@@ -7,12 +7,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..api.routing import DeclaredRoute
-from . import pages, signin, static, users
+from . import assets, pages, signin, users
 from .web import page_route
 
 
 async def _static(request: Request) -> Response:
-    return static.serve(request, request.path_params["name"])
+    return assets.serve(request, request.path_params["name"])
 
 
 def routes() -> list[DeclaredRoute]:

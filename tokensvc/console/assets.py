@@ -1,5 +1,5 @@
-"""The console's own stylesheet and script, read once from the package and served by us (no CDN,
-no web font): ETag and a short cache, 404 for any other name."""
+"""The console's own stylesheet and script (console/static/), read once from the package and served
+by us (no CDN, no web font): ETag and a short cache, 404 for any other name."""
 
 from __future__ import annotations
 
