@@ -22,7 +22,8 @@ Sections (one function each, SECTIONS below; each prints its PASS/MISS lines):
            range through a tie of N rows). Target: IdentityPrefix page <= 1.5 x the unfiltered first page.
   import   TODO (the CLI's `users import`): lines/s, target >= 5,000 on SQLite without webhooks.
   export   TODO (the CLI's `users export`): users/s streamed, target >= 50,000, constant memory.
-  console  TODO (the admin console): the users page with a search <= 2 x the REST list page.
+  console  the admin console's users page with an identity-prefix search (`user-5`, signed in with a
+           session cookie, rendered HTML) against the REST first page: <= 2 x (bench/admin_console.py).
 """
 
 from __future__ import annotations
@@ -204,10 +205,16 @@ def section_export(setup: Setup) -> list[Ratio]:
 
 
 def section_console(setup: Setup) -> list[Ratio]:
-    """TODO (issue 15, the console engineer): the console's users page with an identity-prefix
-    search against `first page` of section_filters (signed-in session cookie); target <= 2."""
-    print("  TODO: console search page / REST page is not measured yet")
-    return []
+    """The console's users page with an identity-prefix search (signed in as a browser is) against
+    the REST first page, same server and connections (bench/admin_console.py); target <= 2."""
+    from admin_console import TARGET, bench_console
+
+    out = bench_console(setup.server.base, setup.account, setup.service["sid"], server=setup.server,
+                        duration=setup.args.duration, rounds=setup.args.rounds,
+                        concurrency=setup.args.page_concurrency, client=setup.args.client, workdir=setup.tmp)
+    return [Ratio("console search page / REST first page, time per request", out["ratio_rounds"], out["cpu_rounds"],
+                  TARGET),
+            Ratio("console search page / REST first page, p50", out["p50_rounds"], out["cpu_rounds"])]
 
 
 SECTIONS: dict[str, Callable[[Setup], list[Ratio]]] = {

@@ -21,7 +21,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from . import errors, logs
+from . import console, errors, logs
 from .api import api_keys as api_keys_api
 from .api import channels as channels_api
 from .api import push as push_api
@@ -94,23 +94,32 @@ def _routes() -> list[Any]:
         resource("/v2/Services/{service_sid}/Bindings/{sid}", GET=push_api.fetch_binding,
                  DELETE=push_api.delete_binding),
         WebSocketRoute("/v2/Connect", system_api.connect),
+        *console.routes(),  # the admin console's HTML pages (SPEC §11), last: the API's routes are hotter
     ]
+
+
+def _is_console(request: Request) -> bool:
+    path = request.scope.get("path", "")
+    return path == console.PREFIX or path.startswith(console.PREFIX + "/")
 
 
 async def _twilio_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.TwilioError)
+    if _is_console(request):  # the same error, as a page for a person
+        return console.error_page(request, exc)
     return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(errors.not_found())
-    if exc.status_code == 405:
+        err = errors.not_found()
+    elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        return error_response(errors.method_not_allowed(
-            tuple(sorted(m.strip() for m in allowed.split(",") if m.strip()))))
-    return error_response(errors.http_status(exc.status_code, str(exc.detail)))
+        err = errors.method_not_allowed(tuple(sorted(m.strip() for m in allowed.split(",") if m.strip())))
+    else:
+        err = errors.http_status(exc.status_code, str(exc.detail))
+    return await _twilio_error(request, err)
 
 
 class RequestMiddleware:

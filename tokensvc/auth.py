@@ -239,11 +239,17 @@ class Authenticator:
         except (binascii.Error, ValueError):
             decoded = ""
         username, sep, secret = decoded.partition(":")
+        return await self.password(username, secret if sep else None, addr)
+
+    async def password(self, username: str, secret: str | None, addr: str) -> Principal:
+        """The principal of a SID and its secret however they came (a Basic header, the console's
+        sign-in form): the failure limits, then a constant-time check; 401 20003 / 429 20429.
+        `secret` None: malformed credentials, counted as a failure like a wrong secret."""
         retry = self.limiter.retry_after(addr, username)
         if retry is not None:
             self._failed("limited")
             raise errors.too_many_requests(retry, "Too many failed authentication attempts")
-        if not sep:  # malformed: counts against the address like a wrong secret
+        if secret is None:  # malformed: counts against the address like a wrong secret
             self.limiter.failed(addr, username)
             self._failed("basic")
             raise errors.unauthorized("Malformed Basic credentials")
@@ -254,6 +260,12 @@ class Authenticator:
             raise errors.unauthorized()
         kind, account_sid, _ = cred
         return Principal(kind, account_sid, key_sid=username if kind == "key" else None)
+
+    async def account_token_hash(self, sid: str) -> str | None:
+        """The stored hash of an account's auth token (cached like Basic credentials), None when
+        there is no such account: what a console session is bound to (console/session.py)."""
+        cred = await self._credentials.fetch(sid)
+        return cred[2] if cred is not None and cred[0] == "account" else None
 
     async def api_key_secret(self, sid: str) -> tuple[str, str] | None:
         """(account SID, secret) of an API key, decrypted, cached briefly."""

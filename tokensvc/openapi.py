@@ -191,8 +191,8 @@ def build_openapi(routes: list[Any]) -> dict[str, Any]:
     websockets: dict[str, Any] = {}
     for route in routes:
         route_path = getattr(route, "path", None)
-        if route_path is None:
-            continue
+        if route_path is None or getattr(route, "include_in_schema", True) is False:
+            continue  # the console's HTML pages (tokensvc/console) are no part of the API
         if isinstance(route, WebSocketRoute):  # OpenAPI 3.0 cannot describe it; say what it is
             if route_path not in WEBSOCKETS:
                 raise ValueError(f"WebSocket route {route_path} is not described")

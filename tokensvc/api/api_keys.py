@@ -8,7 +8,6 @@ from starlette.responses import Response
 from .. import errors, validation
 from ..auth import Principal
 from ..paging import page_links, parse_page_request
-from ..store.api_keys import get_key, list_keys
 from ..usecases import api_keys as api_keys_uc
 from ..usecases.effects import apply
 from .common import authenticate, ctx, empty_response, json_response, page_cursors, query, read_form
@@ -42,7 +41,7 @@ async def list_(request: Request) -> Response:
     uri = f"/2010-04-01/Accounts/{account_sid}/Keys.json"
     cursors = page_cursors(request, uri)
     req = parse_page_request(query(request), cursors)
-    page = await c.db.read(lambda conn: list_keys(conn, account_sid=account_sid, req=req))
+    page = await api_keys_uc.list_api_keys(c, account_sid=account_sid, req=req)
     links = page_links(uri, cursors, req, page)
     start = req.page * req.page_size
     rows = page.rows
@@ -62,7 +61,7 @@ async def list_(request: Request) -> Response:
 async def fetch(request: Request) -> Response:
     principal = await _account(request)
     sid = request.path_params["sid"]
-    row = await ctx(request).db.read(lambda conn: get_key(conn, account_sid=principal.account_sid, sid=sid))
+    row = await api_keys_uc.get_api_key(ctx(request), account_sid=principal.account_sid, sid=sid)
     return json_response(key_to_json(row))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -184,19 +184,14 @@ def require_admin(principal: Principal) -> None:
 
 
 async def service_list(request: Request, principal: Principal, service_sid: str, key: str,
-                       lister: Callable[..., Page], to_json: Callable[[Any, str], dict[str, Any]]) -> Response:
-    """A paged list of a service's children (roles, users): the service must be the caller's."""
-    from ..store.services import get_service
-
+                       lister: Callable[..., Awaitable[Page]],
+                       to_json: Callable[[Any, str], dict[str, Any]]) -> Response:
+    """A paged list of a service's children (roles, users) by its use case
+    `lister(c, account_sid=, service_sid=, req=)`, which refuses another account's service."""
     path = f"/v2/Services/{service_sid}/{key.capitalize()}"
     cursors = page_cursors(request, path)
     req: PageRequest = parse_page_request(query(request), cursors)
-
-    def listing(conn: Any) -> Page:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return lister(conn, service_sid=service_sid, req=req)
-
-    page = await ctx(request).db.read(listing)
+    page = await lister(ctx(request), account_sid=principal.account_sid, service_sid=service_sid, req=req)
     base = base_url(request)
     return json_response({key: [to_json(row._mapping, base) for row in page.rows],
                           "meta": page_meta(f"{base}{path}", key, cursors, req, page)})
@@ -205,3 +200,28 @@ async def service_list(request: Request, principal: Principal, service_sid: str,
 def page_cursors(request: Request, path: str, kind: str = ROW_ID) -> Cursors:
     """The PageToken codec of the list at `path` in the order `kind` (sealed with the app's secret box)."""
     return Cursors(ctx(request).box, path, kind)
+
+
+class OwnedPage:
+    """The page asked for of a list whose path names its owner's SID, known only once the use case
+    has read the owner (a user's channels or bindings, reached by SID or identity): handed to the
+    use case as `page_request`, it parses the query against that list's cursors and keeps both."""
+
+    def __init__(self, request: Request, path: Callable[[str], str], *, max_size: int):
+        self._request = request
+        self._path = path
+        self._max_size = max_size
+        self.path = ""
+        self.cursors: Cursors | None = None
+        self.req: PageRequest | None = None
+
+    def __call__(self, owner_sid: str) -> PageRequest:
+        self.path = self._path(owner_sid)
+        self.cursors = page_cursors(self._request, self.path)
+        self.req = parse_page_request(query(self._request), self.cursors, max_size=self._max_size)
+        return self.req
+
+    def meta(self, base: str, key: str, page: Page) -> dict[str, Any]:
+        """The `meta` block of the page read (after the use case called this object)."""
+        assert self.cursors is not None and self.req is not None
+        return page_meta(f"{base}{self.path}", key, self.cursors, self.req, page)

@@ -23,7 +23,17 @@ from ..store.users import get_user
 from ..tokens import Verified
 from ..usecases import push as push_uc
 from ..usecases.effects import apply
-from .common import authenticate, base_url, ctx, empty_response, json_response, page_cursors, query_values, read_form
+from .common import (
+    OwnedPage,
+    authenticate,
+    base_url,
+    ctx,
+    empty_response,
+    json_response,
+    page_cursors,
+    query_values,
+    read_form,
+)
 from .render import binding_to_json, credential_to_json
 
 MAX_CREDENTIAL_NAME = 64
@@ -39,13 +49,18 @@ async def _paged(request: Request, path: str, key: str, lister: Any, to_json: An
     req = parse_page_request(params, cursors, max_size=max_size)
     base = base_url(request)
     page = await ctx(request).db.read(lambda conn: lister(conn, req))
-    meta = page_meta(f"{base}{path}", key, cursors, req, page)
+    meta = _with_filters(page_meta(f"{base}{path}", key, cursors, req, page), filters)
+    return json_response({key: [to_json(row._mapping, base) for row in page.rows], "meta": meta})
+
+
+def _with_filters(meta: dict[str, Any], filters: list[tuple[str, str]]) -> dict[str, Any]:
+    """The page URLs of `meta` keep the list's filters."""
     if filters:
         extra = "&" + urlencode(filters)
         for name in ("first_page_url", "previous_page_url", "url", "next_page_url"):
             if meta[name] is not None:
                 meta[name] += extra
-    return json_response({key: [to_json(row._mapping, base) for row in page.rows], "meta": meta})
+    return meta
 
 
 def _types(request: Request) -> list[str]:
@@ -228,20 +243,15 @@ def _check_own(own: str | None, user: Any) -> None:
 
 async def list_user_bindings(request: Request) -> Response:
     principal, service_sid, own = await _user_caller(request)
-    key = request.state.user_key
     types = _types(request)
-
-    def find(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return get_user(conn, service_sid=service_sid, key=key)
-
-    user = await ctx(request).db.read(find)
-    _check_own(own, user)
-    return await _paged(request, f"/v2/Services/{service_sid}/Users/{user['sid']}/Bindings", "bindings",
-                        lambda conn, req: push_store.list_bindings(conn, service_sid=service_sid, req=req,
-                                                                   types=types, user_sid=user["sid"]),
-                        lambda row, base: binding_to_json(row, base, of_user=True), max_size=50,
-                        filters=[("BindingType", t) for t in types])
+    asked = OwnedPage(request, lambda user_sid: f"/v2/Services/{service_sid}/Users/{user_sid}/Bindings", max_size=50)
+    _, page = await push_uc.list_user_bindings(ctx(request), account_sid=principal.account_sid,
+                                               service_sid=service_sid, user_key=request.state.user_key,
+                                               owner_sid=own, types=types, page_request=asked)
+    base = base_url(request)
+    return json_response({"bindings": [binding_to_json(row._mapping, base, of_user=True) for row in page.rows],
+                          "meta": _with_filters(asked.meta(base, "bindings", page),
+                                                [("BindingType", t) for t in types])})
 
 
 async def fetch_user_binding(request: Request) -> Response:

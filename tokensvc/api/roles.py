@@ -11,8 +11,9 @@ from starlette.responses import Response
 from .. import validation
 from ..auth import Principal
 from ..errors import missing_param
-from ..store.roles import create_role, delete_role, get_role, list_roles, update_role
+from ..store.roles import create_role, delete_role, get_role, update_role
 from ..store.services import get_service
+from ..usecases.roles import list_roles
 from .common import authenticate, base_url, ctx, empty_response, json_response, read_form, require_admin, service_list
 from .render import role_to_json
 

@@ -58,8 +58,9 @@ class DeclaredRoute(Route):
     OpenAPI document."""
 
     def __init__(self, path: str, endpoint: Handler, *, declared: tuple[str, ...],
-                 allow_for: Callable[[str], tuple[str, ...]] | None = None):
-        super().__init__(path, endpoint, name=getattr(endpoint, "__name__", None))
+                 allow_for: Callable[[str], tuple[str, ...]] | None = None, include_in_schema: bool = True):
+        super().__init__(path, endpoint, name=getattr(endpoint, "__name__", None),
+                         include_in_schema=include_in_schema)
         self.methods = None  # Starlette would default a function endpoint to GET only
         self.declared_methods = frozenset(declared)
         self._allow_for = allow_for

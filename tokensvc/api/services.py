@@ -9,7 +9,6 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..paging import page_meta, parse_page_request
-from ..store.services import get_service, list_services
 from ..usecases import services as services_uc
 from ..usecases.effects import apply
 from ..webhooks.catalog import FILTERS
@@ -44,7 +43,7 @@ async def list_(request: Request) -> Response:
     base = base_url(request)
     cursors = page_cursors(request, "/v2/Services")
     req = parse_page_request(query(request), cursors)
-    page = await c.db.read(lambda conn: list_services(conn, account_sid=principal.account_sid, req=req))
+    page = await services_uc.list_services(c, account_sid=principal.account_sid, req=req)
     return json_response({"services": [service_to_json(s._mapping, base) for s in page.rows],
                           "meta": page_meta(f"{base}/v2/Services", "services", cursors, req, page)})
 
@@ -136,7 +135,7 @@ def parse_webhook_settings(form: Any) -> dict[str, Any]:
 async def fetch(request: Request) -> Response:
     sid = request.path_params["sid"]
     principal = await _admin(request)
-    svc = await ctx(request).db.read(lambda conn: get_service(conn, account_sid=principal.account_sid, sid=sid))
+    svc = await services_uc.get_service(ctx(request), account_sid=principal.account_sid, sid=sid)
     return json_response(service_to_json(svc, base_url(request)))
 
 

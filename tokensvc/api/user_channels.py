@@ -9,13 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import validation
-from ..paging import page_meta, parse_page_request
 from ..store import members as store
 from ..store.channels import get_channel
 from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.effects import apply
-from .common import authenticate, base_url, ctx, empty_response, json_response, origin, page_cursors, query, read_form
+from .common import OwnedPage, authenticate, base_url, ctx, empty_response, json_response, origin, read_form
 from .members import consumption_values
 from .render import user_channel_to_json
 
@@ -29,23 +28,14 @@ def _client(request: Request, principal: Any) -> Any:
 async def list_(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    client = _client(request, principal)
-    key = request.state.user_key
-    params = query(request)
-    db = ctx(request).db
-
-    def user_of(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return members_uc.own_user(conn, service_sid=service_sid, user_key=key, caller=client)
-
-    user = await db.read(user_of)
-    path = f"/v2/Services/{service_sid}/Users/{user['sid']}/Channels"
-    cursors = page_cursors(request, path)
-    req = parse_page_request(params, cursors, max_size=MAX_PAGE_SIZE)
-    page = await db.read(lambda conn: store.list_user_channels(conn, user_sid=user["sid"], req=req))
+    asked = OwnedPage(request, lambda user_sid: f"/v2/Services/{service_sid}/Users/{user_sid}/Channels",
+                      max_size=MAX_PAGE_SIZE)
+    _, page = await members_uc.list_user_channels(ctx(request), account_sid=principal.account_sid,
+                                                  service_sid=service_sid, user_key=request.state.user_key,
+                                                  caller=_client(request, principal), page_request=asked)
     base = base_url(request)
     return json_response({"channels": [user_channel_to_json(r._mapping, base) for r in page.rows],
-                          "meta": page_meta(f"{base}{path}", "channels", cursors, req, page)})
+                          "meta": asked.meta(base, "channels", page)})
 
 
 async def fetch(request: Request) -> Response:

@@ -4,7 +4,7 @@ the member insert's transaction, so a refusal (50404, 50403, 50208) leaves no us
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection
@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from .. import errors
 from ..auth import Principal
 from ..context import Context
+from ..paging import Page, PageRequest
 from ..store import members as store
 from ..store import outbox
 from ..store.channels import SYSTEM, get_channel
@@ -258,6 +259,20 @@ def own_user(conn: Connection, *, service_sid: str, user_key: str,
     if caller is not None and user["sid"] != caller["sid"]:
         raise errors.forbidden("Another user's channels need account credentials")
     return user
+
+
+async def list_user_channels(c: Context, *, account_sid: str, service_sid: str, user_key: str,
+                             caller: Mapping[str, Any] | None,
+                             page_request: Callable[[str], PageRequest]) -> tuple[Mapping[str, Any], Page]:
+    """(user, one page of its joined and invited channels); `page_request(user_sid)` parses the
+    page asked for (its cursors belong to the list of that user's SID); a client only its own."""
+
+    def read(conn: Connection) -> tuple[Mapping[str, Any], Page]:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=caller)
+        return user, store.list_user_channels(conn, user_sid=user["sid"], req=page_request(user["sid"]))
+
+    return await c.db.read(read)
 
 
 async def update_user_channel(c: Context, *, principal: Principal, origin: Origin = API,

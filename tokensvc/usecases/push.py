@@ -7,12 +7,15 @@ naming an existing user. A client sees and deletes only its own bindings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection
+
 from .. import errors
 from ..context import Context
+from ..paging import Page, PageRequest
 from ..store import push as store
 from ..store.services import get_service
 from ..store.users import get_user
@@ -95,6 +98,23 @@ async def register_binding(c: Context, *, account_sid: str, service_sid: str, us
                                       credential_sid=reg.credential_sid, endpoint=reg.endpoint, box=c.box)
 
     return await c.db.run(register), []
+
+
+async def list_user_bindings(c: Context, *, account_sid: str, service_sid: str, user_key: str,
+                             owner_sid: str | None, types: Sequence[str],
+                             page_request: Callable[[str], PageRequest]) -> tuple[Mapping[str, Any], Page]:
+    """(user, one page of its bindings of those types); `page_request(user_sid)` parses the page
+    asked for; a client (`owner_sid`) sees only its own (403 20403)."""
+
+    def read(conn: Connection) -> tuple[Mapping[str, Any], Page]:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        user = get_user(conn, service_sid=service_sid, key=user_key)
+        if owner_sid is not None and user["sid"] != owner_sid:
+            raise errors.forbidden("A client may see only its own bindings")
+        return user, store.list_bindings(conn, service_sid=service_sid, req=page_request(user["sid"]),
+                                         types=types, user_sid=user["sid"])
+
+    return await c.db.read(read)
 
 
 async def delete_binding(c: Context, *, account_sid: str, service_sid: str, sid: str, user_key: str | None = None,
