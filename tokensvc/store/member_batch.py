@@ -99,10 +99,10 @@ async def _rows(conn: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str
 async def _targets(conn: Any, items: Sequence[Join]) -> list[Any]:
     """Per add its locked (service, channel), or 404 when its account has no such service or
     the service no such channel (store.join_target's rule)."""
-    named = [j for j in items if not is_sid("CH", j.channel_key)]
-    rows = await _rows(conn, store.PG_TARGETS, {
-        "sids": sorted({j.channel_key for j in items if is_sid("CH", j.channel_key)}),
-        "svcs": sorted({j.service_sid for j in named}), "names": sorted({j.channel_key for j in named})})
+    by_sid = sorted({j.channel_key for j in items if is_sid("CH", j.channel_key)})
+    by_name = sorted({(j.service_sid, j.channel_key) for j in items if not is_sid("CH", j.channel_key)})
+    rows = await _rows(conn, store.PG_TARGETS, {"sids": by_sid, "name_services": [s for s, _ in by_name],
+                                                "names": [n for _, n in by_name]})
     sids: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
     names: dict[tuple[str, str], tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
     for row in rows:
@@ -123,10 +123,10 @@ async def _join_all(conn: Any, items: Sequence[Join]) -> list[Any]:
     wanted = [(i, j) for i, j in enumerate(items) if not isinstance(outcomes[i], errors.TwilioError)]
     if not wanted:
         return outcomes
+    keys = sorted({(j.service_sid, j.identity) for _, j in wanted})
     rows = await _rows(conn, store.PG_JOINERS, {
         "channel_sids": sorted({outcomes[i][1]["sid"] for i, _ in wanted}),
-        "service_sids": sorted({j.service_sid for _, j in wanted}),
-        "identities": sorted({j.identity for _, j in wanted})})
+        "service_sids": [s for s, _ in keys], "identities": [n for _, n in keys]})
     users: dict[tuple[str, str], dict[str, Any]] = {}
     rows_in: dict[tuple[str, str], Mapping[str, Any]] = {}  # (channel, user) -> member or invite
     for row in rows:

@@ -126,23 +126,26 @@ _USER_NAMES = [c.name for c in users.c]
 # The batched member add's reads (store/member_batch.py), each after the one before (READ
 # COMMITTED: each statement sees what committed before it began): a batch's channels locked in
 # SID order (batches sharing channels lock them in one order), then the identities' users,
-# locked in SID order, with their rows in those channels. Each locked table is matched by
-# conditions on its own columns only: a row updated by a transaction the lock waited for is
-# rechecked against them (EvalPlanQual), where a join to a subquery or unnest() dropped it. A
-# batch across services may lock a few rows more than it asked for (every service × name
-# pair); the caller keeps what it asked for.
+# locked in SID order, with their rows in those channels. The rows to lock are found first, as
+# ids (an uncommitted ARRAY(…) subquery: computed once, by unique-index probes whatever the
+# table statistics say), and the locking scan matches them by id alone: a row updated by the
+# transaction the lock waited for is rechecked against its own columns (EvalPlanQual), where a
+# join to unnest() dropped it.
 PG_TARGETS = (
     f"SELECT {_columns(channels)}, {_columns(services, _SVC)} FROM channels "
     "JOIN services ON services.sid = channels.service_sid "
-    "WHERE channels.sid = ANY(CAST(%(sids)s AS TEXT[])) OR (channels.service_sid = ANY(CAST(%(svcs)s AS TEXT[])) "
-    "AND channels.unique_name = ANY(CAST(%(names)s AS TEXT[]))) "
+    "WHERE channels.id = ANY(ARRAY(SELECT c.id FROM channels AS c WHERE c.sid = ANY(CAST(%(sids)s AS TEXT[])) "
+    "UNION ALL SELECT c.id FROM unnest(CAST(%(name_services)s AS TEXT[]), CAST(%(names)s AS TEXT[])) "
+    "AS k(service_sid, name) JOIN channels AS c ON c.service_sid = k.service_sid AND c.unique_name = k.name)) "
     "ORDER BY channels.sid FOR UPDATE OF channels")
 PG_JOINERS = (
-    f"SELECT {_columns(users)}, {_columns(memberships, _MB)} FROM users "
-    "LEFT JOIN memberships ON memberships.user_sid = users.sid "
-    "AND memberships.channel_sid = ANY(CAST(%(channel_sids)s AS TEXT[])) "
-    "WHERE users.service_sid = ANY(CAST(%(service_sids)s AS TEXT[])) "
-    "AND users.identity = ANY(CAST(%(identities)s AS TEXT[])) "
+    f"SELECT {_columns(users)}, mb.* FROM users "
+    f"LEFT JOIN LATERAL (SELECT {_columns(memberships, _MB)} FROM memberships "
+    "WHERE memberships.user_sid = users.sid AND memberships.channel_sid = ANY(CAST(%(channel_sids)s AS TEXT[]))) "
+    "AS mb ON true "
+    "WHERE users.id = ANY(ARRAY(SELECT u.id FROM unnest(CAST(%(service_sids)s AS TEXT[]), "
+    "CAST(%(identities)s AS TEXT[])) AS k(service_sid, identity) "
+    "JOIN users AS u ON u.service_sid = k.service_sid AND u.identity = k.identity)) "
     "ORDER BY users.sid FOR UPDATE OF users")
 PG_USER_EXISTS = "SELECT 1 FROM users WHERE sid = %(user_sid)s"
 PG_DELETE_INVITES = "DELETE FROM memberships WHERE id = ANY(CAST(%(ids)s AS BIGINT[])) AND status = 'invited'"
