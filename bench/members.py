@@ -131,8 +131,9 @@ def main() -> int:
     parser.add_argument("--existing", type=int, default=DEPTH, help="users (and bench channels) before the run")
     parser.add_argument("--samples", type=int, default=30, help="requests per page in the depth check")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--src", type=Path, help="the tokensvc source tree to measure (default: this checkout)")
     args = parser.parse_args()
-    src = set_source(None)
+    src = set_source(args.src)
     client = ("wrk" if have_wrk() else "python") if args.client == "auto" else args.client
     print(f"# bench/members.py: {args.database}, client {client}, {args.concurrency} connections, "
           f"{args.duration:g} s x {args.rounds} rounds, {os.cpu_count()} cores\n# tokensvc from {src}")

@@ -81,15 +81,33 @@ _INSERT_MEMBER = (f"INSERT INTO memberships ({', '.join(_MEMBER_COLUMNS)}) "
                   f"VALUES ({', '.join(':' + c for c in _MEMBER_COLUMNS)}) RETURNING *")
 _COUNT_CHANNEL = "UPDATE channels SET members_count = members_count + 1 WHERE sid = :channel_sid"
 _SQLITE_JOIN = [DriverSQL.of(_COUNT_USER), DriverSQL.of(_INSERT_MEMBER), DriverSQL.of(_COUNT_CHANNEL)]
-# PostgreSQL: the three writes in one statement (one round trip): the member row only when the
-# user's count moved (under its limit), the channel's count only when the member row went in.
-_PG_JOIN = DriverSQL.of(
-    f"WITH counted AS ({_COUNT_USER} RETURNING sid), "
+# PostgreSQL: the writes of any number of planned joins (plan_join's rows, one array a column)
+# in one statement, one round trip: a user's count moves by its joins only while it stays within
+# its limit (the guard of _COUNT_USER), its member rows go in only when it moved, each channel's
+# count by the rows that went in. The sync path runs it with one join, the batched async path
+# (store/member_batch.py) with a batch's.
+_JOIN_COLUMNS = [*_MEMBER_COLUMNS, "user_limit"]
+_JOIN_TYPES = {**{c.name: _pg_type(c) for c in memberships.c if c.name != "id"}, "user_limit": "BIGINT"}
+PG_JOIN = DriverSQL.of(
+    "WITH item AS (SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {_JOIN_TYPES[c]}[])" for c in _JOIN_COLUMNS)
+    + f") WITH ORDINALITY AS item({', '.join(_JOIN_COLUMNS)}, ord)), "
+    "wanted AS (SELECT user_sid, count(*) AS n, min(user_limit) AS user_limit FROM item GROUP BY user_sid), "
+    "counted AS (UPDATE users SET joined_channels_count = users.joined_channels_count + wanted.n FROM wanted "
+    "WHERE users.sid = wanted.user_sid AND users.joined_channels_count + wanted.n <= wanted.user_limit "
+    "RETURNING users.sid), "
     f"inserted AS (INSERT INTO memberships ({', '.join(_MEMBER_COLUMNS)}) "
-    f"SELECT {', '.join(f'CAST(:{c.name} AS {_pg_type(c)})' for c in memberships.c if c.name != 'id')} "
-    "FROM counted RETURNING *), "
-    f"moved AS ({_COUNT_CHANNEL} AND EXISTS (SELECT 1 FROM inserted)) "
+    f"SELECT {', '.join('item.' + c for c in _MEMBER_COLUMNS)} FROM item JOIN counted ON counted.sid = item.user_sid "
+    "ORDER BY item.ord RETURNING *), "
+    "moved AS (UPDATE channels SET members_count = channels.members_count + added.n "
+    "FROM (SELECT channel_sid, count(*) AS n FROM inserted GROUP BY channel_sid) AS added "
+    "WHERE channels.sid = added.channel_sid) "
     "SELECT * FROM inserted")
+
+
+def join_arrays(plans: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """PG_JOIN's parameters for plan_join's rows: a column's values as one array."""
+    return {c: [plan[c] for plan in plans] for c in _JOIN_COLUMNS}
 
 
 def _split(row: Mapping[str, Any], names: list[str], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -105,6 +123,52 @@ _CHANNEL_NAMES = [c.name for c in channels.c]
 _USER_NAMES = [c.name for c in users.c]
 
 
+# The batched member add's reads (store/member_batch.py), each after the one before (READ
+# COMMITTED: each statement sees what committed before it began): a batch's channels locked in
+# SID order (batches sharing channels lock them in one order), then the identities' users,
+# locked in SID order, with their rows in those channels. The rows to lock are found first, as
+# ids (an uncommitted ARRAY(…) subquery: computed once, by unique-index probes whatever the
+# table statistics say), and the locking scan matches them by id alone: a row updated by the
+# transaction the lock waited for is rechecked against its own columns (EvalPlanQual), where a
+# join to unnest() dropped it.
+PG_TARGETS = (
+    f"SELECT {_columns(channels)}, {_columns(services, _SVC)} FROM channels "
+    "JOIN services ON services.sid = channels.service_sid "
+    "WHERE channels.id = ANY(ARRAY(SELECT c.id FROM channels AS c WHERE c.sid = ANY(CAST(%(sids)s AS TEXT[])) "
+    "UNION ALL SELECT c.id FROM unnest(CAST(%(name_services)s AS TEXT[]), CAST(%(names)s AS TEXT[])) "
+    "AS k(service_sid, name) JOIN channels AS c ON c.service_sid = k.service_sid AND c.unique_name = k.name)) "
+    "ORDER BY channels.sid FOR UPDATE OF channels")
+PG_JOINERS = (
+    f"SELECT {_columns(users)}, mb.* FROM users "
+    f"LEFT JOIN LATERAL (SELECT {_columns(memberships, _MB)} FROM memberships "
+    "WHERE memberships.user_sid = users.sid AND memberships.channel_sid = ANY(CAST(%(channel_sids)s AS TEXT[]))) "
+    "AS mb ON true "
+    "WHERE users.id = ANY(ARRAY(SELECT u.id FROM unnest(CAST(%(service_sids)s AS TEXT[]), "
+    "CAST(%(identities)s AS TEXT[])) AS k(service_sid, identity) "
+    "JOIN users AS u ON u.service_sid = k.service_sid AND u.identity = k.identity)) "
+    "ORDER BY users.sid FOR UPDATE OF users")
+PG_USER_EXISTS = "SELECT 1 FROM users WHERE sid = %(user_sid)s"
+PG_DELETE_INVITES = "DELETE FROM memberships WHERE id = ANY(CAST(%(ids)s AS BIGINT[])) AND status = 'invited'"
+
+
+def split_target(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PG_TARGETS (or join_target) row as (service, channel)."""
+    channel, service = _split(row, _CHANNEL_NAMES, _SVC)
+    return service, channel
+
+
+def split_joiner(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A PG_JOINERS (or joiner) row as (user, its row in the channel or None)."""
+    user, found = _split(row, _USER_NAMES, _MB)
+    return user, (found if found["id"] is not None else None)
+
+
+def not_moved(*, user_exists: bool) -> errors.TwilioError:
+    """A planned join whose user count did not move (its guarded UPDATE refused): the user was
+    deleted by a concurrent request (404), or reached its limit meanwhile (50208)."""
+    return errors.user_channels_exceeded() if user_exists else errors.not_found()
+
+
 def join_target(conn: Connection, *, account_sid: str, service_sid: str,
                 channel_key: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """(service, channel) of a member add in one statement, the channel row locked; 404 when
@@ -117,8 +181,7 @@ def join_target(conn: Connection, *, account_sid: str, service_sid: str,
                           _TARGET_BOOLEANS)
     if not rows:
         raise errors.not_found()
-    channel, service = _split(rows[0], _CHANNEL_NAMES, _SVC)
-    return service, channel
+    return split_target(rows[0])
 
 
 def joiner(conn: Connection, *, channel: Mapping[str, Any],
@@ -128,8 +191,7 @@ def joiner(conn: Connection, *, channel: Mapping[str, Any],
                                           "identity": identity}, _JOINER_BOOLEANS)
     if not rows:
         return None, None
-    user, found = _split(rows[0], _USER_NAMES, _MB)
-    return user, (found if found["id"] is not None else None)
+    return split_joiner(rows[0])
 
 
 _UNREAD = object()
@@ -138,15 +200,20 @@ _UNREAD = object()
 def plan_join(*, service: Mapping[str, Any], channel: Mapping[str, Any], user: Mapping[str, Any],
               found: Mapping[str, Any] | None, role_sid: str | None,
               values: Mapping[str, Any]) -> dict[str, Any]:
-    """The rules of a member add, before any write (join's, and the async PostgreSQL path's):
-    409 50404 when the user is a member; 400 50403 when the channel is full. The role:
-    `role_sid`, else a pending invite's, else the creator role for the channel's creator, else
-    the service's default channel role. Returns the member row's values and `user_limit`."""
+    """The rules of a member add, before any write (join's, and the batched PostgreSQL path's,
+    store/member_batch.py): 409 50404 when the user is a member; 400 50403 when the channel is
+    full; 400 50208 when the user is in as many channels as the service allows (as read: the
+    count's guarded UPDATE decides a race). The role: `role_sid`, else a pending invite's, else
+    the creator role for the channel's creator, else the service's default channel role.
+    Returns the member row's values and `user_limit`."""
     if found is not None and found["status"] == JOINED:
         raise errors.already_member()
     limits = json.loads(service["limits"])
     if channel["members_count"] >= int(limits.get("channel_members", 250)):
         raise errors.channel_full()
+    user_limit = int(limits.get("user_channels", 100))
+    if user["joined_channels_count"] >= user_limit:
+        raise errors.user_channels_exceeded()
     if role_sid is None:
         if found is not None:
             role_sid = found["role_sid"]
@@ -164,7 +231,7 @@ def plan_join(*, service: Mapping[str, Any], channel: Mapping[str, Any], user: M
         "notification_level": "default", "created_by": None,
         "date_created": values.get("date_created") or ts,
         "date_updated": values.get("date_updated") or values.get("date_created") or ts,
-        "user_limit": int(limits.get("user_channels", 100)),
+        "user_limit": user_limit,
     }
 
 
@@ -188,7 +255,7 @@ def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, 
                 member = driver_rows(conn, insert_member, {k: params[k] for k in _MEMBER_COLUMNS})[0][0]
                 driver_rows(conn, count_channel, params)
         else:
-            inserted, _ = driver_rows(conn, _PG_JOIN, params)
+            inserted, _ = driver_rows(conn, PG_JOIN, join_arrays([params]))
             member = inserted[0] if inserted else None
     except IntegrityError as exc:
         if is_unique_violation(exc):  # a lost race the channel lock did not serialize
@@ -197,71 +264,9 @@ def join(conn: Connection, *, service: Mapping[str, Any], channel: Mapping[str, 
             raise errors.not_found() from None
         raise
     if member is None:  # the user's count did not move
-        if conn.execute(select(users.c.id).where(users.c.sid == user["sid"])).first() is None:
-            raise errors.not_found()  # a concurrent request deleted the user
-        raise errors.user_channels_exceeded()
+        raise not_moved(user_exists=conn.execute(select(users.c.id).where(users.c.sid == user["sid"])).first()
+                        is not None)
     return member
-
-
-# ---- The same member add on PostgreSQL's async pool (db.AsyncPostgres), on the event loop:
-# the same statements in one transaction, without a threadpool hop and SQLAlchemy's sync
-# path (which cost more CPU than the five round trips themselves).
-
-_USER_EXISTS_PG = "SELECT 1 FROM users WHERE sid = %(user_sid)s"
-_DELETE_INVITE_PG = "DELETE FROM memberships WHERE id = %(id)s"
-
-
-async def _rows(conn: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rows of a statement that returns rows (psycopg builds cursor.description anew on
-    every access: ~25 µs for a joined row's columns, so it is not asked)."""
-    cur = await conn.execute(sql, params)
-    return await cur.fetchall()
-
-
-async def join_target_async(conn: Any, *, account_sid: str, service_sid: str,
-                            channel_key: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    """join_target on a psycopg AsyncConnection (dict rows) in a transaction."""
-    if not is_sid("IS", service_sid) or "\x00" in channel_key:
-        raise errors.not_found()
-    stmt = _TARGET["sid" if is_sid("CH", channel_key) else "unique_name"]
-    rows = await _rows(conn, stmt.postgresql, {"service_sid": service_sid, "key": channel_key,
-                                               "account_sid": account_sid})
-    if not rows:
-        raise errors.not_found()
-    channel, service = _split(rows[0], _CHANNEL_NAMES, _SVC)
-    return service, channel
-
-
-async def joiner_async(conn: Any, *, channel: Mapping[str, Any],
-                       identity: str) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
-    rows = await _rows(conn, _JOINER.postgresql, {"channel_sid": channel["sid"],
-                                                  "service_sid": channel["service_sid"], "identity": identity})
-    if not rows:
-        return None, None
-    user, found = _split(rows[0], _USER_NAMES, _MB)
-    return user, (found if found["id"] is not None else None)
-
-
-async def join_async(conn: Any, *, service: Mapping[str, Any], channel: Mapping[str, Any],
-                     user: Mapping[str, Any], found: Mapping[str, Any] | None, role_sid: str | None,
-                     values: Mapping[str, Any]) -> Mapping[str, Any]:
-    """join on a psycopg AsyncConnection in a transaction: the same rules, the same statements."""
-    from psycopg.errors import ForeignKeyViolation, UniqueViolation
-
-    params = plan_join(service=service, channel=channel, user=user, found=found, role_sid=role_sid, values=values)
-    if found is not None:  # the pending invite, consumed
-        await conn.execute(_DELETE_INVITE_PG, {"id": found["id"]})
-    try:
-        inserted = await _rows(conn, _PG_JOIN.postgresql, params)
-    except UniqueViolation:  # a lost race the channel lock did not serialize
-        raise errors.already_member() from None
-    except ForeignKeyViolation:  # the user or channel, deleted by a concurrent request
-        raise errors.not_found() from None
-    if not inserted:  # the user's count did not move
-        if not await _rows(conn, _USER_EXISTS_PG, {"user_sid": user["sid"]}):
-            raise errors.not_found()  # a concurrent request deleted the user
-        raise errors.user_channels_exceeded()
-    return inserted[0]
 
 
 def get_member(conn: Connection, *, channel: Mapping[str, Any], key: str) -> Mapping[str, Any]:

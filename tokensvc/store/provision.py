@@ -261,10 +261,9 @@ class _InTransaction:
         return await cur.fetchall()
 
 
-async def first_encounter_async(conn: Any, service: Mapping[str, Any], identity: str) -> tuple[User, bool]:
-    """store/users.first_encounter on a psycopg AsyncConnection in a transaction: the same
-    INSERT … ON CONFLICT DO NOTHING and race rule as the token endpoint's (_first_encounters)."""
-    outcome = (await _first_encounters(_InTransaction(conn), service, [identity], frozenset()))[identity]
-    if isinstance(outcome, errors.TwilioError):
-        raise outcome
-    return outcome
+async def first_encounters_in(conn: Any, service: Mapping[str, Any], identities: list[str]) -> dict[str, Outcome]:
+    """store/users' first encounters on a psycopg AsyncConnection in a transaction (a batch of
+    member adds, store/member_batch.py): the token endpoint's INSERT … ON CONFLICT DO NOTHING,
+    with its onUserAdded rows, and its race rule (_first_encounters); the users commit or roll
+    back with the members."""
+    return await _first_encounters(_InTransaction(conn), service, sorted(identities), frozenset())

@@ -13,17 +13,16 @@ from .. import errors
 from ..auth import Principal
 from ..context import Context
 from ..paging import Page, PageRequest
+from ..store import member_batch, outbox
 from ..store import members as store
-from ..store import outbox
 from ..store.channels import SYSTEM, get_channel
 from ..store.invites import create_invite as store_create_invite
 from ..store.invites import get_invite
 from ..store.outbox import API, Origin
-from ..store.provision import first_encounter_async
 from ..store.roles import check_role
 from ..store.services import get_service
 from ..store.users import find_by_identity, first_encounter, get_user
-from .channels import _RETRIES, BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
+from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
 from .users import pre_action, pre_user_add
 
@@ -112,33 +111,13 @@ async def add_member(c: Context, *, principal: Principal, origin: Origin = API,
 
 async def _add_member_async(c: Context, *, principal: Principal, origin: Origin, service_sid: str, channel_key: str,
                             identity: str, values: Mapping[str, Any]) -> Result:
-    """add_member with account credentials and no RoleSid on PostgreSQL: the same transaction
-    (store.join_target, store.joiner, first_encounter, store.join's rules) on the async pool,
-    on the event loop; run again when PostgreSQL chose it as a deadlock's victim."""
-    from psycopg import errors as pg_errors
-
-    apg = c.db.apg
-    assert apg is not None
-
-    async def add(conn: Any) -> tuple[Mapping[str, Any], Mapping[str, Any], bool]:
-        svc, channel = await store.join_target_async(conn, account_sid=principal.account_sid,
-                                                     service_sid=service_sid, channel_key=channel_key)
-        user, found = await store.joiner_async(conn, channel=channel, identity=identity)
-        created = False
-        if user is None:
-            user, created = await first_encounter_async(conn, svc, identity)  # its onUserAdded row included
-        member = await store.join_async(conn, service=svc, channel=channel, user=user, found=found, role_sid=None,
-                                        values=values)
-        await outbox.record_async(conn, svc, "onMemberAdded", [member], origin)
-        return member, user, created
-
-    for attempt in range(1, _RETRIES + 1):
-        try:
-            member, user, created = await apg.transaction(add)
-            break
-        except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-            if attempt == _RETRIES:
-                raise
+    """add_member with account credentials and no RoleSid on PostgreSQL: batched with the
+    concurrent ones in one transaction on the async pool (store/member_batch.py), by the same
+    rules (store.plan_join), statements (store.PG_JOIN) and get-or-create as the sync path."""
+    assert c.db.apg is not None
+    member, user, created = await member_batch.add_member(c.db.apg, member_batch.Join(
+        account_sid=principal.account_sid, service_sid=service_sid, channel_key=channel_key, identity=identity,
+        values=values, origin=origin))
     events: list[Event] = [UserAdded(user)] if created else []
     return member, [*events, MemberAdded(member)]
 
