@@ -150,13 +150,21 @@ def _statements(db: Database, fn: Any) -> list[tuple[str, Any]]:
     return seen
 
 
-def _plan(db: Database, filters: UserFilters, service_sid: str, req: PageRequest) -> str:
+def _plan(db: Database, filters: UserFilters, service_sid: str, req: PageRequest, *, ordered: bool) -> str:
     (statement, params), = _statements(db, lambda conn: list_users(conn, service_sid=service_sid, req=req,
                                                                    filters=filters))
 
     def explain(conn: Connection) -> str:
         if conn.dialect.name == "sqlite":
             return "\n".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+        # The suite's database is small and shared: between a page-sized plan and a bitmap scan plus
+        # a sort of a few rows, PostgreSQL's pick follows the statistics of the day. Without those
+        # two it must show what the index gives: the range and the order (a Sort stays possible,
+        # only dearer, so one still shows up when the index cannot order). bench/admin.py shows
+        # the pick at 1M users.
+        if ordered:
+            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            conn.exec_driver_sql("SET LOCAL enable_sort = off")
         return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, params))
 
     return db.call(explain)
@@ -211,9 +219,9 @@ def _sqlite_name(db: Database, index: str) -> str:
 def test_each_filter_is_one_index_range_without_a_sort(db: Database, crowd: dict[str, Any]) -> None:
     service_sid = crowd["service"]["sid"]
     for name, filters, req, index, sqlite_range, pg_conds in _cases(crowd):
-        plan = _plan(db, filters, service_sid, req)
         # A few exact identities are equality lookups, their rows then sorted by id: no range needed.
         sorted_ok = name == "identities"
+        plan = _plan(db, filters, service_sid, req, ordered=not sorted_ok)
         if db.engine.dialect.name == "sqlite":
             # e.g. SEARCH users USING INDEX ix (service_sid=? AND identity>? AND identity<?)
             assert f"SEARCH users USING INDEX {_sqlite_name(db, index)} ({sqlite_range})" in plan, (name, plan)
