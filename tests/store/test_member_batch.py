@@ -106,6 +106,9 @@ def test_a_batch_of_20_adds_of_one_pair_gives_one_member_and_nineteen_50404(
     outcomes, _ = _run(db, lambda apg: join_batch(apg, _joins(api, service, [(ch["sid"], "solo")] * 20)))
     assert isinstance(outcomes[0], tuple) and outcomes[0][2] is True
     assert [(o.status, o.code) for o in outcomes[1:]] == [(409, 50404)] * 19
+    again, sent = _run(db, lambda apg: join_batch(apg, _joins(api, service, [(ch["sid"], "solo")] * 3)))
+    assert [(o.status, o.code) for o in again] == [(409, 50404)] * 3
+    assert len(sent) == 2, sent  # every add refused by its plan: nothing written
     assert _channel(api, service, ch)["members_count"] == 1
     assert _user(api, service, "solo")["joined_channels_count"] == 1
 

@@ -161,6 +161,8 @@ async def _join_all(conn: Any, items: Sequence[Join]) -> list[Any]:
         if found is not None:
             invites.append(found["id"])
 
+    if not plans:  # every add refused: nothing to write
+        return outcomes
     created = await _create_users(conn, items, outcomes, plans, users)
     if invites:
         await conn.execute(store.PG_DELETE_INVITES, {"ids": invites})
