@@ -138,6 +138,15 @@ def finish(conn: Connection, *, delivered: Sequence[int], failed: Sequence[int])
         conn.execute(_FAIL, {"ids": list(failed)})
 
 
+_RENEW = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)), outbox.c.status == PENDING)
+          .values(due_at=bindparam("until")))
+
+
+def renew(conn: Connection, *, ids: Sequence[int], until: int) -> None:
+    """Extend the claim of rows still being delivered to `until` (epoch ms)."""
+    conn.execute(_RENEW, {"ids": list(ids), "until": until})
+
+
 def forget_failed(conn: Connection, *, resource_sid: str) -> None:
     """Drop the rows given up on about a deleted user: kept for inspection, they would keep its
     identity past its deletion (SPEC §3). Pending rows still go out, then go."""

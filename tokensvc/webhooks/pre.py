@@ -14,10 +14,9 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
 from .. import errors, validation
 from ..store.outbox import Origin
+from .http import Client, Unreachable
 from .params import signature
 
 ATTEMPT_SECONDS = 5.0
@@ -88,7 +87,7 @@ def user_fields(body: bytes) -> dict[str, Any]:
 class PreEvents:
     """Asks a service's pre-event hook; shares the dispatcher's pooled client and signing tokens."""
 
-    def __init__(self, client: Callable[[], httpx.AsyncClient | None],
+    def __init__(self, client: Callable[[], Client | None],
                  token: Callable[[str], Awaitable[str | None]], *, backoff_seconds: float = 0.2):
         self._client = client
         self._token = token
@@ -154,29 +153,22 @@ class PreEvents:
                 raise errors.webhook_rejected()
         raise errors.webhook_timeout() if timed_out else errors.webhook_rejected()
 
-    async def _attempt(self, client: httpx.AsyncClient, service: Mapping[str, Any], params: dict[str, str],
+    async def _attempt(self, client: Client, service: Mapping[str, Any], params: dict[str, str],
                        token: str | None) -> bytes | int | str:
         url, method = service["pre_webhook_url"], service.get("webhook_method") or "POST"
-        body: dict[str, str] | None = params
+        form: bytes | None = None
         if method == "GET":
-            url, body = url + ("&" if "?" in url else "?") + urlencode(params), None
+            url = url + ("&" if "?" in url else "?") + urlencode(params)
         headers = {"User-Agent": "tokensvc-webhooks"}
         if token is not None:
-            headers["X-Twilio-Signature"] = signature(token, url, body or {})
+            headers["X-Twilio-Signature"] = signature(token, url, {} if method == "GET" else params)
+        if method != "GET":
+            form = urlencode(params).encode()
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):
-                response = await client.send(client.build_request(method, url, data=body, headers=headers),
-                                             stream=True)
-                try:
-                    read = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        read += chunk
-                        if len(read) >= MAX_RESPONSE_BYTES:
-                            break
-                finally:
-                    await response.aclose()
+                status, body = await client.request(method, url, headers, form, limit=MAX_RESPONSE_BYTES)
         except TimeoutError:
             return "timeout"
-        except httpx.HTTPError:
+        except (Unreachable, ValueError):
             return "timeout"  # unreachable: no answer either
-        return bytes(read[:MAX_RESPONSE_BYTES]) if response.status_code == 200 else response.status_code
+        return body if status == 200 else status
