@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy import Connection, select
 
@@ -21,7 +20,7 @@ from ..store import outbox
 from ..store.accounts import signing_token
 from ..store.outbox_tables import outbox as outbox_table
 from .http import Client, Unreachable
-from .params import render, signature
+from .params import form, render, signature
 
 log = logging.getLogger("tokensvc.webhooks")
 
@@ -44,7 +43,7 @@ class Dispatcher:
     written outbox rows, so they go out at once instead of at the next poll."""
 
     def __init__(self, c: Any, *, poll_seconds: float = 0.25, lease_seconds: float = 60.0,
-                 max_in_flight: int = 128, backoff_seconds: float = 0.5):
+                 max_in_flight: int = 256, backoff_seconds: float = 0.5):
         self.c = c
         self.poll_seconds = poll_seconds
         self.lease_ms = int(lease_seconds * 1000)
@@ -210,18 +209,18 @@ class Dispatcher:
         """One request within ATTEMPT_SECONDS: the status, or "timeout" / "unreachable"."""
         assert self._client is not None
         headers = {"I-Twilio-Idempotency-Token": row["token"], "User-Agent": "tokensvc-webhooks"}
-        url, form = row["url"], None
+        url, body = row["url"], None
         if row["method"] == "GET":
-            url = url + ("&" if "?" in url else "?") + urlencode(params)
+            url = url + ("&" if "?" in url else "?") + form(params)
             signed = signature(auth_token, url, {}) if auth_token else None
         else:
             signed = signature(auth_token, url, params) if auth_token else None
-            form = urlencode(params).encode()
+            body = form(params).encode()
         if signed is not None:
             headers["X-Twilio-Signature"] = signed
         try:
             async with self._slots, asyncio.timeout(ATTEMPT_SECONDS):
-                status, _ = await self._client.request(row["method"], url, headers, form, limit=MAX_RESPONSE_BYTES)
+                status, _ = await self._client.request(row["method"], url, headers, body, limit=MAX_RESPONSE_BYTES)
                 return status
         except TimeoutError:
             return "timeout"

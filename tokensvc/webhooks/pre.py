@@ -12,12 +12,11 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
 
 from .. import errors, validation
 from ..store.outbox import Origin
 from .http import Client, Unreachable
-from .params import signature
+from .params import form, signature
 
 ATTEMPT_SECONDS = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -156,19 +155,19 @@ class PreEvents:
     async def _attempt(self, client: Client, service: Mapping[str, Any], params: dict[str, str],
                        token: str | None) -> bytes | int | str:
         url, method = service["pre_webhook_url"], service.get("webhook_method") or "POST"
-        form: bytes | None = None
+        body: bytes | None = None
         if method == "GET":
-            url = url + ("&" if "?" in url else "?") + urlencode(params)
+            url = url + ("&" if "?" in url else "?") + form(params)
         headers = {"User-Agent": "tokensvc-webhooks"}
         if token is not None:
             headers["X-Twilio-Signature"] = signature(token, url, {} if method == "GET" else params)
         if method != "GET":
-            form = urlencode(params).encode()
+            body = form(params).encode()
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):
-                status, body = await client.request(method, url, headers, form, limit=MAX_RESPONSE_BYTES)
+                status, answer = await client.request(method, url, headers, body, limit=MAX_RESPONSE_BYTES)
         except TimeoutError:
             return "timeout"
         except (Unreachable, ValueError):
             return "timeout"  # unreachable: no answer either
-        return body if status == 200 else status
+        return answer if status == 200 else status
