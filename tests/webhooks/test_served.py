@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,6 +73,22 @@ def test_connect_first_encounter_refused_by_on_user_add_writes_nothing(tmp_path:
             assert hit.params["Source"] == "SDK" and hit.params["ClientIdentity"] == "ws-no"
             gone = httpx.get(f"{srv.base}/v2/Services/{svc['sid']}/Users/ws-no", auth=srv.auth)
             assert gone.status_code == 404
+    finally:
+        srv.stop()
+
+
+def test_events_another_process_committed_are_delivered(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        for receiver in serve():
+            svc = hooked_service(srv, receiver.url)
+            # `tokensvc token` provisions in a process of its own, with no dispatcher: the server,
+            # which committed no post-event itself, finds the row and delivers it.
+            made = subprocess.run([sys.executable, "-m", "tokensvc.cli", "token", "cli-made", "--service", svc["sid"]],
+                                  env=srv.env, capture_output=True, timeout=60)
+            assert made.returncode == 0, made.stderr
+            [hit] = receiver.wait(1, timeout=20, EventType="onUserAdded")
+            assert hit.params["Identity"] == "cli-made" and hit.params["Source"] == "API"
     finally:
         srv.stop()
 

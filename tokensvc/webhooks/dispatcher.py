@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from ..store import outbox
-from ..store.accounts import signing_token
 from ..store.outbox_tables import outbox as outbox_table
 from .http import Client, Unreachable
 from .params import form, render, signature
+from .signers import SigningTokens
 
 log = logging.getLogger("tokensvc.webhooks")
 
@@ -57,7 +57,7 @@ class Dispatcher:
         self._delivered: list[int] = []
         self._failed: list[int] = []
         self._chains: set[asyncio.Task[None]] = set()
-        self._tokens: dict[str, tuple[str | None, float]] = {}
+        self._signers = SigningTokens(c.db, c.box)
         self._purged_at = 0.0
         self._stopping = False
 
@@ -171,24 +171,10 @@ class Dispatcher:
             self._in_flight -= 1
         self.wake()
 
-    @property
-    def client(self) -> Client | None:
-        """The pooled client, while started (pre-events share it)."""
-        return self._client
-
-    async def signing_token(self, account_sid: str) -> str | None:
-        """The account's auth token to sign with (cached a minute), None when only its hash is kept."""
-        cached = self._tokens.get(account_sid)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        token = await self.c.db.read(lambda conn: signing_token(conn, sid=account_sid, box=self.c.box))
-        self._tokens[account_sid] = (token, time.monotonic() + 60.0)
-        return token
-
     async def _deliver(self, row: Mapping[str, Any]) -> bool | None:
         """Attempts until one succeeds or the retries are spent; whether it was delivered (None:
         the dispatcher is stopping, the row is left to its lease)."""
-        auth_token = await self.signing_token(row["account_sid"])
+        auth_token = await self._signers.get(row["account_sid"])
         status: int | str = "?"
         for attempt in range(int(row["retries"]) + 1):
             if attempt:

@@ -1,0 +1,118 @@
+"""A server process's side of its delivery process (webhooks/worker.py): started at the first
+commit that may have written outbox rows, or as soon as the outbox holds pending rows (a crash
+left them, another replica or the CLI wrote them: looked for every CHECK_SECONDS); woken by a
+byte on its stdin, started again when it died, stopped by closing that stdin. A server whose
+database never holds a post-event starts none (the test suite's apps, mostly)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import Connection, select
+
+from ..config import Settings
+from ..db import Database
+from ..store.outbox import PENDING
+from ..store.outbox_tables import outbox
+from .worker import SPEC, settings_spec
+
+log = logging.getLogger("tokensvc.webhooks")
+
+WAKE_SECONDS = 0.005  # at most one byte per 5 ms: the dispatcher cycles at most every 50 ms anyway
+RESTART_SECONDS = 1.0
+CHECK_SECONDS = 1.0
+
+
+def _pending(conn: Connection) -> bool:
+    return conn.execute(select(outbox.c.id).where(outbox.c.status == PENDING).limit(1)).first() is not None
+
+
+class DeliveryProcess:
+    """The `Waker` of context.py: `wake()` after a commit that may have written outbox rows."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._woken = 0.0
+        self._started_at = -RESTART_SECONDS
+        self._stopping = False
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self, db: Database) -> None:
+        """Start the process now if rows wait, else at the first wake or once rows appear."""
+        if await db.read(_pending):
+            self._spawn()
+        self._watch = asyncio.create_task(self._watch_outbox(db), name="webhook-delivery-watch")
+
+    async def _watch_outbox(self, db: Database) -> None:
+        while not self._stopping:
+            await asyncio.sleep(CHECK_SECONDS)
+            if self._proc is not None and self._proc.poll() is None:
+                continue
+            try:
+                if await db.read(_pending):
+                    self.wake()  # starts it (again)
+            except Exception:
+                log.exception("looking for pending webhooks failed; trying again")
+
+    def wake(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            if proc is not None:
+                log.warning("webhook delivery process exited with %s; starting another", proc.returncode)
+                self._proc = None
+            self._spawn()
+            return
+        now = time.monotonic()
+        if now - self._woken < WAKE_SECONDS:
+            return
+        self._woken = now
+        try:
+            os.write(self._fd, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full: a wake-up is pending anyway
+        except OSError:
+            pass  # it died just now: the next wake starts another, its rows come due after their lease
+
+    def _spawn(self) -> None:
+        if self._stopping or time.monotonic() - self._started_at < RESTART_SECONDS:
+            return
+        self._started_at = time.monotonic()
+        env = dict(os.environ)
+        env[SPEC] = settings_spec(self.settings)
+        # The delivery process imports the same tokensvc as this one, wherever it was imported from.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        self._proc = subprocess.Popen([sys.executable, "-m", "tokensvc.webhooks.worker"], stdin=subprocess.PIPE,
+                                      env=env, close_fds=True)
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+    async def stop(self) -> None:
+        """Close its pipe and wait (10 s at most) for it to finish what it has in hand."""
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.wait([self._watch], timeout=2.0)
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        deadline = time.monotonic() + 10.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
