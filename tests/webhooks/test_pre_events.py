@@ -194,3 +194,20 @@ def test_client_member_add_and_user_update_are_asked(api: Api, receiver: Receive
     receiver.body = b'{"FriendlyName": "hooked name"}'
     r = api.client.post(f"/v2/Services/{svc['sid']}/Users/joiner", data={"FriendlyName": "mine"}, headers=headers)
     assert r.status_code == 200 and r.json()["friendly_name"] == "hooked name"
+
+
+def test_client_leaving_by_its_user_channel_asks_on_member_remove(api: Api, receiver: Receiver) -> None:
+    svc = chat_policed(api, receiver, "onMemberRemove")
+    channel = make_channel(api, svc, FriendlyName="left by user channel")
+    assert api.post(members_url(svc, channel), {"Identity": "leaver"}).status_code == 201
+    headers = minted(api, svc, "leaver")
+    mine = f"/v2/Services/{svc['sid']}/Users/leaver/Channels/{channel['sid']}"
+    receiver.statuses = [403]
+    assert_error(api.client.delete(mine, headers=headers), 403, 50056)
+    assert [m["identity"] for m in api.get(members_url(svc, channel)).json()["members"]] == ["leaver"]
+    [asked] = receiver.matching(EventType="onMemberRemove")
+    assert asked.params["ChannelSid"] == channel["sid"] and asked.params["ClientIdentity"] == "leaver"
+    assert asked.params["MemberSid"].startswith("MB")
+    assert api.client.delete(mine, headers=headers).status_code == 204
+    assert api.get(members_url(svc, channel)).json()["members"] == []
+    assert len(receiver.matching(EventType="onMemberRemove")) == 2
