@@ -4,6 +4,7 @@ writes; a rejection (403 50056) or no answer (504 50076) leaves nothing behind."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +17,11 @@ from twilio.request_validator import RequestValidator
 
 from channel_helpers import make_channel, members_url
 from conftest import Api, assert_error, start_server
+from tokensvc.store.outbox import API
 from tokensvc.store.outbox_tables import outbox
+from tokensvc.store.services import get_service
 from tokensvc.tokens import mint
+from tokensvc.webhooks.pre import ANSWER_SECONDS
 from webhook_receiver import Receiver, serve
 
 
@@ -211,3 +215,17 @@ def test_client_leaving_by_its_user_channel_asks_on_member_remove(api: Api, rece
     assert api.client.delete(mine, headers=headers).status_code == 204
     assert api.get(members_url(svc, channel)).json()["members"] == []
     assert len(receiver.matching(EventType="onMemberRemove")) == 2
+
+
+def test_an_answer_is_reused_until_the_user_it_allowed_is_written(api: Api, receiver: Receiver) -> None:
+    svc = policed(api, receiver)
+    hooks = api.app.state.ctx.pre_events
+    service = api.app.state.ctx.db.call(lambda conn: get_service(conn, account_sid=api.account_sid, sid=svc["sid"]))
+    # Two first encounters of one identity, the second after the first's answer (before its
+    # write would commit): one question.
+    assert api.client.portal.call(hooks.user_add, service, "gap", API) == {}
+    assert api.client.portal.call(hooks.user_add, service, "gap", API) == {}
+    assert len(receiver.matching(EventType="onUserAdd")) == 1
+    time.sleep(ANSWER_SECONDS + 0.1)
+    api.client.portal.call(hooks.user_add, service, "gap", API)
+    assert len(receiver.matching(EventType="onUserAdd")) == 2
