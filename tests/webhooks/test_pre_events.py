@@ -81,6 +81,10 @@ def test_hook_sets_the_new_users_fields(api: Api, receiver: Receiver) -> None:
     user = api.get(f"/v2/Services/{svc['sid']}/Users/mod").json()
     assert user["friendly_name"] == "Set by hook" and json.loads(user["attributes"]) == {"tier": 2}
     assert user["role_sid"] == admin["sid"]
+    # its onUserAdded, committed with it, carries what the hook set
+    [added] = receiver.wait(1, EventType="onUserAdded")
+    assert added.params["UserSid"] == user["sid"] and added.params["FriendlyName"] == "Set by hook"
+    assert added.params["RoleSid"] == admin["sid"] and json.loads(added.params["Attributes"]) == {"tier": 2}
 
 
 def test_hook_fields_are_validated_as_the_callers(api: Api, receiver: Receiver) -> None:
