@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio.to_thread
 from sqlalchemy import Connection, select
 
 from ..config import Settings
@@ -45,6 +46,7 @@ class DeliveryProcess:
         self._started_at = -RESTART_SECONDS
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
 
     async def start(self, db: Database) -> None:
         """Start the process now if rows wait, else at the first wake or once rows appear."""
@@ -64,6 +66,10 @@ class DeliveryProcess:
                 log.exception("looking for pending webhooks failed; trying again")
 
     def wake(self) -> None:
+        now = time.monotonic()
+        if now - self._woken < WAKE_SECONDS:
+            return
+        self._woken = now
         proc = self._proc
         if proc is None or proc.poll() is not None:
             if proc is not None:
@@ -71,32 +77,45 @@ class DeliveryProcess:
                 self._proc = None
             self._spawn()
             return
-        now = time.monotonic()
-        if now - self._woken < WAKE_SECONDS:
-            return
-        self._woken = now
+        assert proc.stdin is not None
         try:
-            os.write(self._fd, b"w")
+            os.write(proc.stdin.fileno(), b"w")
         except BlockingIOError:
             pass  # the pipe is full: a wake-up is pending anyway
         except OSError:
             pass  # it died just now: the next wake starts another, its rows come due after their lease
 
     def _spawn(self) -> None:
-        if self._stopping or time.monotonic() - self._started_at < RESTART_SECONDS:
+        if self._stopping or self._starting is not None or time.monotonic() - self._started_at < RESTART_SECONDS:
             return
         self._started_at = time.monotonic()
+        self._starting = asyncio.get_running_loop().create_task(self._start(), name="webhook-delivery-start")
+
+    async def _start(self) -> None:
+        try:
+            # fork and exec off the event loop
+            proc = await anyio.to_thread.run_sync(self._popen)
+        except OSError:
+            log.exception("could not start the webhook delivery process; trying again")
+            return
+        finally:
+            self._starting = None
+        self._proc = proc
+        if self._stopping:
+            await self._end(proc)
+
+    def _popen(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env[SPEC] = settings_spec(self.settings)
         # The delivery process imports the same tokensvc as this one, wherever it was imported from.
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        self._proc = subprocess.Popen([sys.executable, "-m", "tokensvc.webhooks.worker"], stdin=subprocess.PIPE,
-                                      env=env, close_fds=True)
-        assert self._proc.stdin is not None
-        self._fd = self._proc.stdin.fileno()
-        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        proc = subprocess.Popen([sys.executable, "-m", "tokensvc.webhooks.worker"], stdin=subprocess.PIPE,
+                                env=env, close_fds=True)
+        assert proc.stdin is not None
+        fd = proc.stdin.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        return proc
 
     async def stop(self) -> None:
         """Close its pipe and wait (10 s at most) for it to finish what it has in hand."""
@@ -104,9 +123,14 @@ class DeliveryProcess:
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.wait([self._watch], timeout=2.0)
+        if self._starting is not None:
+            await asyncio.wait([self._starting], timeout=10.0)  # it ends what it started
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
+        if proc is not None:
+            await self._end(proc)
+
+    @staticmethod
+    async def _end(proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None
         with contextlib.suppress(OSError):
             proc.stdin.close()
@@ -115,4 +139,4 @@ class DeliveryProcess:
             await asyncio.sleep(0.05)
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            await anyio.to_thread.run_sync(proc.wait)
