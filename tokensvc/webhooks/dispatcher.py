@@ -1,4 +1,5 @@
-"""The outbox's dispatcher (SPEC §10), one per process: claims due rows (leased, so a crashed
+"""The outbox's dispatcher (SPEC §10), run by each server's delivery process (webhooks/worker.py,
+started by webhooks/delivery.py): claims due rows (leased, so a crashed
 claimer's rows come due again), delivers each resource's rows in commit order over one pooled
 keep-alive client (webhooks/http.py), retries a timeout, a 429 or a 5xx with backoff up to the
 row's retry count (the same idempotency token on every attempt), deletes what was delivered and
@@ -28,9 +29,9 @@ ATTEMPT_SECONDS = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
 GIVE_UP = 50057
 # One cycle (one write transaction: finish, renew, claim) per CYCLE_SECONDS at most however many
-# commits wake it: on SQLite each takes the write lock the server's first encounters wait for
-# (4 a second where 20 cost the token path a measured share of its rate). While a claim comes
-# back full, a backlog waits: cycles follow every BACKLOG_CYCLE_SECONDS.
+# commits wake it: on SQLite each takes (with its fsync) the write lock the server's first
+# encounters wait for, so 5 a second rather than 20. While a claim comes back full, a backlog
+# waits: cycles follow every BACKLOG_CYCLE_SECONDS.
 CYCLE_SECONDS = 0.2
 BACKLOG_CYCLE_SECONDS = 0.05
 CONNECTIONS = 8
@@ -44,8 +45,8 @@ def _any_due(conn: Connection) -> bool:
 
 
 class Dispatcher:
-    """Started and stopped by the app's lifespan; `wake()` after a local commit that may have
-    written outbox rows, so they go out at once instead of at the next poll."""
+    """Started and stopped by the delivery process; `wake()` when its server committed rows
+    that may be due, so they go out at once instead of at the next poll."""
 
     def __init__(self, c: Any, *, poll_seconds: float = 0.25, lease_seconds: float = 60.0,
                  max_in_flight: int = 256, backoff_seconds: float = 0.5):
@@ -69,7 +70,7 @@ class Dispatcher:
     async def start(self) -> None:
         # Deliveries wait for one of CONNECTIONS slots (not counted in the attempt's 5 s) rather than
         # open hundreds of connections at once: a receiver's accept queue drops a burst of connects,
-        # costing seconds of SYN retries. Pre-events (webhooks/pre.py) share the client, not the slots.
+        # costing seconds of SYN retries.
         self._slots = asyncio.Semaphore(CONNECTIONS)
         self._client = Client()
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")

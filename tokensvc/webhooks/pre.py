@@ -88,7 +88,7 @@ def user_fields(body: bytes) -> dict[str, Any]:
 
 
 class PreEvents:
-    """Asks a service's pre-event hook; shares the dispatcher's pooled client and signing tokens."""
+    """Asks a service's pre-event hook, over the server process's pooled client."""
 
     def __init__(self, client: Callable[[], Client | None],
                  token: Callable[[str], Awaitable[str | None]], *, backoff_seconds: float = 0.2):
