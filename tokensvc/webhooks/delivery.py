@@ -49,21 +49,19 @@ class DeliveryProcess:
         self._starting: asyncio.Task[None] | None = None
 
     async def start(self, db: Database) -> None:
-        """Start the process now if rows wait, else at the first wake or once rows appear."""
-        if await db.read(_pending):
-            self._spawn()
+        """Look for pending rows now and every CHECK_SECONDS (the process starts when there are,
+        or at the first wake). A database down at start delays nothing but that look."""
         self._watch = asyncio.create_task(self._watch_outbox(db), name="webhook-delivery-watch")
 
     async def _watch_outbox(self, db: Database) -> None:
         while not self._stopping:
+            if self._proc is None or self._proc.poll() is not None:
+                try:
+                    if await db.read(_pending):
+                        self.wake()  # starts it (again)
+                except Exception as exc:
+                    log.warning("could not look for pending webhooks (%s); trying again", type(exc).__name__)
             await asyncio.sleep(CHECK_SECONDS)
-            if self._proc is not None and self._proc.poll() is None:
-                continue
-            try:
-                if await db.read(_pending):
-                    self.wake()  # starts it (again)
-            except Exception:
-                log.exception("looking for pending webhooks failed; trying again")
 
     def wake(self) -> None:
         now = time.monotonic()
