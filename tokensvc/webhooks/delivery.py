@@ -1,7 +1,8 @@
 """A server process's side of its delivery process (webhooks/worker.py): started at the first
 commit that may have written outbox rows, or as soon as the outbox holds pending rows (a crash
 left them, another replica or the CLI wrote them: looked for every CHECK_SECONDS); woken by a
-byte on its stdin, started again when it died, stopped by closing that stdin. A server whose
+byte on its stdin (and at least every second, a beat: worker.SILENCE_SECONDS), started again
+when it died, stopped by closing that stdin. A server whose
 database never holds a post-event starts none (the test suite's apps, mostly)."""
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ class DeliveryProcess:
 
     async def _watch_outbox(self, db: Database) -> None:
         while not self._stopping:
-            if self._proc is None or self._proc.poll() is not None:
+            if self._proc is not None and self._proc.poll() is None:
+                self._woken = 0.0
+                self.wake()  # the beat by which it knows this app still runs (worker.SILENCE_SECONDS)
+            else:
                 try:
                     if await db.read(_pending):
                         self.wake()  # starts it (again)

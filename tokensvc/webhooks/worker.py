@@ -3,7 +3,8 @@ by webhooks/delivery.py. It runs the outbox's dispatcher on an event loop and da
 connections of its own, so a post-event costs the request path its outbox row and, at most every
 few milliseconds, a byte on a pipe (issue 14: in the server's loop, deliveries took the CPU the
 token endpoint needed). Its stdin is that pipe: a byte wakes the dispatcher; the pipe's end (the
-server stopped, or was killed) ends this process, whose claimed rows then wait for their lease."""
+server stopped, or was killed) ends this process, whose claimed rows then wait for their lease,
+and so does its silence for SILENCE_SECONDS (the server beats at least every second)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from typing import Any
 from ..config import Settings
 
 SPEC = "TOKENSVC_DELIVERY_SETTINGS"  # the environment variable that carries the settings
+# The server writes a byte at least every second while its event loop runs (webhooks/delivery.py):
+# silence this long means its app stopped without ending us (a loop gone, a hang), and we end.
+SILENCE_SECONDS = 10.0
 
 
 def settings_spec(settings: Settings) -> str:
@@ -47,9 +51,15 @@ async def serve(settings: Settings) -> None:
     await dispatcher.start()
 
     async def woken() -> None:
-        while await reader.read(4096):
-            dispatcher.wake()
-        stopping.set()  # the server is gone
+        try:
+            while True:
+                async with asyncio.timeout(SILENCE_SECONDS):
+                    if not await reader.read(4096):
+                        break  # the server is gone
+                dispatcher.wake()
+        except TimeoutError:
+            pass  # the server's loop stopped beating
+        stopping.set()
 
     waker = asyncio.create_task(woken())
     try:
