@@ -121,6 +121,11 @@ class Server:
     def cpu(self) -> float:
         return tree_cpu(self.proc.pid)
 
+    def own_cpu(self) -> float:
+        """CPU seconds of the server process alone, without its children (workers, helpers)."""
+        st = _stat(self.proc.pid)
+        return st[1] if st is not None else 0.0
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -236,23 +236,29 @@ def create_app(settings: Settings, *, migrate: bool = True) -> TokensvcApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from .connect import Hub
-        from .webhooks.dispatcher import Dispatcher
+        from .webhooks.delivery import DeliveryProcess
+        from .webhooks.http import Client
         from .webhooks.pre import PreEvents
+        from .webhooks.signers import SigningTokens
 
         hub = Hub(c)
         c.hub = hub
-        dispatcher = Dispatcher(c, lease_seconds=c.settings.webhook_lease)
+        delivery = DeliveryProcess(c.settings)
+        client: Client | None = Client()
         with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (tests)
             signal.signal(signal.SIGHUP, lambda *_: c.keyring.request_reload())
         await hub.start()
-        await dispatcher.start()
-        c.webhooks = dispatcher
-        c.pre_events = PreEvents(lambda: dispatcher.client, dispatcher.signing_token)
+        await delivery.start(c.db)
+        c.webhooks = delivery
+        c.pre_events = PreEvents(lambda: client, SigningTokens(c.db, c.box).get)
         try:
             yield
         finally:
             c.webhooks = c.pre_events = None
-            await dispatcher.stop()
+            await delivery.stop()
+            if client is not None:
+                await client.aclose()
+                client = None
             await hub.stop()
             await c.db.aclose()
             c.db.dispose()

@@ -30,7 +30,8 @@ class Sessions(Protocol):
 
 
 class Waker(Protocol):
-    """The webhook dispatcher, as effects.apply sees it: told that outbox rows may be due."""
+    """The webhook delivery process (webhooks/delivery.py), as effects.apply sees it: told that
+    outbox rows may be due."""
 
     def wake(self) -> None: ...
 
@@ -58,5 +59,5 @@ class Context:
     tombstones: Tombstones
     token_limiter: TokenRateLimiter
     hub: Sessions | None = None
-    webhooks: Waker | None = None  # the outbox's dispatcher, while the app runs
+    webhooks: Waker | None = None  # the outbox's delivery process, while the app runs
     pre_events: PreEventHook | None = None  # onUserAdd and friends, while the app runs

@@ -4,6 +4,7 @@ writes; a rejection (403 50056) or no answer (504 50076) leaves nothing behind."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +17,11 @@ from twilio.request_validator import RequestValidator
 
 from channel_helpers import make_channel, members_url
 from conftest import Api, assert_error, start_server
+from tokensvc.store.outbox import API
 from tokensvc.store.outbox_tables import outbox
+from tokensvc.store.services import get_service
 from tokensvc.tokens import mint
+from tokensvc.webhooks.pre import ANSWER_SECONDS
 from webhook_receiver import Receiver, serve
 
 
@@ -77,6 +81,10 @@ def test_hook_sets_the_new_users_fields(api: Api, receiver: Receiver) -> None:
     user = api.get(f"/v2/Services/{svc['sid']}/Users/mod").json()
     assert user["friendly_name"] == "Set by hook" and json.loads(user["attributes"]) == {"tier": 2}
     assert user["role_sid"] == admin["sid"]
+    # its onUserAdded, committed with it, carries what the hook set
+    [added] = receiver.wait(1, EventType="onUserAdded")
+    assert added.params["UserSid"] == user["sid"] and added.params["FriendlyName"] == "Set by hook"
+    assert added.params["RoleSid"] == admin["sid"] and json.loads(added.params["Attributes"]) == {"tier": 2}
 
 
 def test_hook_fields_are_validated_as_the_callers(api: Api, receiver: Receiver) -> None:
@@ -194,3 +202,34 @@ def test_client_member_add_and_user_update_are_asked(api: Api, receiver: Receive
     receiver.body = b'{"FriendlyName": "hooked name"}'
     r = api.client.post(f"/v2/Services/{svc['sid']}/Users/joiner", data={"FriendlyName": "mine"}, headers=headers)
     assert r.status_code == 200 and r.json()["friendly_name"] == "hooked name"
+
+
+def test_client_leaving_by_its_user_channel_asks_on_member_remove(api: Api, receiver: Receiver) -> None:
+    svc = chat_policed(api, receiver, "onMemberRemove")
+    channel = make_channel(api, svc, FriendlyName="left by user channel")
+    assert api.post(members_url(svc, channel), {"Identity": "leaver"}).status_code == 201
+    headers = minted(api, svc, "leaver")
+    mine = f"/v2/Services/{svc['sid']}/Users/leaver/Channels/{channel['sid']}"
+    receiver.statuses = [403]
+    assert_error(api.client.delete(mine, headers=headers), 403, 50056)
+    assert [m["identity"] for m in api.get(members_url(svc, channel)).json()["members"]] == ["leaver"]
+    [asked] = receiver.matching(EventType="onMemberRemove")
+    assert asked.params["ChannelSid"] == channel["sid"] and asked.params["ClientIdentity"] == "leaver"
+    assert asked.params["MemberSid"].startswith("MB")
+    assert api.client.delete(mine, headers=headers).status_code == 204
+    assert api.get(members_url(svc, channel)).json()["members"] == []
+    assert len(receiver.matching(EventType="onMemberRemove")) == 2
+
+
+def test_an_answer_is_reused_until_the_user_it_allowed_is_written(api: Api, receiver: Receiver) -> None:
+    svc = policed(api, receiver)
+    hooks = api.app.state.ctx.pre_events
+    service = api.app.state.ctx.db.call(lambda conn: get_service(conn, account_sid=api.account_sid, sid=svc["sid"]))
+    # Two first encounters of one identity, the second after the first's answer (before its
+    # write would commit): one question.
+    assert api.client.portal.call(hooks.user_add, service, "gap", API) == {}
+    assert api.client.portal.call(hooks.user_add, service, "gap", API) == {}
+    assert len(receiver.matching(EventType="onUserAdd")) == 1
+    time.sleep(ANSWER_SECONDS + 0.1)
+    api.client.portal.call(hooks.user_add, service, "gap", API)
+    assert len(receiver.matching(EventType="onUserAdd")) == 2

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,6 +77,57 @@ def test_connect_first_encounter_refused_by_on_user_add_writes_nothing(tmp_path:
             assert gone.status_code == 404
     finally:
         srv.stop()
+
+
+def test_events_another_process_committed_are_delivered(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        for receiver in serve():
+            svc = hooked_service(srv, receiver.url)
+            # `tokensvc token` provisions in a process of its own, with no dispatcher: the server,
+            # which committed no post-event itself, finds the row and delivers it.
+            made = subprocess.run([sys.executable, "-m", "tokensvc.cli", "token", "cli-made", "--service", svc["sid"]],
+                                  env=srv.env, capture_output=True, timeout=60)
+            assert made.returncode == 0, made.stderr
+            [hit] = receiver.wait(1, timeout=20, EventType="onUserAdded")
+            assert hit.params["Identity"] == "cli-made" and hit.params["Source"] == "API"
+    finally:
+        srv.stop()
+
+
+def _delivery_processes(server_pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == server_pid and b"tokensvc.webhooks.worker" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def test_a_delivery_process_that_dies_is_replaced(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        for receiver in serve():
+            svc = hooked_service(srv, receiver.url)
+            assert _delivery_processes(srv.proc.pid) == []  # none before the first post-event
+            tokens = f"{srv.base}/v2/Services/{svc['sid']}/Tokens"
+            assert httpx.post(tokens, data={"Identity": "before"}, auth=srv.auth).status_code == 201
+            receiver.wait(1, timeout=20, Identity="before")
+            [child] = _delivery_processes(srv.proc.pid)
+            os.kill(child, signal.SIGKILL)
+            time.sleep(0.5)
+            assert httpx.post(tokens, data={"Identity": "after"}, auth=srv.auth).status_code == 201
+            [hit] = receiver.wait(1, timeout=20, Identity="after")
+            assert hit.params["EventType"] == "onUserAdded"
+            [again] = _delivery_processes(srv.proc.pid)
+    finally:
+        srv.stop()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{again}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{again}").exists()  # it ends with its server
 
 
 def _delivered_tokens(receiver: Receiver) -> dict[str, set[str]]:

@@ -6,8 +6,8 @@ writer; PostgreSQL: FOR UPDATE SKIP LOCKED) and lease rows by moving `due_at` ah
 from __future__ import annotations
 
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, exists, select, update
 from sqlalchemy.orm import aliased
 
-from ..db import named_rows, now
+from ..db import named_rows, now, sqlite_connection
 from .outbox_tables import outbox
 
 PENDING, FAILED = "pending", "failed"
@@ -56,7 +56,7 @@ def ms() -> int:
 
 
 def new_token() -> str:
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)  # 32 hex digits, as uuid4().hex, at a third of its cost
 
 
 def _json(row: Mapping[str, Any]) -> str:
@@ -77,13 +77,29 @@ def _values(service: Mapping[str, Any], event_type: str, rows: Iterable[Mapping[
              "due_at": due, "date_created": ts} for row in rows]
 
 
+_INSERT = outbox.insert()
+_COLUMNS = tuple(c.key for c in outbox.c if c.key != "id")
+# SQLite: the statement on the DBAPI cursor of the SQLAlchemy connection, inside its transaction.
+# It runs in the group commit of every first encounter, where SQLAlchemy's insert cost ~100 µs a
+# row (cache key, parameter processing) against ~10 µs for the driver itself (bench/webhooks.py).
+_INSERT_SQLITE = f"INSERT INTO outbox ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
 def record(conn: Connection, service: Mapping[str, Any], event_type: str, rows: Iterable[Mapping[str, Any]],
            origin: Origin = API) -> int:
     """Write the post-event of each row (a user, channel or member) if the service wants it; how
     many were written. Call it inside the transaction of the change."""
     values = _values(service, event_type, rows, origin)
-    if values:
-        conn.execute(outbox.insert(), values)
+    if not values:
+        return 0
+    if conn.dialect.name == "sqlite":
+        cur = sqlite_connection(conn).cursor()
+        try:
+            cur.executemany(_INSERT_SQLITE, [tuple(v[c] for c in _COLUMNS) for v in values])
+        finally:
+            cur.close()
+    else:
+        conn.execute(_INSERT, values)
     return len(values)
 
 
@@ -136,6 +152,15 @@ def finish(conn: Connection, *, delivered: Sequence[int], failed: Sequence[int])
         conn.execute(_DONE, {"ids": list(delivered)})
     if failed:
         conn.execute(_FAIL, {"ids": list(failed)})
+
+
+_RENEW = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)), outbox.c.status == PENDING)
+          .values(due_at=bindparam("until")))
+
+
+def renew(conn: Connection, *, ids: Sequence[int], until: int) -> None:
+    """Extend the claim of rows still being delivered to `until` (epoch ms)."""
+    conn.execute(_RENEW, {"ids": list(ids), "until": until})
 
 
 def forget_failed(conn: Connection, *, resource_sid: str) -> None:

@@ -24,7 +24,7 @@ from ..store.services import get_service
 from ..store.users import find_by_identity, first_encounter, get_user
 from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
-from .users import pre_action, pre_user_add
+from .users import pre_action, pre_user_add, pre_wanted
 
 Result = tuple[Any, list[Event]]
 
@@ -280,14 +280,23 @@ async def delete_user_channel(c: Context, *, principal: Principal, origin: Origi
                               caller: Mapping[str, Any] | None, service_sid: str, user_key: str,
                               channel_key: str) -> Result:
     """DELETE /Users/{US}/Channels/{CH}: leave the channel (a client: leaveChannel), or drop the
-    invite."""
+    invite. A client leaving asks onMemberRemove first, as a member delete does (SPEC §10)."""
     client = client_user(principal, caller)
 
-    def remove(conn: Connection) -> Mapping[str, Any]:
+    def find(conn: Connection, lock: bool = False) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]:
         svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
         user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=client)
-        channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=True)
-        row = store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
+        channel = get_channel(conn, service_sid=service_sid, key=channel_key, lock=lock)
+        return svc, channel, store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
+
+    if origin.source == "SDK" and await pre_wanted(c, service_sid=service_sid, event_type="onMemberRemove"):
+        _, channel, found = await c.db.read(find)  # an invite dropped is no member removed: nothing to ask
+        if found["status"] == store.JOINED:
+            await pre_action(c, origin=origin, service_sid=service_sid, event_type="onMemberRemove",
+                             resource={"ChannelSid": channel["sid"], "MemberSid": found["sid"]})
+
+    def remove(conn: Connection) -> Mapping[str, Any]:
+        svc, channel, row = find(conn, lock=True)
         if client is not None and row["status"] == store.JOINED:
             require(caller_permissions(conn, service_sid=service_sid, caller=client, channel=channel), "leaveChannel")
         store.leave(conn, row=row)

@@ -37,6 +37,13 @@ def pre_user_add(c: Context, service: Mapping[str, Any], identity: str, origin: 
     return lambda: hooks.user_add(service, identity, origin, given)
 
 
+async def pre_wanted(c: Context, *, service_sid: str, event_type: str) -> bool:
+    """Whether the service has a pre-event hook for `event_type` (to skip a read that only the
+    question needs)."""
+    svc = await c.auth.service(service_sid)
+    return c.pre_events is not None and svc is not None and pre_wants(svc, event_type)
+
+
 async def pre_action(c: Context, *, origin: Origin, service_sid: str, event_type: str,
                      resource: Mapping[str, Any]) -> dict[str, Any]:
     """A Chat pre-event before a client-token action (SPEC §10: never for REST): the fields its

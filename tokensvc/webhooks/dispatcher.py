@@ -1,8 +1,10 @@
-"""The outbox's dispatcher (SPEC §10), one per process: claims due rows (leased, so a crashed
+"""The outbox's dispatcher (SPEC §10), run by each server's delivery process (webhooks/worker.py,
+started by webhooks/delivery.py): claims due rows (leased, so a crashed
 claimer's rows come due again), delivers each resource's rows in commit order over one pooled
-keep-alive httpx client, retries a timeout, a 429 or a 5xx with backoff up to the row's retry
-count (the same idempotency token on every attempt), deletes what was delivered and keeps what
-it gave up on (`failed`, error 50057 logged) for 7 days."""
+keep-alive client (webhooks/http.py), retries a timeout, a 429 or a 5xx with backoff up to the
+row's retry count (the same idempotency token on every attempt), deletes what was delivered and
+keeps what it gave up on (`failed`, error 50057 logged) for 7 days. The claims of rows still in
+flight are renewed while their deliveries last, so a slow receiver's row is not claimed twice."""
 
 from __future__ import annotations
 
@@ -12,22 +14,26 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
-import httpx
 from sqlalchemy import Connection, select
 
 from ..store import outbox
-from ..store.accounts import signing_token
 from ..store.outbox_tables import outbox as outbox_table
-from .params import render, signature
+from .http import Client, Unreachable
+from .params import form, render, signature
+from .signers import SigningTokens
 
 log = logging.getLogger("tokensvc.webhooks")
 
 ATTEMPT_SECONDS = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
 GIVE_UP = 50057
-CYCLE_SECONDS = 0.05
+# One cycle (one write transaction: finish, renew, claim) per CYCLE_SECONDS at most however many
+# commits wake it: on SQLite each takes (with its fsync) the write lock the server's first
+# encounters wait for, so 5 a second rather than 20. While a claim comes back full, a backlog
+# waits: cycles follow every BACKLOG_CYCLE_SECONDS.
+CYCLE_SECONDS = 0.2
+BACKLOG_CYCLE_SECONDS = 0.05
 CONNECTIONS = 8
 
 
@@ -39,37 +45,34 @@ def _any_due(conn: Connection) -> bool:
 
 
 class Dispatcher:
-    """Started and stopped by the app's lifespan; `wake()` after a local commit that may have
-    written outbox rows, so they go out at once instead of at the next poll."""
+    """Started and stopped by the delivery process; `wake()` when its server committed rows
+    that may be due, so they go out at once instead of at the next poll."""
 
     def __init__(self, c: Any, *, poll_seconds: float = 0.25, lease_seconds: float = 60.0,
-                 max_in_flight: int = 128, backoff_seconds: float = 0.5,
-                 transport: httpx.AsyncBaseTransport | None = None):
+                 max_in_flight: int = 256, backoff_seconds: float = 0.5):
         self.c = c
         self.poll_seconds = poll_seconds
         self.lease_ms = int(lease_seconds * 1000)
         self.max_in_flight = max_in_flight
         self.backoff_seconds = backoff_seconds
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: Client | None = None
+        self._leases: dict[int, int] = {}  # outbox id of a row in flight -> when its claim ends (epoch ms)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._in_flight = 0
         self._delivered: list[int] = []
         self._failed: list[int] = []
         self._chains: set[asyncio.Task[None]] = set()
-        self._tokens: dict[str, tuple[str | None, float]] = {}
+        self._signers = SigningTokens(c.db, c.box)
         self._purged_at = 0.0
         self._stopping = False
 
     async def start(self) -> None:
         # Deliveries wait for one of CONNECTIONS slots (not counted in the attempt's 5 s) rather than
         # open hundreds of connections at once: a receiver's accept queue drops a burst of connects,
-        # costing seconds of SYN retries. Pre-events (webhooks/pre.py) have the other half of the pool.
-        limits = httpx.Limits(max_connections=2 * CONNECTIONS, max_keepalive_connections=2 * CONNECTIONS)
+        # costing seconds of SYN retries.
         self._slots = asyncio.Semaphore(CONNECTIONS)
-        self._client = httpx.AsyncClient(follow_redirects=False, timeout=ATTEMPT_SECONDS, limits=limits,
-                                         transport=self._transport)
+        self._client = Client()
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
@@ -93,23 +96,23 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
+            backlog = False
             try:
-                await self._cycle()
+                backlog = await self._cycle()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook dispatcher cycle failed; retrying")
                 await asyncio.sleep(1.0)
-            # At most one cycle (one write transaction) per CYCLE_SECONDS however many commits
-            # wake it: on SQLite each is a group commit of its own, which the token path shares.
-            await asyncio.sleep(CYCLE_SECONDS)
+            await asyncio.sleep(BACKLOG_CYCLE_SECONDS if backlog else CYCLE_SECONDS)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wake.wait()
             self._wake.clear()
 
-    async def _cycle(self) -> None:
-        """Finish what was delivered and claim what is due, in one transaction."""
+    async def _cycle(self) -> bool:
+        """Finish what was delivered and claim what is due, in one transaction; whether rows
+        were left waiting (the claim was full, or there was no room for one)."""
         db = self.c.db
         if time.monotonic() - self._purged_at > 600:
             self._purged_at = time.monotonic()
@@ -117,12 +120,18 @@ class Dispatcher:
         room = self.max_in_flight - self._in_flight
         due = room > 0 and await db.read(_any_due)
         delivered, failed = self._delivered, self._failed
-        if not due and not delivered and not failed:
-            return
+        # Claims ending within half a lease are renewed: a delivery may outlast a lease (5 s per
+        # attempt, backoff between retries), and a row whose claim ran out is another's to claim.
+        t = outbox.ms()
+        renew = [i for i, until in self._leases.items() if until - t < self.lease_ms // 2]
+        if not due and not delivered and not failed and not renew:
+            return False
         self._delivered, self._failed = [], []
 
         def job(conn: Connection) -> list[dict[str, Any]]:
             outbox.finish(conn, delivered=delivered, failed=failed)
+            if renew:
+                outbox.renew(conn, ids=renew, until=t + self.lease_ms)
             return outbox.claim(conn, limit=room, lease_ms=self.lease_ms) if due else []
 
         try:
@@ -130,14 +139,19 @@ class Dispatcher:
         except BaseException:
             self._delivered[:0], self._failed[:0] = delivered, failed  # next cycle
             raise
+        for i in renew:
+            if i in self._leases:  # not finished meanwhile
+                self._leases[i] = t + self.lease_ms
         chains: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
+            self._leases[row["id"]] = row["due_at"]
             chains.setdefault(row["resource_sid"], []).append(row)
         for chain in chains.values():
             self._in_flight += len(chain)
             task = asyncio.create_task(self._deliver_chain(chain))
             self._chains.add(task)
             task.add_done_callback(self._chains.discard)
+        return due and len(rows) >= room or room <= 0
 
     async def _flush(self) -> None:
         delivered, failed = self._delivered, self._failed
@@ -160,27 +174,14 @@ class Dispatcher:
                 ok = None
             if ok is not None:
                 (self._delivered if ok else self._failed).append(row["id"])
+            self._leases.pop(row["id"], None)  # finished, or left to its lease
             self._in_flight -= 1
         self.wake()
-
-    @property
-    def client(self) -> httpx.AsyncClient | None:
-        """The pooled client, while started (pre-events share it)."""
-        return self._client
-
-    async def signing_token(self, account_sid: str) -> str | None:
-        """The account's auth token to sign with (cached a minute), None when only its hash is kept."""
-        cached = self._tokens.get(account_sid)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        token = await self.c.db.read(lambda conn: signing_token(conn, sid=account_sid, box=self.c.box))
-        self._tokens[account_sid] = (token, time.monotonic() + 60.0)
-        return token
 
     async def _deliver(self, row: Mapping[str, Any]) -> bool | None:
         """Attempts until one succeeds or the retries are spent; whether it was delivered (None:
         the dispatcher is stopping, the row is left to its lease)."""
-        auth_token = await self.signing_token(row["account_sid"])
+        auth_token = await self._signers.get(row["account_sid"])
         status: int | str = "?"
         for attempt in range(int(row["retries"]) + 1):
             if attempt:
@@ -201,29 +202,20 @@ class Dispatcher:
         """One request within ATTEMPT_SECONDS: the status, or "timeout" / "unreachable"."""
         assert self._client is not None
         headers = {"I-Twilio-Idempotency-Token": row["token"], "User-Agent": "tokensvc-webhooks"}
-        url = row["url"]
+        url, body = row["url"], None
         if row["method"] == "GET":
-            url = url + ("&" if "?" in url else "?") + urlencode(params)
-            signed, body = signature(auth_token, url, {}) if auth_token else None, None
+            url = url + ("&" if "?" in url else "?") + form(params)
+            signed = signature(auth_token, url, {}) if auth_token else None
         else:
-            signed, body = signature(auth_token, url, params) if auth_token else None, params
+            signed = signature(auth_token, url, params) if auth_token else None
+            body = form(params).encode()
         if signed is not None:
             headers["X-Twilio-Signature"] = signed
         try:
             async with self._slots, asyncio.timeout(ATTEMPT_SECONDS):
-                request = self._client.build_request(row["method"], url, data=body, headers=headers)
-                response = await self._client.send(request, stream=True)
-                try:
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read >= MAX_RESPONSE_BYTES:
-                            break
-                finally:
-                    await response.aclose()
-                return response.status_code
+                status, _ = await self._client.request(row["method"], url, headers, body, limit=MAX_RESPONSE_BYTES)
+                return status
         except TimeoutError:
             return "timeout"
-        except httpx.HTTPError:
+        except (Unreachable, ValueError):
             return "unreachable"
-

@@ -2,25 +2,27 @@
 writes anything. 200 proceeds (a JSON object body may set RoleSid, FriendlyName, Attributes,
 validated as if the caller sent them); any other answer is 403 50056; no answer within 5 s per
 attempt, after the service's pre_webhook_retry_count retries, is 504 50076. Concurrent first
-encounters of one identity in this process ask once (other replicas may ask again: the hook
-must be idempotent)."""
+encounters of one identity in this process ask once, including one that arrives after the
+answer but before the user it allowed is committed (other replicas may ask again: the hook must
+be idempotent)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
-
-import httpx
 
 from .. import errors, validation
 from ..store.outbox import Origin
-from .params import signature
+from .http import Client, Unreachable
+from .params import form, signature
 
 ATTEMPT_SECONDS = 5.0
+ANSWER_SECONDS = 1.0  # covers the write that follows the answer (a group commit, usually milliseconds)
 MAX_RESPONSE_BYTES = 64 * 1024
 _SETTABLE = {"RoleSid": "role_sid", "FriendlyName": "friendly_name", "Attributes": "attributes"}
 
@@ -86,14 +88,17 @@ def user_fields(body: bytes) -> dict[str, Any]:
 
 
 class PreEvents:
-    """Asks a service's pre-event hook; shares the dispatcher's pooled client and signing tokens."""
+    """Asks a service's pre-event hook, over the server process's pooled client."""
 
-    def __init__(self, client: Callable[[], httpx.AsyncClient | None],
+    def __init__(self, client: Callable[[], Client | None],
                  token: Callable[[str], Awaitable[str | None]], *, backoff_seconds: float = 0.2):
         self._client = client
         self._token = token
         self._backoff = backoff_seconds
         self._asking: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        # Answers that let a user be written, kept ANSWER_SECONDS: a first encounter arriving
+        # between the answer and the commit of the user it allowed would otherwise ask again.
+        self._answered: OrderedDict[tuple[str, str], tuple[dict[str, Any], float]] = OrderedDict()
 
     async def user_add(self, service: Mapping[str, Any], identity: str, origin: Origin,
                        given: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -103,6 +108,9 @@ class PreEvents:
         asking = self._asking.get(key)
         if asking is not None:
             return dict(await asyncio.shield(asking))
+        answered = self._answered.get(key)
+        if answered is not None and answered[1] > time.monotonic():
+            return dict(answered[0])
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._asking[key] = future
         try:
@@ -118,9 +126,17 @@ class PreEvents:
             raise
         else:
             future.set_result(fields)
+            self._remember(key, fields)
             return fields
         finally:
             del self._asking[key]
+
+    def _remember(self, key: tuple[str, str], fields: dict[str, Any]) -> None:
+        now = time.monotonic()
+        while self._answered and next(iter(self._answered.values()))[1] <= now:
+            self._answered.popitem(last=False)  # oldest first: they expire in the order they came
+        self._answered.pop(key, None)
+        self._answered[key] = (fields, now + ANSWER_SECONDS)
 
     async def action(self, service: Mapping[str, Any], event_type: str, resource: Mapping[str, str],
                      origin: Origin) -> dict[str, Any]:
@@ -154,29 +170,22 @@ class PreEvents:
                 raise errors.webhook_rejected()
         raise errors.webhook_timeout() if timed_out else errors.webhook_rejected()
 
-    async def _attempt(self, client: httpx.AsyncClient, service: Mapping[str, Any], params: dict[str, str],
+    async def _attempt(self, client: Client, service: Mapping[str, Any], params: dict[str, str],
                        token: str | None) -> bytes | int | str:
         url, method = service["pre_webhook_url"], service.get("webhook_method") or "POST"
-        body: dict[str, str] | None = params
+        body: bytes | None = None
         if method == "GET":
-            url, body = url + ("&" if "?" in url else "?") + urlencode(params), None
+            url = url + ("&" if "?" in url else "?") + form(params)
         headers = {"User-Agent": "tokensvc-webhooks"}
         if token is not None:
-            headers["X-Twilio-Signature"] = signature(token, url, body or {})
+            headers["X-Twilio-Signature"] = signature(token, url, {} if method == "GET" else params)
+        if method != "GET":
+            body = form(params).encode()
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):
-                response = await client.send(client.build_request(method, url, data=body, headers=headers),
-                                             stream=True)
-                try:
-                    read = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        read += chunk
-                        if len(read) >= MAX_RESPONSE_BYTES:
-                            break
-                finally:
-                    await response.aclose()
+                status, answer = await client.request(method, url, headers, body, limit=MAX_RESPONSE_BYTES)
         except TimeoutError:
             return "timeout"
-        except httpx.HTTPError:
+        except (Unreachable, ValueError):
             return "timeout"  # unreachable: no answer either
-        return bytes(read[:MAX_RESPONSE_BYTES]) if response.status_code == 200 else response.status_code
+        return answer if status == 200 else status
