@@ -84,24 +84,16 @@ async def runtime(s: Settings) -> AsyncIterator[Context]:
     from the CLI asks the provisioning policy as the API does). Post-events are outbox rows
     committed with each change; the dispatcher of any `tokensvc serve` sharing the database
     delivers them (a CLI process does not stay to deliver)."""
-    import httpx
-
     from ..app import build_context
-    from ..store.accounts import signing_token
+    from ..webhooks.http import Client
     from ..webhooks.pre import PreEvents
+    from ..webhooks.signers import SigningTokens
 
     c = build_context(s)
     if c.db.is_sqlite:
         _bulk_page_cache(c.db.engine)
-    client = httpx.AsyncClient(follow_redirects=False, timeout=5.0)
-    tokens: dict[str, str | None] = {}
-
-    async def token(account_sid: str) -> str | None:
-        if account_sid not in tokens:
-            tokens[account_sid] = await c.db.read(lambda conn: signing_token(conn, sid=account_sid, box=c.box))
-        return tokens[account_sid]
-
-    c.pre_events = PreEvents(lambda: client, token)
+    client = Client()  # the server's own hook client (webhooks/http.py), so the CLI asks as the API does
+    c.pre_events = PreEvents(lambda: client, SigningTokens(c.db, c.box).get)
     try:
         yield c
     finally:
