@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import PG_URL, Server, database_url, free_port, replica_pair, start_server
+from tokensvc.sids import new_sid
 from tokensvc.signing import load_snapshot
 from tokensvc.tokens import mint
 from webhook_receiver import Receiver, serve
@@ -95,6 +97,48 @@ def test_events_another_process_committed_are_delivered(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_a_process_that_cannot_sign_an_account_leaves_its_events_to_one_that_can(tmp_path: Path) -> None:
+    """Two deployments on one database, each with its own secrets.key (the suite's PostgreSQL
+    database is shared so): B cannot open A's auth token copy, so it must not deliver A's events
+    unsigned; it leaves them pending, and A delivers them signed once it runs."""
+    url = database_url(tmp_path)
+    account_a = (new_sid("AC"), secrets.token_urlsafe(24))
+    for receiver in serve():
+        a = start_server(tmp_path, database=url, keys_dir=tmp_path / "keys-a", account=account_a, name="A")
+        try:
+            svc = hooked_service(a, receiver.url)
+        finally:
+            a.stop()
+        b = start_server(tmp_path, database=url, keys_dir=tmp_path / "keys-b", name="B")
+        try:
+            # A's event committed by a CLI process of A's deployment while only B runs.
+            made = subprocess.run([sys.executable, "-m", "tokensvc.cli", "token", "foreign-1", "--service", svc["sid"]],
+                                  env=a.env, capture_output=True, timeout=60)
+            assert made.returncode == 0, made.stderr
+            deadline = time.monotonic() + 20
+            while b"left to another process" not in b.log_path.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert b"left to another process" in b.log_path.read_bytes()  # B claimed it and let it go
+            time.sleep(1.0)
+            assert receiver.matching(Identity="foreign-1") == []  # nothing sent unsigned
+            # A policy hook B cannot sign is not asked unsigned either: closed, nothing written.
+            r = httpx.post(f"{b.base}/v2/Services/{svc['sid']}", auth=account_a, data={
+                "PreWebhookUrl": receiver.url, "WebhookFilters": ["onUserAdd", "onUserAdded"]})
+            assert r.status_code == 200, r.text
+            r = httpx.post(f"{b.base}/v2/Services/{svc['sid']}/Tokens", auth=account_a, data={"Identity": "foreign-2"})
+            assert r.status_code == 504 and r.json()["code"] == 50076, r.text
+            assert httpx.get(f"{b.base}/v2/Services/{svc['sid']}/Users/foreign-2", auth=account_a).status_code == 404
+            assert receiver.matching(EventType="onUserAdd") == []
+            a = start_server(tmp_path, database=url, keys_dir=tmp_path / "keys-a", account=account_a, name="A2")
+            try:
+                [hit] = receiver.wait(1, timeout=20, Identity="foreign-1")
+                assert RequestValidator(account_a[1]).validate(hit.url, hit.params, hit.headers["x-twilio-signature"])
+            finally:
+                a.stop()
+        finally:
+            b.stop()
+
+
 def _delivery_processes(server_pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -106,12 +150,29 @@ def _delivery_processes(server_pid: int) -> list[int]:
     return found
 
 
+def _pending_rows(srv: Server) -> int:
+    from sqlalchemy import func, select
+
+    from tokensvc.config import Settings
+    from tokensvc.db import make_engine
+    from tokensvc.store.outbox_tables import outbox
+
+    engine = make_engine(Settings(database_url=srv.env["TOKENSVC_DATABASE_URL"]))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(outbox)
+                                    .where(outbox.c.status == "pending")).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
 def test_a_delivery_process_that_dies_is_replaced(tmp_path: Path) -> None:
     srv = start_server(tmp_path)
     try:
         for receiver in serve():
             svc = hooked_service(srv, receiver.url)
-            assert _delivery_processes(srv.proc.pid) == []  # none before the first post-event
+            if not _pending_rows(srv):  # the suite's shared PostgreSQL database may hold others' rows
+                assert _delivery_processes(srv.proc.pid) == []  # none before the first post-event
             tokens = f"{srv.base}/v2/Services/{svc['sid']}/Tokens"
             assert httpx.post(tokens, data={"Identity": "before"}, auth=srv.auth).status_code == 201
             receiver.wait(1, timeout=20, Identity="before")

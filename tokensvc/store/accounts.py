@@ -46,11 +46,21 @@ def rotate_token(conn: Connection, *, sid: str, box: SecretBox) -> str:
     return token
 
 
+class ForeignSecret(Exception):
+    """The account keeps an AES-GCM copy of its auth token that this process's secrets.key
+    cannot open: another deployment's key shares this database (or the key was replaced)."""
+
+
 def signing_token(conn: Connection, *, sid: str, box: SecretBox) -> str | None:
-    """The account's auth token to sign its webhooks with, None when only its hash is kept or
-    this process's secrets.key cannot open the copy (a database shared with other deployments)."""
+    """The account's auth token to sign its webhooks with; None when only its hash is kept.
+    ForeignSecret when a copy is kept that this process's secrets.key cannot open: such an
+    account's webhooks are another process's to sign, never to be sent unsigned from here."""
     sealed = conn.execute(select(accounts.c.auth_token_enc).where(accounts.c.sid == sid)).scalar()
-    return box.decrypt(sealed, sid) if sealed and box.opens(sealed, sid) else None
+    if not sealed:
+        return None
+    if not box.opens(sealed, sid):
+        raise ForeignSecret(sid)
+    return box.decrypt(sealed, sid)
 
 
 def ensure_bootstrap_account(conn: Connection, *, sid: str | None, auth_token: str | None,

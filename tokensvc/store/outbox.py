@@ -124,14 +124,18 @@ async def record_async(conn: Any, service: Mapping[str, Any], event_type: str, r
 _earlier = aliased(outbox)
 
 
-def claim(conn: Connection, *, limit: int, lease_ms: int) -> list[dict[str, Any]]:
+def claim(conn: Connection, *, limit: int, lease_ms: int, skip_accounts: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Due rows, leased to the caller for `lease_ms`, in id order. A row is not claimed while an
-    earlier row of its resource waits (leased elsewhere or backing off): commit order per resource."""
+    earlier row of its resource waits (leased elsewhere or backing off): commit order per resource.
+    `skip_accounts`: accounts whose webhooks the caller cannot sign (its secrets.key does not open
+    their auth token copy), left to another process."""
     t = ms()
     blocked = exists().where(and_(_earlier.c.resource_sid == outbox.c.resource_sid, _earlier.c.id < outbox.c.id,
                                   _earlier.c.status == PENDING, _earlier.c.due_at > t))
-    query = (select(outbox.c.id).where(outbox.c.status == PENDING, outbox.c.due_at <= t, ~blocked)
-             .order_by(outbox.c.id).limit(limit))
+    query = select(outbox.c.id).where(outbox.c.status == PENDING, outbox.c.due_at <= t, ~blocked)
+    if skip_accounts:
+        query = query.where(outbox.c.account_sid.not_in(list(skip_accounts)))
+    query = query.order_by(outbox.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=outbox)
     ids = list(conn.execute(query).scalars())
@@ -144,18 +148,19 @@ def claim(conn: Connection, *, limit: int, lease_ms: int) -> list[dict[str, Any]
 
 _DONE = delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
 _FAIL = update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True))).values(status=FAILED)
+_RENEW = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)), outbox.c.status == PENDING)
+          .values(due_at=bindparam("until")))
 
 
-def finish(conn: Connection, *, delivered: Sequence[int], failed: Sequence[int]) -> None:
-    """Delivered rows go; rows given up on stay `failed` (purged after 7 days)."""
+def finish(conn: Connection, *, delivered: Sequence[int], failed: Sequence[int], released: Sequence[int] = ()) -> None:
+    """Delivered rows go; rows given up on stay `failed` (purged after 7 days); released rows
+    (claimed by a process that cannot sign them) are due again at once, for another claimer."""
     if delivered:
         conn.execute(_DONE, {"ids": list(delivered)})
     if failed:
         conn.execute(_FAIL, {"ids": list(failed)})
-
-
-_RENEW = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)), outbox.c.status == PENDING)
-          .values(due_at=bindparam("until")))
+    if released:
+        conn.execute(_RENEW, {"ids": list(released), "until": ms()})  # a lease ending now
 
 
 def renew(conn: Connection, *, ids: Sequence[int], until: int) -> None:

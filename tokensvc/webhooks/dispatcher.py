@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from ..store import outbox
+from ..store.accounts import ForeignSecret
 from ..store.outbox_tables import outbox as outbox_table
 from .http import Client, Unreachable
 from .params import form, render, signature
@@ -35,6 +36,10 @@ GIVE_UP = 50057
 CYCLE_SECONDS = 0.2
 BACKLOG_CYCLE_SECONDS = 0.05
 CONNECTIONS = 8
+# An account whose auth token copy this process's secrets.key cannot open (another deployment's
+# key on a shared database) is left out of its claims this long before it looks again.
+FOREIGN_SECONDS = 60.0
+RELEASED = "released"
 
 
 def _any_due(conn: Connection) -> bool:
@@ -62,6 +67,8 @@ class Dispatcher:
         self._in_flight = 0
         self._delivered: list[int] = []
         self._failed: list[int] = []
+        self._released: list[int] = []
+        self._foreign: dict[str, float] = {}  # account SID -> until when its rows are left to others (monotonic)
         self._chains: set[asyncio.Task[None]] = set()
         self._signers = SigningTokens(c.db, c.box)
         self._purged_at = 0.0
@@ -119,25 +126,28 @@ class Dispatcher:
             await db.run(outbox.purge)
         room = self.max_in_flight - self._in_flight
         due = room > 0 and await db.read(_any_due)
-        delivered, failed = self._delivered, self._failed
+        delivered, failed, released = self._delivered, self._failed, self._released
+        now = time.monotonic()
+        self._foreign = {sid: until for sid, until in self._foreign.items() if until > now}
+        skip = sorted(self._foreign)
         # Claims ending within half a lease are renewed: a delivery may outlast a lease (5 s per
         # attempt, backoff between retries), and a row whose claim ran out is another's to claim.
         t = outbox.ms()
         renew = [i for i, until in self._leases.items() if until - t < self.lease_ms // 2]
-        if not due and not delivered and not failed and not renew:
+        if not due and not delivered and not failed and not released and not renew:
             return False
-        self._delivered, self._failed = [], []
+        self._delivered, self._failed, self._released = [], [], []
 
         def job(conn: Connection) -> list[dict[str, Any]]:
-            outbox.finish(conn, delivered=delivered, failed=failed)
+            outbox.finish(conn, delivered=delivered, failed=failed, released=released)
             if renew:
                 outbox.renew(conn, ids=renew, until=t + self.lease_ms)
-            return outbox.claim(conn, limit=room, lease_ms=self.lease_ms) if due else []
+            return outbox.claim(conn, limit=room, lease_ms=self.lease_ms, skip_accounts=skip) if due else []
 
         try:
             rows = await db.run(job)
         except BaseException:
-            self._delivered[:0], self._failed[:0] = delivered, failed  # next cycle
+            self._delivered[:0], self._failed[:0], self._released[:0] = delivered, failed, released  # next cycle
             raise
         for i in renew:
             if i in self._leases:  # not finished meanwhile
@@ -154,14 +164,15 @@ class Dispatcher:
         return due and len(rows) >= room or room <= 0
 
     async def _flush(self) -> None:
-        delivered, failed = self._delivered, self._failed
-        if not delivered and not failed:
+        delivered, failed, released = self._delivered, self._failed, self._released
+        if not delivered and not failed and not released:
             return
-        self._delivered, self._failed = [], []
+        self._delivered, self._failed, self._released = [], [], []
         try:
-            await self.c.db.run(lambda conn: outbox.finish(conn, delivered=delivered, failed=failed))
+            await self.c.db.run(lambda conn: outbox.finish(conn, delivered=delivered, failed=failed,
+                                                           released=released))
         except Exception:
-            self._delivered[:0], self._failed[:0] = delivered, failed  # next cycle
+            self._delivered[:0], self._failed[:0], self._released[:0] = delivered, failed, released  # next cycle
             raise
 
     async def _deliver_chain(self, chain: list[dict[str, Any]]) -> None:
@@ -172,16 +183,27 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook delivery crashed (outbox id %s); it is retried after its lease", row["id"])
                 ok = None
-            if ok is not None:
+            if ok == RELEASED:
+                self._released.append(row["id"])
+            elif ok is not None:
                 (self._delivered if ok else self._failed).append(row["id"])
             self._leases.pop(row["id"], None)  # finished, or left to its lease
             self._in_flight -= 1
         self.wake()
 
-    async def _deliver(self, row: Mapping[str, Any]) -> bool | None:
+    async def _deliver(self, row: Mapping[str, Any]) -> bool | str | None:
         """Attempts until one succeeds or the retries are spent; whether it was delivered (None:
-        the dispatcher is stopping, the row is left to its lease)."""
-        auth_token = await self._signers.get(row["account_sid"])
+        the dispatcher is stopping, the row is left to its lease; RELEASED: this process cannot
+        sign it, and never sends unsigned what an auth token copy exists for)."""
+        try:
+            auth_token = await self._signers.get(row["account_sid"])
+        except ForeignSecret:
+            if row["account_sid"] not in self._foreign:
+                log.warning("webhooks of account %s left to another process: this process's secrets.key cannot "
+                            "open its auth token copy (another deployment's key on this database?)",
+                            row["account_sid"])
+            self._foreign[row["account_sid"]] = time.monotonic() + FOREIGN_SECONDS
+            return RELEASED
         status: int | str = "?"
         for attempt in range(int(row["retries"]) + 1):
             if attempt:

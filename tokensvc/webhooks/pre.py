@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,9 +18,12 @@ from functools import lru_cache
 from typing import Any
 
 from .. import errors, validation
+from ..store.accounts import ForeignSecret
 from ..store.outbox import Origin
 from .http import Client, Unreachable
 from .params import form, signature
+
+log = logging.getLogger("tokensvc.webhooks")
 
 ATTEMPT_SECONDS = 5.0
 ANSWER_SECONDS = 1.0  # covers the write that follows the answer (a group commit, usually milliseconds)
@@ -152,7 +156,14 @@ class PreEvents:
         client = self._client()
         if client is None:
             raise errors.webhook_timeout()  # the app is stopping
-        token = await self._token(service["account_sid"])
+        try:
+            token = await self._token(service["account_sid"])
+        except ForeignSecret:
+            # A policy hook is a gate: asked unsigned, a receiver that does not check signatures
+            # would let anyone through. Closed until the right secrets.key is in place.
+            log.error("pre-event not sent: this process's secrets.key cannot open the auth token "
+                      "copy of account %s (another deployment's key?); answering 504 50076", service["account_sid"])
+            raise errors.webhook_timeout() from None
         timed_out = False
         for attempt in range(int(service.get("pre_webhook_retry_count") or 0) + 1):
             if attempt:
