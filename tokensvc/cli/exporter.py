@@ -32,7 +32,8 @@ async def export(c: Context, *, service: str, account: str | None, out: IO[str],
         req = PageRequest(page_size, 0, None, after=after)
         page = await list_users(c, principal=principal, service_sid=sid, req=req)
         if page.rows:
-            out.write("".join(dumps(user_to_json(row._mapping, base)) + "\n" for row in page.rows))
+            out.write("\n".join([dumps(user_to_json(row._mapping, base)) for row in page.rows]))
+            out.write("\n")
             count += len(page.rows)
             after = page.rows[-1].id
         if not page.has_next or not page.rows:

