@@ -20,8 +20,10 @@ Sections (one function each, SECTIONS below; each prints its PASS/MISS lines):
            identity order), a deep IdentityPrefix page (its PageToken in the middle of `user-1…`),
            and UpdatedAfter first and deep pages (every user on one date: the (date_updated, sid)
            range through a tie of N rows). Target: IdentityPrefix page <= 1.5 x the unfiltered first page.
-  import   TODO (the CLI's `users import`): lines/s, target >= 5,000 on SQLite without webhooks.
-  export   TODO (the CLI's `users export`): users/s streamed, target >= 50,000, constant memory.
+  import   `tokensvc users import` of --import-lines new identities (JSON Lines, no webhooks), a real
+           CLI process per round (bench/admin_cli.py): lines/s. Target >= 5,000 on SQLite.
+  export   `tokensvc users export` of every user of the service, a real CLI process per round, less
+           the same command on an empty service: users/s and peak RSS. Target >= 50,000, constant memory.
   console  the admin console's users page with an identity-prefix search (`user-5`, signed in with a
            session cookie, rendered HTML) against the REST first page: <= 2 x (bench/admin_console.py).
 """
@@ -191,17 +193,42 @@ def section_filters(setup: Setup) -> list[Ratio]:
 
 
 def section_import(setup: Setup) -> list[Ratio]:
-    """TODO (issue 15, the CLI engineer): `tokensvc users import SERVICE FILE` of a JSON Lines file
-    against this database, lines/s; target >= 5,000 on SQLite without webhooks."""
-    print("  TODO: import lines/s (tokensvc users import) is not measured yet")
-    return []
+    """`tokensvc users import` of --import-lines new identities (JSON Lines, no webhooks) into
+    this database, once per round (bench/admin_cli.py): lines/s; target >= 5,000 on SQLite."""
+    from admin_cli import IMPORT_TARGET, bench_import
+
+    runs = []
+    for r in range(setup.args.rounds):
+        runs.append(res := bench_import(setup.url, setup.args.import_lines))
+        print(f"  round {r + 1} import {res['lines']:,} lines  {res['lines_per_s']:,} lines/s  "
+              f"({res['lines_per_cpu_s']:,} per CPU second past start-up)", flush=True)
+    target = IMPORT_TARGET if setup.database == "sqlite" else None  # the target is SQLite's
+    return [Ratio("import, lines/s (cpu: lines per CPU second)", [float(x["lines_per_s"]) for x in runs],
+                  [float(x["lines_per_cpu_s"]) for x in runs], target, at_least=True)]
 
 
 def section_export(setup: Setup) -> list[Ratio]:
-    """TODO (issue 15, the CLI engineer): `tokensvc users export SERVICE` of the setup's users,
-    users/s and peak RSS; target >= 50,000 users/s, constant memory."""
-    print("  TODO: export users/s (tokensvc users export) is not measured yet")
-    return []
+    """`tokensvc users export` of the setup's service (every one of its users) against the same
+    command on an empty service, once per round (bench/admin_cli.py): users/s past start-up and
+    the peak RSS; target >= 50,000 users/s in constant memory."""
+    from admin_cli import EXPORT_TARGET, measure_export, service_in
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSVC_")}
+    env.update({"TOKENSVC_DATABASE_URL": setup.url, "TOKENSVC_KEYS_DIR": str(setup.keys),
+                "TOKENSVC_ACCOUNT_SID": setup.account[0], "TOKENSVC_AUTH_TOKEN": setup.account[1]})
+    workdir = setup.tmp / "export"
+    workdir.mkdir(exist_ok=True)
+    empty = service_in(setup.url, setup.keys, setup.account[0], "bench export (empty)")
+    runs = []
+    for r in range(setup.args.rounds):
+        runs.append(res := measure_export(env, empty["sid"], setup.service["sid"], setup.users, workdir))
+        print(f"  round {r + 1} export {res['users']:,} users  {res['users_per_s']:,} users/s  "
+              f"({res['users_per_cpu_s']:,} per CPU second; peak RSS {res['rss_kib']:,} KiB, "
+              f"empty service {res['rss_empty_kib']:,} KiB)", flush=True)
+    return [Ratio("export, users/s (cpu: users per CPU second)", [float(x["users_per_s"]) for x in runs],
+                  [float(x["users_per_cpu_s"]) for x in runs], EXPORT_TARGET, at_least=True),
+            Ratio("export, peak RSS full / empty service", [x["rss_kib"] / x["rss_empty_kib"] for x in runs],
+                  [x["rss_kib"] / x["rss_empty_kib"] for x in runs])]
 
 
 def section_console(setup: Setup) -> list[Ratio]:
@@ -254,6 +281,7 @@ def main() -> int:
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--pg-url", help="a PostgreSQL server URL (a database is created and dropped on it)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--import-lines", type=int, default=50_000, help="lines per import round")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--page-concurrency", type=int, default=8, help="connections for page measurements")

@@ -59,15 +59,29 @@ def _setup(db_url: str, workdir: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return svc, env
 
 
+def _hwm(pid: int) -> int:
+    """The peak RSS (KiB) of a running process so far, 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _run(argv: list[str], env: dict[str, str], timeout: float = 1800) -> tuple[str, float, float, int]:
-    """(stdout, wall s, CPU s, peak RSS KiB) of one `python -m tokensvc` process (its own
-    rusage, from wait4)."""
+    """(stdout, wall s, CPU s, peak RSS KiB) of one `python -m tokensvc` process (CPU from its
+    own rusage, wait4; the peak RSS from /proc while it runs, sampled every 10 ms)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "tokensvc", *argv], env=env, stdout=out, stderr=err,
                                 cwd=Path(__file__).resolve().parent.parent)
         deadline = started + timeout
+        peak = 0  # VmHWM of the process itself: wait4's ru_maxrss starts from the parent's at fork
         while True:
+            peak = max(peak, _hwm(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -81,7 +95,7 @@ def _run(argv: list[str], env: dict[str, str], timeout: float = 1800) -> tuple[s
         err.seek(0)
         if proc.returncode != 0:
             raise SystemExit(f"bench: tokensvc {' '.join(argv[:2])} failed ({proc.returncode}):\n{err.read()}")
-        return out.read(), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+        return out.read(), wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def bench_import(db_url: str, n: int) -> dict[str, Any]:
@@ -106,6 +120,38 @@ def bench_import(db_url: str, n: int) -> dict[str, Any]:
                 "verdict": "PASS" if rate >= IMPORT_TARGET else "MISS"}
 
 
+def service_in(db_url: str, keys_dir: Path, account_sid: str, name: str) -> dict[str, Any]:
+    """A new service of the account in that database."""
+    from tokensvc.config import Settings
+    from tokensvc.db import Database, make_engine
+    from tokensvc.store.services import create_service
+
+    db = Database(make_engine(Settings(database_url=db_url, keys_dir=keys_dir)))
+    try:
+        return db.call(lambda conn: dict(create_service(conn, account_sid=account_sid, friendly_name=name)))
+    finally:
+        db.dispose()
+
+
+def measure_export(env: dict[str, str], empty_sid: str, sid: str, n: int, workdir: Path) -> dict[str, Any]:
+    """`users export` of service `sid` (n users) against the same command on the empty service
+    `empty_sid` (start-up, imports, schema check): users/s past start-up, CPU, peak RSS."""
+    out = workdir / "users.jsonl"
+    _, base_wall, base_cpu, base_rss = _run(["users", "export", empty_sid, "--output", str(out)], env)
+    _, wall, cpu, rss = _run(["users", "export", sid, "--output", str(out)], env)
+    with out.open() as f:
+        count = sum(1 for _ in f)
+    out.unlink()
+    assert count == n, (count, n)
+    seconds = max(wall - base_wall, 1e-6)
+    rate = n / seconds
+    return {"users": n, "seconds": round(seconds, 3), "wall_s": round(wall, 3),
+            "cpu_s": round(cpu - base_cpu, 3), "users_per_s": round(rate),
+            "users_per_cpu_s": round(n / max(cpu - base_cpu, 1e-6)),
+            "rss_kib": rss, "rss_empty_kib": base_rss, "target": EXPORT_TARGET,
+            "verdict": "PASS" if rate >= EXPORT_TARGET else "MISS"}
+
+
 def bench_export(db_url: str, n: int) -> dict[str, Any]:
     """`users export` of n users: users/s and PASS/MISS against 50,000, with the peak RSS."""
     from sqlalchemy.engine import make_url
@@ -113,36 +159,14 @@ def bench_export(db_url: str, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tokensvc-bench-export-") as tmp:
         workdir = Path(tmp)
         empty, env = _setup(db_url, workdir)
-        from tokensvc.config import Settings
-        from tokensvc.db import Database, make_engine
-        from tokensvc.store.services import create_service
-
-        db = Database(make_engine(Settings(database_url=db_url, keys_dir=workdir / "keys")))
-        try:
-            svc = db.call(lambda conn: dict(create_service(conn, account_sid=empty["account_sid"],
-                                                           friendly_name="bench export")))
-        finally:
-            db.dispose()
+        svc = service_in(db_url, workdir / "keys", empty["account_sid"], "bench export")
         url = make_url(db_url)
         if url.get_backend_name() == "sqlite":
             bulk_users_sqlite(Path(url.database or ""), svc, n, prefix="exported-")
         else:
             bulk_users_pg(url.set(drivername="postgresql").render_as_string(hide_password=False), svc, n,
                           prefix="exported-")
-        out = workdir / "users.jsonl"
-        # the empty service first: what every run costs before its first user
-        _, base_wall, base_cpu, base_rss = _run(["users", "export", empty["sid"], "--output", str(out)], env)
-        _, wall, cpu, rss = _run(["users", "export", svc["sid"], "--output", str(out)], env)
-        with out.open() as f:
-            count = sum(1 for _ in f)
-        assert count == n, (count, n)
-        seconds = max(wall - base_wall, 1e-6)
-        rate = n / seconds
-        return {"users": n, "seconds": round(seconds, 3), "wall_s": round(wall, 3),
-                "cpu_s": round(cpu - base_cpu, 3), "users_per_s": round(rate),
-                "users_per_cpu_s": round(n / max(cpu - base_cpu, 1e-6)),
-                "rss_kib": rss, "rss_empty_kib": base_rss, "target": EXPORT_TARGET,
-                "verdict": "PASS" if rate >= EXPORT_TARGET else "MISS"}
+        return measure_export(env, empty["sid"], svc["sid"], n, workdir)
 
 
 def main() -> int:

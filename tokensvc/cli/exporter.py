@@ -18,7 +18,7 @@ from ..context import Context
 from ..paging import PageRequest
 from ..usecases.users import list_users
 from .common import USAGE, base_url, fail, run_async, service_for, settings
-from .output import dumps
+from .output import dump_lines
 
 PAGE = 5000
 
@@ -32,7 +32,7 @@ async def export(c: Context, *, service: str, account: str | None, out: IO[str],
         req = PageRequest(page_size, 0, None, after=after)
         page = await list_users(c, principal=principal, service_sid=sid, req=req)
         if page.rows:
-            out.write("".join(dumps(user_to_json(row._mapping, base)) + "\n" for row in page.rows))
+            out.write(dump_lines(user_to_json(row._mapping, base) for row in page.rows))
             count += len(page.rows)
             after = page.rows[-1].id
         if not page.has_next or not page.rows:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -26,8 +27,31 @@ CHUNK = 1000
 _UNBOUNDED = 100_000  # the width of a table nobody truncates (stdout is a pipe or a file)
 
 
+# orjson: ~0.7 µs per user where the stdlib's encoder (even one reused) costs ~8, most of an
+# export's time: compact, non-ASCII as is. What orjson refuses (a lone surrogate from a CSV
+# line's bytes in an import result, an integer past 64 bits) goes through _ENCODER instead,
+# escaped to ASCII so a surrogate still makes a line any UTF-8 reader takes.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
 def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return orjson.dumps(data, option=_OPTIONS).decode()
+    except TypeError:
+        return _ENCODER.encode(data)
+
+
+def dump_lines(items: Iterable[Any]) -> str:
+    """JSON Lines: each item on a line of its own, every line ending in a newline."""
+    options = _OPTIONS | orjson.OPT_APPEND_NEWLINE
+    chunks: list[bytes] = []
+    for item in items:
+        try:
+            chunks.append(orjson.dumps(item, option=options))
+        except TypeError:
+            chunks.append((_ENCODER.encode(item) + "\n").encode("ascii"))
+    return b"".join(chunks).decode()
 
 
 def console() -> Console:
