@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from ..db import is_busy
+from ..errors import TwilioError, database_busy
 from ..store import outbox
 from ..store.accounts import ForeignSecret
 from ..store.outbox_tables import outbox as outbox_table
@@ -108,8 +110,12 @@ class Dispatcher:
                 backlog = await self._cycle()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("webhook dispatcher cycle failed; retrying")
+            except Exception as exc:
+                if is_busy(exc) or isinstance(exc, TwilioError) and exc.code == database_busy().code:
+                    # Another process (the CLI, a backup) holds SQLite's write lock: expected, no trace.
+                    log.warning("webhook dispatcher: the database is busy; retrying")
+                else:
+                    log.exception("webhook dispatcher cycle failed; retrying")
                 await asyncio.sleep(1.0)
             await asyncio.sleep(BACKLOG_CYCLE_SECONDS if backlog else CYCLE_SECONDS)
             with contextlib.suppress(TimeoutError):
