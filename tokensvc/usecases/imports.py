@@ -24,9 +24,11 @@ from ..db import savepoint
 from ..store import outbox
 from ..store.outbox import API, Origin
 from ..store.roles import check_role
-from ..store.users import Unset, find_by_identity
+from ..store.users import Unset, find_by_identity, get_many
+from ..store.users import create_many as store_create_many
 from ..store.users import create_user as store_create_user
 from ..store.users import update_user as store_update_user
+from .channels import transaction
 from .events import Event, UserAdded, UserUpdated
 from .users import pre_user_add
 
@@ -64,13 +66,18 @@ class Line:
 Outcome = tuple[Mapping[str, Any] | None, str]
 
 
+_UNREAD: Any = object()
+
+
 def _get_or_create(conn: Any, *, svc: Mapping[str, Any], origin: Origin, identity: str, given: Mapping[str, Any],
-                   hooked: Mapping[str, Any]) -> Outcome:
+                   hooked: Mapping[str, Any], current: Mapping[str, Any] | None = _UNREAD) -> Outcome:
     """The one rule of an import, in the caller's transaction: create the identity with `hooked`
     (the given fields, plus what an onUserAdd hook set), or give its user the `given` fields
-    that differ (onUserUpdated when the origin posts)."""
+    that differ (onUserUpdated when the origin posts). `current`: the user as this transaction
+    has just read it, when the caller has."""
     service_sid = svc["sid"]
-    current = find_by_identity(conn, service_sid=service_sid, identity=identity)
+    if current is _UNREAD:
+        current = find_by_identity(conn, service_sid=service_sid, identity=identity)
     if current is None:
         try:
             return store_create_user(conn, service=svc, identity=identity, role_sid=hooked.get("role_sid"),
@@ -133,30 +140,78 @@ def batchable(c: Context, svc: Mapping[str, Any]) -> bool:
 async def import_lines(c: Context, *, origin: Origin = API, account_sid: str, service_sid: str,
                        lines: Sequence[Line]) -> tuple[list[Outcome | errors.TwilioError], list[Event]]:
     """import_user for many lines of a service that has no onUserAdd hook (`batchable`), in one
-    write transaction: each line in a savepoint of its own, so a line that fails (50102, …) is
-    rolled back alone and reported in its place. A failure of the transaction itself fails
-    every line. The same rule (`_get_or_create`) as one line at a time: only the cost differs
-    (one commit and one hop to the writer for the lot)."""
+    write transaction, each line's outcome (or its error) in its place. The same rule as one line
+    at a time, cheaper: the lines' identities are read at once (the write transaction's read:
+    SQLite's BEGIN IMMEDIATE holds the write lock), each new identity is created with the
+    others by one store.users.create_many (what create_user makes, row for row), and every
+    other line (an existing identity, a later line of a new one) goes through `_get_or_create`
+    in a savepoint of its own, so a line that fails (50102, …) is rolled back alone. When
+    create_many refuses (a deleted service, a lost race on PostgreSQL), the new lines go through
+    `_get_or_create` one by one too. A failure of the transaction itself fails every line."""
     svc = await _service(c, account_sid, service_sid)
     if not batchable(c, svc):
         raise errors.TwilioError(500, 20500, "import_lines: the service has an onUserAdd hook")  # a caller's bug
+    creator = Origin(origin.source, origin.client_identity)  # onUserAdded posts whatever the origin says
 
     def job(conn: Any) -> list[Outcome | errors.TwilioError]:
-        outcomes: list[Outcome | errors.TwilioError] = []
-        for line in lines:
-            given = line.given()
+        outcomes: list[Outcome | errors.TwilioError | None] = [None] * len(lines)
+        found = get_many(conn, service_sid, {line.identity for line in lines})
+        roles: dict[str, errors.TwilioError | None] = {}
+        new: list[int] = []  # the first line of each new identity whose role is good
+        claimed: set[str] = set()
+        rest: list[int] = []
+        for i, line in enumerate(lines):
+            if line.identity in found or line.identity in claimed:
+                rest.append(i)
+                continue
+            if line.role_sid is not None:  # create_user's check, once per role
+                if line.role_sid not in roles:
+                    roles[line.role_sid] = _role_error(conn, service_sid, line.role_sid)
+                refused = roles[line.role_sid]
+                if refused is not None:
+                    outcomes[i] = refused
+                    continue
+            claimed.add(line.identity)
+            new.append(i)
+        if new:
             try:
                 with savepoint(conn):
-                    outcomes.append(_get_or_create(conn, svc=svc, origin=origin, identity=line.identity,
-                                                   given=given, hooked=given))
+                    made = store_create_many(conn, service=svc, origin=creator,
+                                             new=[(lines[i].identity, lines[i].given()) for i in new])
+            except errors.TwilioError:
+                rest.extend(new)  # each decided alone below: 404, a concurrent creator's user, …
+            else:
+                for i, user in zip(new, made, strict=True):
+                    outcomes[i] = (user, CREATED)
+        # In identity order (two transactions lock shared users in the same order), each
+        # identity's lines in file order; the first line of an identity read above uses that read.
+        seen: set[str] = set()
+        for i in sorted(rest, key=lambda i: (lines[i].identity, i)):
+            line, given = lines[i], lines[i].given()
+            known = found.get(line.identity) if line.identity not in seen else None
+            seen.add(line.identity)
+            try:
+                with savepoint(conn):
+                    outcomes[i] = _get_or_create(conn, svc=svc, origin=origin, identity=line.identity, given=given,
+                                                 hooked=given, current=_UNREAD if known is None else known)
             except errors.TwilioError as exc:
-                outcomes.append(exc)
-        return outcomes
+                outcomes[i] = exc
+        done = [outcome for outcome in outcomes if outcome is not None]
+        assert len(done) == len(lines), "every line has its outcome"
+        return done
 
-    outcomes = await c.db.write(job)
+    outcomes = await transaction(c, job)
     events = [event for outcome in outcomes if not isinstance(outcome, errors.TwilioError)
               for event in _events(outcome)]
     return outcomes, events
+
+
+def _role_error(conn: Any, service_sid: str, role_sid: str) -> errors.TwilioError | None:
+    try:
+        check_role(conn, service_sid=service_sid, role_sid=role_sid, type="deployment", param="RoleSid")
+    except errors.TwilioError as exc:
+        return exc
+    return None
 
 
 async def _dry_run(c: Context, svc: Mapping[str, Any], found: Mapping[str, Any] | None,
