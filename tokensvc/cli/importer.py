@@ -356,8 +356,10 @@ def register(command: Callable[[str, str], argparse.ArgumentParser]) -> tuple[ar
                         help="a result per line: line, identity, outcome, user_sid, code, message "
                              "(JSON Lines; CSV when FILE ends in .csv)")
     parser.add_argument("--dry-run", action="store_true", help="validate and decide every line, write nothing")
-    parser.add_argument("--concurrency", type=int, help="lines in flight (default: 512 SQLite, 16 PostgreSQL, "
-                                                        "64 with an onUserAdd hook)")
+    parser.add_argument("--concurrency", type=int,
+                        help="lines in flight. Without an onUserAdd hook lines go in transactions of 256 "
+                             "(default: 2 of them on SQLite, 8 on PostgreSQL); with one, or --dry-run, "
+                             "a line at a time (default: 64 with a hook, 512 SQLite, 16 PostgreSQL)")
     parser.add_argument("--webhook-enabled", action="store_true",
                         help="post onUserUpdated for updated users (onUserAdded is posted for created ones always)")
     return parser, cmd_import

@@ -299,7 +299,12 @@ _MANY_DEFAULTS = {name: _INSERT_ONE_DEFAULTS.get(name) for name in _MANY_COLUMNS
 _SERVICE_ROW = DriverSQL.of("SELECT account_sid, default_service_role_sid FROM services WHERE sid = :sid")
 
 
-@lru_cache(maxsize=4)
+# Rows per statement: 12 parameters each stay under 999, the bound-parameter limit of SQLite
+# before 3.32 (and cheap either way: a statement per 64 rows).
+_MANY_ROWS = 64
+
+
+@lru_cache(maxsize=_MANY_ROWS)
 def _insert_rows(n: int) -> DriverSQL:
     def sql(mark: str) -> str:
         row = "(" + ", ".join([mark] * len(_MANY_COLUMNS)) + ")"
@@ -329,9 +334,11 @@ def create_many(conn: Connection, *, service: Mapping[str, Any], new: Sequence[t
     for row in made:
         if row["role_sid"] is None:
             row["role_sid"] = default_role
+    ids: list[dict[str, Any]] = []
     try:  # in the order given: ids in file order, as one create_user per line gives them
-        values = [row[name] for row in made for name in _MANY_COLUMNS]
-        ids, _ = driver_rows(conn, _insert_rows(len(made)), values)
+        for at in range(0, len(made), _MANY_ROWS):
+            part = made[at:at + _MANY_ROWS]
+            ids += driver_rows(conn, _insert_rows(len(part)), [row[name] for row in part for name in _MANY_COLUMNS])[0]
     except IntegrityError as exc:
         refusal = _refusal(exc, role_sid=next((f["role_sid"] for _, f in new if f.get("role_sid")), None))
         raise errors.identity_taken() if refusal is exc else refusal from None
