@@ -3,7 +3,9 @@ what SQLite's lock errors look like."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -75,3 +77,24 @@ def sqlite_connection(conn: Connection) -> sqlite3.Connection:
     raw = conn.connection.driver_connection
     assert raw is not None  # None only once the connection is closed or invalidated
     return raw
+
+
+@contextlib.contextmanager
+def savepoint(conn: Connection) -> Iterator[None]:
+    """A savepoint in conn's open transaction: what the block wrote is rolled back alone when it
+    raises (and the exception goes on). SQLite: on the sqlite3 connection itself, where
+    SQLAlchemy's begin_nested() costs ~10x more per use (the group commit's job, an import's
+    line); elsewhere begin_nested()."""
+    if conn.dialect.name != "sqlite":
+        with conn.begin_nested():
+            yield
+        return
+    raw = sqlite_connection(conn)
+    raw.execute("SAVEPOINT sp")
+    try:
+        yield
+    except BaseException:
+        raw.execute("ROLLBACK TO sp")
+        raw.execute("RELEASE sp")
+        raise
+    raw.execute("RELEASE sp")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -98,12 +98,13 @@ def driver_insert(by_dialect: Mapping[str, Any], table: Any) -> tuple[DriverSQL,
     return DriverSQL(str(lite), str(pg)), defaults
 
 
-def driver_rows(conn: Connection, stmt: DriverSQL, params: Mapping[str, Any],
+def driver_rows(conn: Connection, stmt: DriverSQL, params: Mapping[str, Any] | Sequence[Any],
                 booleans: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], int]:
     """(rows by column name, rowcount) of one statement on the driver's cursor. A driver error
     is raised as SQLAlchemy's (IntegrityError, OperationalError, … with `.orig`), as
     conn.execute would raise it, so callers and the deadlock retry tell them apart as usual.
-    `booleans`: result columns SQLite gives as 0/1."""
+    `booleans`: result columns SQLite gives as 0/1. `params` by name (`:name`), or in order for
+    a statement written with `?` for sqlite3 and `%s` for psycopg."""
     raw = conn.connection.driver_connection
     assert raw is not None  # None only once the connection is closed or invalidated
     sqlite = conn.dialect.name == "sqlite"
