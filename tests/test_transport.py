@@ -168,6 +168,7 @@ def test_a_head_with_a_10_kib_header_is_served(default_server: Server) -> None:
 def test_a_header_line_over_16_kib_is_refused_with_431(default_server: Server) -> None:
     r = get_with_headers(default_server, {"X-Large": "a" * 17 * 1024})
     assert r.status_code == 431, r.text
+    assert len(r.headers["x-request-id"]) == 32
     body = r.json()
     assert body["code"] == 20001 and body["status"] == 431
     assert r.headers["connection"] == "close"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,9 @@ def error_bytes(err: TwilioError) -> bytes:
     for what the transport refuses before the app sees it."""
     body = json.dumps(err.body()).encode()
     head = [b"HTTP/1.1 %d %s" % (err.status, _REASONS.get(err.status, b"Error")),
-            b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+            b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close",
+            # as every answer has one (app.py); the request's own never got parsed, so a new one
+            b"x-request-id: " + os.urandom(16).hex().encode()]
     head += [f"{name}: {value}".encode("latin-1") for name, value in err.headers.items()]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
