@@ -84,7 +84,10 @@ def savepoint(conn: Connection) -> Iterator[None]:
     """A savepoint in conn's open transaction: what the block wrote is rolled back alone when it
     raises (and the exception goes on). SQLite: on the sqlite3 connection itself, where
     SQLAlchemy's begin_nested() costs ~10x more per use (the group commit's job, an import's
-    line); elsewhere begin_nested()."""
+    line); elsewhere begin_nested(). A savepoint that cannot be released (the transaction itself
+    broke) raises from the `with`: the caller must not take that for the block's own failure.
+    GroupCommit keeps its own savepoints for that reason: there a job's failure is its caller's
+    alone, the transaction's is every job's."""
     if conn.dialect.name != "sqlite":
         with conn.begin_nested():
             yield

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from sqlalchemy import Connection, Engine
 
-from .engine import savepoint
+from .engine import sqlite_connection
 from .futures import settle
 
 T = TypeVar("T")
@@ -57,13 +57,20 @@ class GroupCommit:
             # IMMEDIATE: the write lock from the start, so what a job reads is still true when it
             # writes (pysqlite would otherwise begin only at the first write, after the reads).
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Savepoints on the sqlite3 connection itself: SQLAlchemy's begin_nested() costs
+            # ~10x more per job, on the first-encounter path. (sqlite3 begins implicitly only
+            # before DML, and the transaction is already open.)
+            raw = sqlite_connection(conn)
             for job in jobs:
+                raw.execute("SAVEPOINT job")  # a failed job leaves nothing behind
                 try:
-                    with savepoint(conn):  # a failed job leaves nothing behind
-                        result = job(conn)
+                    result = job(conn)
                 except Exception as exc:  # the job's own failure (if the savepoint is gone, everyone's)
+                    raw.execute("ROLLBACK TO job")
+                    raw.execute("RELEASE job")
                     outcomes.append(exc)
                 else:
+                    raw.execute("RELEASE job")
                     outcomes.append(result)
         return outcomes
 
