@@ -66,7 +66,7 @@ class Dispatcher:
         self.lease_ms = int(lease_seconds * 1000)
         self.max_in_flight = max_in_flight
         self.backoff_seconds = backoff_seconds
-        self.cycle_seconds = SQLITE_CYCLE_SECONDS if getattr(c.db, "is_sqlite", False) else CYCLE_SECONDS
+        self.cycle_seconds = SQLITE_CYCLE_SECONDS if c.db.is_sqlite else CYCLE_SECONDS
         self._client: Client | None = None
         self._leases: dict[int, int] = {}  # outbox id of a row in flight -> when its claim ends (epoch ms)
         self._task: asyncio.Task[None] | None = None
