@@ -188,7 +188,9 @@ def test_retries_keep_one_idempotency_token_and_count_up(api: Api, receiver: Rec
     assert outbox_rows(api, svc["sid"]) == []  # delivered: gone
 
 
-def test_given_up_is_logged_50057_and_kept(api: Api, receiver: Receiver, capfd: pytest.CaptureFixture[str]) -> None:
+def test_given_up_is_logged_50057_and_kept(capfd: pytest.CaptureFixture[str], api: Api, receiver: Receiver) -> None:
+    # capfd before api: the app starts its delivery process at once when the database already has
+    # pending rows (PostgreSQL's, shared by the suite), and that process keeps the stderr it was born with.
     svc = hooked(api, receiver, "onUserAdded", PostWebhookRetryCount="1")
     receiver.statuses = [500, 500]
     assert api.post(f"/v2/Services/{svc['sid']}/Tokens", {"Identity": "secret-jay"}).status_code == 201
