@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import validation
 from ..auth import Principal
 from ..errors import missing_param
-from ..store.roles import create_role, delete_role, get_role, update_role
-from ..store.services import get_service
-from ..usecases.roles import list_roles
+from ..usecases import roles as roles_uc
 from .common import authenticate, base_url, ctx, empty_response, json_response, read_form, require_admin, service_list
 from .render import role_to_json
 
@@ -27,7 +22,7 @@ async def _admin(request: Request) -> tuple[Principal, str]:
 
 async def list_(request: Request) -> Response:
     principal, service_sid = await _admin(request)
-    return await service_list(request, principal, service_sid, "roles", list_roles, role_to_json)
+    return await service_list(request, principal, service_sid, "roles", roles_uc.list_roles, role_to_json)
 
 
 async def create(request: Request) -> Response:
@@ -38,45 +33,29 @@ async def create(request: Request) -> Response:
     permissions = form.getlist("Permission")
     if not permissions:
         raise missing_param("Permission")
-
-    def create_(conn: Any) -> Any:
-        svc = get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return create_role(conn, service=svc, friendly_name=name, type=type, permissions=permissions)
-
-    return json_response(role_to_json(await ctx(request).db.run(create_), base_url(request)), 201)
-
-
-async def _in_service(request: Request, caller: tuple[Principal, str], act: Callable[[Any, str, str], Any], *,
-                      writes: bool = True) -> Any:
-    """act(conn, service_sid, role_sid) in one transaction, once the service is the caller's."""
-    principal, service_sid = caller
-    sid = request.path_params["sid"]
-
-    def run(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return act(conn, service_sid, sid)
-
-    db = ctx(request).db
-    return await (db.run(run) if writes else db.read(run))
+    role = await roles_uc.create_role(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                                      friendly_name=name, type=type, permissions=permissions)
+    return json_response(role_to_json(role, base_url(request)), 201)
 
 
 async def fetch(request: Request) -> Response:
-    role = await _in_service(request, await _admin(request),
-                             lambda conn, service_sid, sid: get_role(conn, service_sid=service_sid, sid=sid),
-                             writes=False)
+    principal, service_sid = await _admin(request)
+    role = await roles_uc.get_role(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                                   sid=request.path_params["sid"])
     return json_response(role_to_json(role, base_url(request)))
 
 
 async def update(request: Request) -> Response:
-    caller = await _admin(request)
+    principal, service_sid = await _admin(request)
     form = await read_form(request)
     permissions = form.getlist("Permission") if "Permission" in form else None
-    role = await _in_service(request, caller, lambda conn, service_sid, sid: update_role(
-        conn, service_sid=service_sid, sid=sid, permissions=permissions))
+    role = await roles_uc.update_role(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                                      sid=request.path_params["sid"], permissions=permissions)
     return json_response(role_to_json(role, base_url(request)))
 
 
 async def delete(request: Request) -> Response:
-    await _in_service(request, await _admin(request),
-                      lambda conn, service_sid, sid: delete_role(conn, service_sid=service_sid, sid=sid))
+    principal, service_sid = await _admin(request)
+    await roles_uc.delete_role(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                               sid=request.path_params["sid"])
     return empty_response()
