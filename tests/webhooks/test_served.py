@@ -56,6 +56,26 @@ def test_connect_first_encounter_posts_signed_on_user_added(tmp_path: Path) -> N
         srv.stop()
 
 
+def test_given_up_is_logged_50057_without_pii_on_the_server_s_stderr(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)  # its stderr (which its delivery process shares) is srv.log_path
+    try:
+        for receiver in serve():
+            svc = hooked_service(srv, receiver.url, retries=1)
+            receiver.statuses = [500, 500]
+            r = httpx.post(f"{srv.base}/v2/Services/{svc['sid']}/Tokens", auth=srv.auth,
+                           data={"Identity": "secret-jay"})
+            assert r.status_code == 201
+            receiver.wait(2, timeout=20, EventType="onUserAdded")
+            deadline = time.monotonic() + 10
+            while "error 50057" not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            lines = [line for line in srv.logs().splitlines() if "error 50057" in line]
+            assert len(lines) == 1 and svc["sid"] in lines[0] and "after 2 attempt(s)" in lines[0]
+            assert "secret-jay" not in srv.logs()
+    finally:
+        srv.stop()
+
+
 def test_connect_first_encounter_refused_by_on_user_add_writes_nothing(tmp_path: Path) -> None:
     srv = start_server(tmp_path)
     try:
