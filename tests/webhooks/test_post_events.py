@@ -4,6 +4,7 @@ Twilio's parameter names and the signature RequestValidator accepts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from channel_helpers import channels_url, make_channel, members_url
+from cli_helpers import run_cli
 from conftest import Api
 from tokensvc.app import create_app
 from tokensvc.config import Settings
@@ -203,6 +205,31 @@ def test_given_up_is_kept_failed_and_not_retried_past_the_count(api: Api, receiv
     assert [r.status for r in rows] == ["failed"]
     time.sleep(0.5)
     assert len(receiver.hits) == 2  # not retried past the retry count
+
+
+def test_a_row_given_up_on_goes_out_again_with_its_token_after_tokensvc_webhooks_retry(api: Api,
+                                                                                      receiver: Receiver) -> None:
+    svc = hooked(api, receiver, "onUserAdded")  # no retries: the first 500 gives up
+    receiver.statuses = [500]
+    assert api.post(f"/v2/Services/{svc['sid']}/Tokens", {"Identity": "lee"}).status_code == 201
+    [first] = receiver.wait(1, timeout=20, EventType="onUserAdded")
+    deadline = time.monotonic() + 10
+    while [r.status for r in outbox_rows(api, svc["sid"])] != ["failed"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [row] = outbox_rows(api, svc["sid"])
+    assert row.status == "failed"
+    s = api.app.state.ctx.settings
+    done = run_cli("webhooks", "retry", "--service", svc["sid"], "--json",
+                   env={"TOKENSVC_DATABASE_URL": s.database_url, "TOKENSVC_KEYS_DIR": str(s.keys_dir)})
+    assert done.returncode == 0 and json.loads(done.stdout) == {"retried": 1}, done.stderr
+    # nothing to wake the server: its delivery process finds the row due by itself
+    hits = receiver.wait(2, timeout=20, EventType="onUserAdded")
+    assert hits[1].params["Identity"] == "lee" and signed(api, hits[1])
+    assert hits[1].headers["i-twilio-idempotency-token"] == first.headers["i-twilio-idempotency-token"]
+    deadline = time.monotonic() + 10
+    while outbox_rows(api, svc["sid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert outbox_rows(api, svc["sid"]) == []  # delivered this time: gone
 
 
 def test_a_refusal_is_not_retried(api: Api, receiver: Receiver) -> None:

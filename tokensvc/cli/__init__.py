@@ -1,4 +1,4 @@
-"""`tokensvc serve | token | services | users | roles | keys | accounts | db`: one module per
+"""`tokensvc serve | token | services | users | roles | keys | accounts | webhooks | db`: one module per
 command group; the ones that act on the database call the API's use cases (tokensvc/usecases)
 with the same Settings as `serve`.
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import accounts, keys, roles, schema, serve, services, tokens, users
+from . import accounts, keys, roles, schema, serve, services, tokens, users, webhooks
 from .keys import keys_argv as _keys_argv
 from .serve import app_factory, tune_gc
 from .setup import prepare
@@ -23,7 +23,7 @@ __all__ = ["app_factory", "build_parser", "main", "prepare", "tune_gc"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokensvc", description="Self-hosted access-token issuer")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (serve, tokens, services, users, roles, keys, accounts, schema):
+    for group in (serve, tokens, services, users, roles, keys, accounts, webhooks, schema):
         group.register(sub)
     return parser
 

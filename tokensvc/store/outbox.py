@@ -182,3 +182,49 @@ def purge(conn: Connection) -> int:
 
 def failed_rows(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in named_rows(conn.execute(select(outbox).where(outbox.c.status == FAILED)))]
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """Which rows an operator means (`tokensvc webhooks`): every condition given must hold; none
+    given means every row (the callers that change rows refuse that)."""
+
+    account_sid: str | None = None
+    service_sid: str | None = None
+    status: str | None = None  # PENDING | FAILED
+    ids: tuple[int, ...] = ()
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.account_sid or self.service_sid or self.status or self.ids)
+
+    def where(self) -> list[Any]:
+        conditions: list[Any] = []
+        if self.account_sid is not None:
+            conditions.append(outbox.c.account_sid == self.account_sid)
+        if self.service_sid is not None:
+            conditions.append(outbox.c.service_sid == self.service_sid)
+        if self.status is not None:
+            conditions.append(outbox.c.status == self.status)
+        if self.ids:
+            conditions.append(outbox.c.id.in_(list(self.ids)))
+        return conditions
+
+
+def chosen_rows(conn: Connection, chosen: Chosen, *, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    """One keyset page of the chosen rows, in id (commit) order, after `after_id`."""
+    query = select(outbox).where(outbox.c.id > after_id, *chosen.where()).order_by(outbox.c.id).limit(limit)
+    return [dict(r) for r in named_rows(conn.execute(query))]
+
+
+def requeue(conn: Connection, chosen: Chosen) -> int:
+    """The chosen rows given up on are pending again and due now, with the attempts their service
+    allowed and the idempotency token they had (a receiver that saw an attempt sees a repeat). They go
+    out after any later event of their resource that was delivered meanwhile. How many."""
+    return conn.execute(update(outbox).where(outbox.c.status == FAILED, *chosen.where())
+                        .values(status=PENDING, due_at=ms())).rowcount
+
+
+def drop(conn: Connection, chosen: Chosen) -> int:
+    """Delete the chosen rows, pending or given up on (one being delivered may still arrive once). How many."""
+    return conn.execute(delete(outbox).where(*chosen.where())).rowcount

@@ -211,7 +211,8 @@ class Dispatcher:
         except ForeignSecret:
             if row["account_sid"] not in self._foreign:
                 log.warning("webhooks of account %s left to another process: this process's secrets.key cannot "
-                            "open its auth token copy (another deployment's key on this database?)",
+                            "open its auth token copy (another deployment's key on this database? if no process has "
+                            "it, `tokensvc webhooks drop --account` clears them)",
                             row["account_sid"])
             self._foreign[row["account_sid"]] = time.monotonic() + FOREIGN_SECONDS
             return RELEASED
