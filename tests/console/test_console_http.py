@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import re
+import time
 from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from conftest import Api, assert_error, basic, database_url, start_server
 from console_helpers import Console, csrf_of, set_cookies
 from tokensvc.app import create_app
 from tokensvc.config import Settings
-from tokensvc.console.session import COOKIE
+from tokensvc.console.session import CHECK_SECONDS, COOKIE
 from tokensvc.store.accounts import create_account, rotate_token
+from tokensvc.store.console_signouts import record, signed_out
 from webhook_receiver import serve
 
 
@@ -173,6 +175,40 @@ def test_sign_out_needs_the_csrf_token_and_ends_the_browser_session(api: Api) ->
     gone = set_cookies(r)[COOKIE]
     assert gone["max-age"] == "0" and gone["path"] == "/console"
     assert c.page("/console/services").status_code == 303
+
+
+def test_sign_out_ends_the_session_for_a_copy_of_its_cookie_too_on_every_replica(api: Api,
+                                                                                 settings: Settings) -> None:
+    c = signed_in(api)
+    copied = c.jar.get(COOKIE, path="/console")
+    other = signed_in(api)  # another session of the same account, in another browser
+    with TestClient(create_app(settings), raise_server_exceptions=False) as replica_client:  # same database, keys
+        here, there = Console(api.client), Console(replica_client)
+        for thief in (here, there):
+            thief.jar.set(COOKIE, copied, path="/console")
+            assert thief.page("/console/services").status_code == 200  # the copy works, for now
+        r = c.post("/console/sign-out", {"csrf_token": c.csrf()})
+        assert r.status_code == 303 and r.headers["location"] == "/console/sign-in?signed_out=1"
+        assert here.page("/console/services").status_code == 303  # on this process: at once
+        deadline = time.monotonic() + CHECK_SECONDS + 2
+        while there.page("/console/services").status_code != 303 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert there.page("/console/services").status_code == 303  # on the replica: within CHECK_SECONDS
+    assert other.page("/console/services").status_code == 200  # only the session signed out of ends
+    # signing out of it again (another tab, the copy) changes nothing and still answers the redirect
+    r = here.post("/console/sign-out", {"csrf_token": "anything"})
+    assert r.status_code == 303 and r.headers["location"] == "/console/sign-in?signed_out=1"
+
+
+def test_sign_outs_are_kept_until_their_session_would_have_ended(api: Api) -> None:
+    db = api.app.state.ctx.db
+    now = int(time.time())
+    db.call(lambda conn: record(conn, nonce_hash="a" * 64, expires_at=now - 1, now=now - 10))
+    db.call(lambda conn: record(conn, nonce_hash="b" * 64, expires_at=now + 100, now=now))
+    db.call(lambda conn: record(conn, nonce_hash="b" * 64, expires_at=now + 100, now=now))  # twice: no error
+    assert not db.call(lambda conn: signed_out(conn, nonce_hash="a" * 64))  # past its end: purged
+    assert db.call(lambda conn: signed_out(conn, nonce_hash="b" * 64))
+    assert not db.call(lambda conn: signed_out(conn, nonce_hash="c" * 64))
 
 
 def test_next_after_sign_in_stays_on_the_console(api: Api, service: dict) -> None:

@@ -11,9 +11,10 @@ last issued, and a binding: an HMAC of the account's *current* auth-token hash. 
 - a session ends after IDLE_SECONDS without a request and MAX_SECONDS after its sign-in, whatever
   happens; the cookie is re-issued (sliding) at most once a minute while in use.
 
-Why not a session table: it would need a migration and a write per sign-in, and gives one thing
-more, ending a copied cookie at sign-out. Sign-out here removes the cookie from the browser; a
-copy taken before stays valid until it idles out (30 min) or the token is rotated.
+No session table, so no write per sign-in. Sign-out is the one thing a signed cookie cannot do
+alone: it removes the cookie from the browser and records the session's nonce (its SHA-256) in
+`console_signouts` until the session would have ended anyway (SignOuts), so a copy of the cookie
+taken before stops working too: at once on this process, within CHECK_SECONDS on the others.
 
 CSRF: every form carries a synchronizer token, an HMAC of the session's nonce under a key of its
 own, compared in constant time; the sign-in form's is bound the same way to a random pre-session
@@ -28,9 +29,12 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from dataclasses import dataclass
 
+from ..db import Database
 from ..sids import is_sid
+from ..store.console_signouts import record, signed_out
 
 COOKIE = "tokensvc_console"
 SIGNIN_COOKIE = "tokensvc_console_signin"
@@ -38,6 +42,7 @@ IDLE_SECONDS = 30 * 60
 MAX_SECONDS = 12 * 3600
 REISSUE_AFTER = 60
 _MAX_COOKIE = 512  # ours are ~250 characters: anything longer is not worth decoding
+CHECK_SECONDS = 1.0  # a sign-out on another replica ends a session here within this (as a token rotation)
 
 
 def _b64(data: bytes) -> str:
@@ -130,3 +135,52 @@ class Sessions:
         if not nonce or not token:
             return False
         return hmac.compare_digest(token.encode("utf-8", "replace"), self.csrf(nonce, purpose=purpose).encode())
+
+
+class SignOuts:
+    """Which sessions were signed out of: `console_signouts`, with what this process knows kept
+    in memory. Its own sign-outs count at once and until the session's end; that a session was
+    not signed out is trusted for CHECK_SECONDS, then read again (one indexed read a second per
+    session in use, at most)."""
+
+    MAX_KNOWN = 10_000
+
+    def __init__(self) -> None:
+        self._ended: dict[str, int] = {}  # nonce hash -> when the session would have ended (epoch s)
+        self._live: dict[str, float] = {}  # nonce hash -> when it was last read not signed out (monotonic)
+
+    @staticmethod
+    def _key(session: Session) -> str:
+        return hashlib.sha256(session.nonce.encode("ascii")).hexdigest()
+
+    async def ended(self, db: Database, session: Session) -> bool:
+        key = self._key(session)
+        if key in self._ended:
+            return True
+        t = time.monotonic()
+        seen = self._live.get(key)
+        if seen is not None and t - seen < CHECK_SECONDS:
+            return False
+        if await db.read(lambda conn: signed_out(conn, nonce_hash=key)):
+            self._remember(key, session.signed_in_at + MAX_SECONDS)
+            return True
+        if len(self._live) >= self.MAX_KNOWN:
+            self._live.clear()  # only costs reads
+        self._live[key] = t
+        return False
+
+    async def end(self, db: Database, session: Session) -> None:
+        """Sign out of `session`: on this process at once, on every replica within CHECK_SECONDS."""
+        key, now = self._key(session), int(time.time())
+        until = session.signed_in_at + MAX_SECONDS  # no copy of its cookie, however re-issued, lives longer
+        await db.run(lambda conn: record(conn, nonce_hash=key, expires_at=until, now=now))
+        self._remember(key, until)
+
+    def _remember(self, key: str, until: int) -> None:
+        self._live.pop(key, None)
+        if len(self._ended) >= self.MAX_KNOWN:
+            now = int(time.time())
+            self._ended = {k: v for k, v in self._ended.items() if v > now}
+            if len(self._ended) >= self.MAX_KNOWN:
+                self._ended.clear()  # the table still knows them
+        self._ended[key] = until

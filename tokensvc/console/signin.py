@@ -11,7 +11,7 @@ from starlette.responses import Response
 from .. import errors
 from ..api.common import client_addr, ctx, read_form
 from .session import COOKIE, SIGNIN_COOKIE, new_nonce
-from .web import CSRF_FIELD, PREFIX, error_page, html, redirect, safe_next, sessions, set_cookie, signed_in
+from .web import CSRF_FIELD, PREFIX, error_page, html, redirect, safe_next, sessions, set_cookie, signed_in, signouts
 
 
 def _form(request: Request, nonce: str, *, status: int = 200, error: str | None = None, account_sid: str = "",
@@ -73,14 +73,16 @@ async def sign_in(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
-    """POST /console/sign-out: the cookie goes. With a live session the form's CSRF token must be
-    right (no other site signs an admin out)."""
+    """POST /console/sign-out: the session ends (on every replica: a copy of its cookie stops
+    working too) and the cookie goes. With a live session the form's CSRF token must be right
+    (no other site signs an admin out)."""
     found = await signed_in(request)
     if found is not None:
         form = await read_form(request)
         if not sessions(request).csrf_ok(found[0].nonce, form.get(CSRF_FIELD)):
             return error_page(request, errors.forbidden("This form's security token is wrong: you are still signed "
                                                         "in. Reload the page and try again."))
+        await signouts(request).end(ctx(request).db, found[0])
     response = redirect(f"{PREFIX}/sign-in?signed_out=1")
     set_cookie(request, response, COOKIE, "", clear=True)
     return response

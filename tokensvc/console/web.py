@@ -22,7 +22,7 @@ from ..auth import Principal
 from ..formats import iso8601
 from ..paging import ROW_ID, Cursors, PageRequest, page_links, parse_page_request
 from ..paging import Page as PagingPage
-from .session import COOKIE, Session, Sessions
+from .session import COOKIE, Session, Sessions, SignOuts
 
 PREFIX = "/console"
 CSRF_FIELD = "csrf_token"
@@ -57,6 +57,15 @@ def sessions(request: Request) -> Sessions:
         found = state.console_sessions = Sessions(box.derive("console-session-mac"),
                                                   box.derive("console-session-binding"),
                                                   box.derive("console-csrf"))
+    return found
+
+
+def signouts(request: Request) -> SignOuts:
+    """The app's record of sessions signed out of (one per app, made at first use)."""
+    state = request.app.state
+    found = getattr(state, "console_signouts", None)
+    if found is None:
+        found = state.console_signouts = SignOuts()
     return found
 
 
@@ -141,6 +150,8 @@ async def signed_in(request: Request) -> tuple[Session, str] | None:
         return None
     token_hash = await ctx(request).auth.account_token_hash(session.account_sid)
     if not codec.bound_to(session, token_hash):
+        return None
+    if await signouts(request).ended(ctx(request).db, session):
         return None
     assert token_hash is not None
     return session, token_hash

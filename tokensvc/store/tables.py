@@ -172,6 +172,16 @@ class Kick(SQLModel, table=True):
     date_created: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
 
 
+class ConsoleSignout(SQLModel, table=True):
+    """A console session its admin signed out of (console/session.py): the SHA-256 of the session's
+    nonce, so a copy of its cookie stops working on every replica too. Kept until the session would
+    have ended anyway (`expires_at`, epoch seconds), then purged."""
+
+    __tablename__ = "console_signouts"
+    nonce_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
 def _table(model: type[SQLModel]) -> Table:
     """The Core table of a table=True model."""
     return model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass for table=True; undeclared
@@ -185,3 +195,4 @@ users = _table(User)
 connections = _table(Connection)
 tombstones = _table(Tombstone)
 kicks = _table(Kick)
+console_signouts = _table(ConsoleSignout)
