@@ -211,6 +211,26 @@ def test_a_delivery_process_that_dies_is_replaced(tmp_path: Path) -> None:
     assert not Path(f"/proc/{again}").exists()  # it ends with its server
 
 
+def test_no_delivery_process_for_first_encounters_without_webhooks(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        plain = httpx.post(f"{srv.base}/v2/Services", data={"FriendlyName": "plain"}, auth=srv.auth).json()
+        for i in range(20):  # postable events (onUserAdded), none wanted: no outbox row
+            r = httpx.post(f"{srv.base}/v2/Services/{plain['sid']}/Tokens", data={"Identity": f"u{i}"}, auth=srv.auth)
+            assert r.status_code == 201
+        time.sleep(1.5)  # past a look at the outbox (CHECK_SECONDS)
+        if not _pending_rows(srv):  # the suite's shared PostgreSQL database may hold others' rows
+            assert _delivery_processes(srv.proc.pid) == []
+        for receiver in serve():  # the first row written starts one at once
+            svc = hooked_service(srv, receiver.url)
+            r = httpx.post(f"{srv.base}/v2/Services/{svc['sid']}/Tokens", data={"Identity": "w"}, auth=srv.auth)
+            assert r.status_code == 201
+            receiver.wait(1, timeout=10, Identity="w")
+            assert len(_delivery_processes(srv.proc.pid)) == 1
+    finally:
+        srv.stop()
+
+
 def _delivered_tokens(receiver: Receiver) -> dict[str, set[str]]:
     by_identity: dict[str, set[str]] = {}
     for hit in receiver.matching(EventType="onUserAdded"):
