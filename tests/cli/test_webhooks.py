@@ -12,6 +12,7 @@ from sqlalchemy import select
 from cli_helpers import Cli, cli  # noqa: F401
 from conftest import free_port
 from tokensvc.store import outbox as ob
+from tokensvc.store.accounts import create_account
 from tokensvc.store.outbox_tables import outbox
 from tokensvc.store.services import update_service
 
@@ -103,11 +104,32 @@ def test_drop_deletes_only_the_rows_named(cli: Cli) -> None:
 def test_never_every_row_by_omission_and_usage_errors(cli: Cli) -> None:
     svc = hooked(cli)
     cli.ok("token", "hal", "--service", svc["sid"], account=False)
-    for argv in (("webhooks", "drop"), ("webhooks", "retry")):
+    for argv in (("webhooks", "drop"), ("webhooks", "retry"), ("webhooks", "drop", "--all-accounts")):
         done = cli.run(*argv, account=False)
         assert done.returncode == 2 and "name the rows" in done.stderr and "Traceback" not in done.stderr
     for argv in (("webhooks", "list", "--account", "not-a-sid"), ("webhooks", "drop", "--service", "IS123"),
-                 ("webhooks", "drop", "x"), ("webhooks", "list", "--status", "sent")):
+                 ("webhooks", "drop", "x"), ("webhooks", "list", "--status", "sent"),
+                 ("webhooks", "list", "--all-accounts", "--account", cli.account)):
         done = cli.run(*argv, account=False)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (argv, done.stderr)
     assert len(rows(cli, service_sid=svc["sid"])) == 1  # nothing dropped
+
+
+def test_without_account_the_rows_are_the_only_account_s_or_all_accounts_must_be_said(cli: Cli) -> None:
+    svc = hooked(cli)
+    cli.ok("token", "ida", "--service", svc["sid"], account=False)
+    db = cli.database()
+    try:
+        db.call(lambda conn: create_account(conn))  # now the database has several (on PostgreSQL: always)
+    finally:
+        db.dispose()
+    done = cli.run("webhooks", "list", account=False)
+    assert done.returncode == 2 and "--account" in done.stderr
+    done = cli.run("webhooks", "drop", "--status", "pending", account=False)
+    assert done.returncode == 2 and len(rows(cli, service_sid=svc["sid"])) == 1
+    everyone = cli.lines("webhooks", "list", "--all-accounts", account=False)
+    assert svc["sid"] in {r["service_sid"] for r in everyone}
+    mine = cli.lines("webhooks", "list", account=False, env={"TOKENSVC_ACCOUNT_SID": cli.account})
+    assert {r["service_sid"] for r in mine} == {svc["sid"]}
+    by_service = cli.lines("webhooks", "list", "--service", svc["sid"], account=False)  # a service names its account
+    assert [r["service_sid"] for r in by_service] == [svc["sid"]]

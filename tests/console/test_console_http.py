@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import re
+import secrets
 import time
 from html import unescape as html_unescape
 from pathlib import Path
@@ -203,12 +204,13 @@ def test_sign_out_ends_the_session_for_a_copy_of_its_cookie_too_on_every_replica
 def test_sign_outs_are_kept_until_their_session_would_have_ended(api: Api) -> None:
     db = api.app.state.ctx.db
     now = int(time.time())
-    db.call(lambda conn: record(conn, nonce_hash="a" * 64, expires_at=now - 1, now=now - 10))
-    db.call(lambda conn: record(conn, nonce_hash="b" * 64, expires_at=now + 100, now=now))
-    db.call(lambda conn: record(conn, nonce_hash="b" * 64, expires_at=now + 100, now=now))  # twice: no error
-    assert not db.call(lambda conn: signed_out(conn, nonce_hash="a" * 64))  # past its end: purged
-    assert db.call(lambda conn: signed_out(conn, nonce_hash="b" * 64))
-    assert not db.call(lambda conn: signed_out(conn, nonce_hash="c" * 64))
+    old, kept, never = (secrets.token_hex(32) for _ in range(3))  # the suite's PostgreSQL is shared
+    db.call(lambda conn: record(conn, nonce_hash=old, expires_at=now - 1, now=now - 10))
+    db.call(lambda conn: record(conn, nonce_hash=kept, expires_at=now + 100, now=now))
+    db.call(lambda conn: record(conn, nonce_hash=kept, expires_at=now + 100, now=now))  # twice: no error
+    assert not db.call(lambda conn: signed_out(conn, nonce_hash=old))  # past its end: purged
+    assert db.call(lambda conn: signed_out(conn, nonce_hash=kept))
+    assert not db.call(lambda conn: signed_out(conn, nonce_hash=never))
 
 
 def test_next_after_sign_in_stays_on_the_console(api: Api, service: dict) -> None:

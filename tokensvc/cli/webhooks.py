@@ -1,5 +1,8 @@
-"""`tokensvc webhooks list | retry | drop`: the outbox of SPEC §10 for the operator, across the
-accounts of the database (or those of --account / --service).
+"""`tokensvc webhooks list | retry | drop`: the outbox of SPEC §10 for the operator.
+
+Which rows: those of `--service` (a service SID names its account), else of `--account`, else
+of TOKENSVC_ACCOUNT_SID or the database's only account, as every other command; with several
+accounts and none named, exit 2. `--all-accounts` is the host operator's view of them all.
 
 - `list`: what waits (`pending`) and what was given up on (`failed`, kept 7 days), in commit
   order. The table shows SIDs and times only; `--json` adds what would be sent (the URL, the
@@ -10,8 +13,8 @@ accounts of the database (or those of --account / --service).
 - `drop`: rows that should not go out, e.g. those of an account whose deployment lost its
   `secrets.key` (no process can sign them, so they wait forever).
 
-`retry` and `drop` act only on rows named by id, --service, --account or --status: never on
-every row by omission."""
+`retry` and `drop` act only on rows named by id, --service, --account or --status (with
+--all-accounts too, that is every account's rows of that status): never on every row by omission."""
 
 from __future__ import annotations
 
@@ -24,17 +27,30 @@ from ..sids import is_sid
 from ..store.outbox import FAILED, PENDING, Chosen
 from ..usecases import webhooks as webhooks_uc
 from ..webhooks.params import render
-from .common import UsageError, guarded, run_async, settings
+from .common import UsageError, account_for, guarded, run_async, settings
 from .output import Output
 
 COLUMNS = ("id", "status", "event_type", "service_sid", "resource_sid", "date_created", "due")
 
 
-def chosen(args: argparse.Namespace) -> Chosen:
+def named(args: argparse.Namespace) -> bool:
+    """Whether the command line names rows (what retry and drop need; --all-accounts only widens)."""
+    return bool(getattr(args, "ids", None) or args.service or args.account or args.status)
+
+
+def check(args: argparse.Namespace) -> None:
     for value, prefix, option in ((args.account, "AC", "--account"), (args.service, "IS", "--service")):
         if value is not None and not is_sid(prefix, value):
             raise UsageError(f"{option} takes a {prefix} SID")
-    return Chosen(account_sid=args.account, service_sid=args.service, status=args.status,
+    if args.all_accounts and args.account:
+        raise UsageError("--all-accounts or --account, not both")
+
+
+async def chosen(c: Context, args: argparse.Namespace) -> Chosen:
+    account = args.account
+    if account is None and args.service is None and not args.all_accounts:
+        account = await account_for(c, None)  # TOKENSVC_ACCOUNT_SID, else the only account, else exit 2
+    return Chosen(account_sid=account, service_sid=args.service, status=args.status,
                   ids=tuple(getattr(args, "ids", None) or ()))
 
 
@@ -52,10 +68,11 @@ def shown(row: dict[str, Any], *, full: bool) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     s = settings()
-    which = chosen(args)
+    check(args)
     out = Output(args.json)
 
     async def show(c: Context) -> int:
+        which = await chosen(c, args)
         stream = out.stream(COLUMNS)
         async for row in webhooks_uc.outbox_rows(c, which):
             stream.add(shown(row, full=args.json))
@@ -67,10 +84,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _changing(args: argparse.Namespace, act: Any, verb: str) -> int:
     s = settings()
-    which = chosen(args)
-    if not which.anything:
+    check(args)
+    if not named(args):
         raise UsageError(f"name the rows to {verb}: ID…, --service, --account or --status")
-    count = run_async(s, lambda c: act(c, which))
+
+    async def change(c: Context) -> int:
+        return int(await act(c, await chosen(c, args)))
+
+    count = run_async(s, change)
     Output(args.json).document({verb: count})
     return 0
 
@@ -86,7 +107,9 @@ def cmd_drop(args: argparse.Namespace) -> int:
 def _selectors(parser: argparse.ArgumentParser, *, ids: bool, status: bool = True) -> None:
     if ids:
         parser.add_argument("ids", metavar="ID", type=int, nargs="*", help="outbox row ids (as `list` shows)")
-    parser.add_argument("--account", metavar="AC…", help="only this account's rows")
+    parser.add_argument("--account", metavar="AC…", help="only this account's rows (default: TOKENSVC_ACCOUNT_SID, "
+                                                         "else the database's only account)")
+    parser.add_argument("--all-accounts", action="store_true", help="the rows of every account")
     parser.add_argument("--service", metavar="IS…", help="only this service's rows")
     if status:
         parser.add_argument("--status", choices=(PENDING, FAILED), help="only rows waiting, or given up on")

@@ -14,7 +14,8 @@ last issued, and a binding: an HMAC of the account's *current* auth-token hash. 
 No session table, so no write per sign-in. Sign-out is the one thing a signed cookie cannot do
 alone: it removes the cookie from the browser and records the session's nonce (its SHA-256) in
 `console_signouts` until the session would have ended anyway (SignOuts), so a copy of the cookie
-taken before stops working too: at once on this process, within CHECK_SECONDS on the others.
+taken before stops working too: at once on this process, within CHECK_SECONDS on the others
+(the other workers of `serve --workers N` too: each process has its own SignOuts).
 
 CSRF: every form carries a synchronizer token, an HMAC of the session's nonce under a key of its
 own, compared in constant time; the sign-in form's is bound the same way to a random pre-session
@@ -42,6 +43,7 @@ IDLE_SECONDS = 30 * 60
 MAX_SECONDS = 12 * 3600
 REISSUE_AFTER = 60
 _MAX_COOKIE = 512  # ours are ~250 characters: anything longer is not worth decoding
+SIGNOUT_MARGIN = 300
 CHECK_SECONDS = 1.0  # a sign-out on another replica ends a session here within this (as a token rotation)
 
 
@@ -162,7 +164,7 @@ class SignOuts:
         if seen is not None and t - seen < CHECK_SECONDS:
             return False
         if await db.read(lambda conn: signed_out(conn, nonce_hash=key)):
-            self._remember(key, session.signed_in_at + MAX_SECONDS)
+            self._remember(key, session.signed_in_at + MAX_SECONDS + SIGNOUT_MARGIN)
             return True
         if len(self._live) >= self.MAX_KNOWN:
             self._live.clear()  # only costs reads
@@ -172,7 +174,9 @@ class SignOuts:
     async def end(self, db: Database, session: Session) -> None:
         """Sign out of `session`: on this process at once, on every replica within CHECK_SECONDS."""
         key, now = self._key(session), int(time.time())
-        until = session.signed_in_at + MAX_SECONDS  # no copy of its cookie, however re-issued, lives longer
+        # No copy of its cookie, however re-issued, lives longer; the margin covers a replica whose
+        # clock is behind this one's (open() takes cookies from clocks up to a minute ahead).
+        until = session.signed_in_at + MAX_SECONDS + SIGNOUT_MARGIN
         await db.run(lambda conn: record(conn, nonce_hash=key, expires_at=until, now=now))
         self._remember(key, until)
 
