@@ -11,27 +11,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors, validation
-from ..paging import page_meta, parse_page_request
 from ..store import members as store
-from ..store.channels import get_channel
-from ..store.invites import get_invite
-from ..store.services import get_service
 from ..usecases import members as members_uc
-from ..usecases.channels import check_visible
 from ..usecases.effects import apply
 from .common import (
+    OwnedPage,
     authenticate,
     base_url,
     ctx,
     empty_response,
     json_response,
     origin,
-    page_cursors,
-    query,
     query_values,
     read_form,
 )
 from .render import invite_to_json, member_to_json
+
+MAX_PAGE_SIZE = 100  # as every Chat v2 list but a user's channels
 
 
 def _caller(request: Request) -> Any:
@@ -79,29 +75,17 @@ async def _rows(request: Request, sub: str, status: str, to_json: Callable[[Any,
     """A channel's members or invites, filtered by Identity (repeated)."""
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    client = _caller(request) if principal.is_client else None
     identities = query_values(request).get("Identity", [])
-    params = query(request)
-    key = request.state.channel_key
-
-    def channel_of(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        channel = get_channel(conn, service_sid=service_sid, key=key)
-        check_visible(conn, channel=channel, caller=client)
-        return channel
-
-    db = ctx(request).db
-    channel = await db.read(channel_of)
-    path = f"/v2/Services/{service_sid}/Channels/{channel['sid']}/{sub}"
-    cursors = page_cursors(request, path)
-    req = parse_page_request(params, cursors)
-    page = await db.read(lambda conn: store.list_rows(conn, channel_sid=channel["sid"], status=status,
-                                                      identities=identities, req=req))
+    asked = OwnedPage(request, lambda channel_sid: f"/v2/Services/{service_sid}/Channels/{channel_sid}/{sub}",
+                      max_size=MAX_PAGE_SIZE)
+    _, page = await members_uc.list_channel_rows(ctx(request), account_sid=principal.account_sid,
+                                                 service_sid=service_sid, channel_key=request.state.channel_key,
+                                                 caller=_caller(request) if principal.is_client else None,
+                                                 status=status, identities=identities, page_request=asked)
     base = base_url(request)
     list_key = sub.lower()
     return json_response({list_key: [to_json(r._mapping, base) for r in page.rows],
-                          "meta": with_filters(page_meta(f"{base}{path}", list_key, cursors, req, page),
-                                               "Identity", identities)})
+                          "meta": with_filters(asked.meta(base, list_key, page), "Identity", identities)})
 
 
 async def list_members(request: Request) -> Response:
@@ -126,23 +110,16 @@ async def create_member(request: Request) -> Response:
     return json_response(member_to_json(member, base_url(request)), 201)
 
 
-async def _one(request: Request, find: Callable[..., Any]) -> Any:
+async def _one(request: Request, read: Callable[..., Any]) -> Any:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    client = _caller(request) if principal.is_client else None
-    channel_key, key = request.state.channel_key, request.state.item_key
-
-    def fetch_(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        channel = get_channel(conn, service_sid=service_sid, key=channel_key)
-        check_visible(conn, channel=channel, caller=client)
-        return find(conn, channel=channel, key=key)
-
-    return await ctx(request).db.read(fetch_)
+    return await read(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                      channel_key=request.state.channel_key, key=request.state.item_key,
+                      caller=_caller(request) if principal.is_client else None)
 
 
 async def fetch_member(request: Request) -> Response:
-    return json_response(member_to_json(await _one(request, store.get_member), base_url(request)))
+    return json_response(member_to_json(await _one(request, members_uc.get_member), base_url(request)))
 
 
 async def update_member(request: Request) -> Response:
@@ -184,7 +161,7 @@ async def create_invite(request: Request) -> Response:
 
 
 async def fetch_invite(request: Request) -> Response:
-    return json_response(invite_to_json(await _one(request, get_invite), base_url(request)))
+    return json_response(invite_to_json(await _one(request, members_uc.get_channel_invite), base_url(request)))
 
 
 async def delete_invite(request: Request) -> Response:

@@ -9,9 +9,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import validation
-from ..store import members as store
-from ..store.channels import get_channel
-from ..store.services import get_service
 from ..usecases import members as members_uc
 from ..usecases.effects import apply
 from .common import OwnedPage, authenticate, base_url, ctx, empty_response, json_response, origin, read_form
@@ -41,16 +38,9 @@ async def list_(request: Request) -> Response:
 async def fetch(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    client = _client(request, principal)
-    key, channel_key = request.state.user_key, request.state.channel_key
-
-    def fetch_(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        user = members_uc.own_user(conn, service_sid=service_sid, user_key=key, caller=client)
-        channel = get_channel(conn, service_sid=service_sid, key=channel_key)
-        return store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
-
-    row = await ctx(request).db.read(fetch_)
+    row = await members_uc.get_user_channel(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                                            user_key=request.state.user_key, channel_key=request.state.channel_key,
+                                            caller=_client(request, principal))
     return json_response(user_channel_to_json(row, base_url(request)))
 
 

@@ -231,6 +231,50 @@ async def delete_invite(c: Context, *, principal: Principal, caller: Mapping[str
 # ---- User Channels
 
 
+def _visible_channel(conn: Connection, *, account_sid: str, service_sid: str, channel_key: str,
+                     caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The account's channel, if the caller may see it (a client: public ones and its own)."""
+    get_service(conn, account_sid=account_sid, sid=service_sid)
+    channel = get_channel(conn, service_sid=service_sid, key=channel_key)
+    check_visible(conn, channel=channel, caller=caller)
+    return channel
+
+
+async def list_channel_rows(c: Context, *, account_sid: str, service_sid: str, channel_key: str,
+                            caller: Mapping[str, Any] | None, status: str, identities: list[str],
+                            page_request: Callable[[str], PageRequest]) -> tuple[Mapping[str, Any], Page]:
+    """(channel, one page of its members (status store.JOINED) or invites (store.INVITED), of those
+    identities when any are given); `page_request(channel_sid)` parses the page asked for."""
+
+    def read(conn: Connection) -> tuple[Mapping[str, Any], Page]:
+        channel = _visible_channel(conn, account_sid=account_sid, service_sid=service_sid, channel_key=channel_key,
+                                   caller=caller)
+        return channel, store.list_rows(conn, channel_sid=channel["sid"], status=status, identities=identities,
+                                        req=page_request(channel["sid"]))
+
+    return await c.db.read(read)
+
+
+async def get_member(c: Context, *, account_sid: str, service_sid: str, channel_key: str, key: str,
+                     caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    def read(conn: Connection) -> Mapping[str, Any]:
+        channel = _visible_channel(conn, account_sid=account_sid, service_sid=service_sid, channel_key=channel_key,
+                                   caller=caller)
+        return store.get_member(conn, channel=channel, key=key)
+
+    return await c.db.read(read)
+
+
+async def get_channel_invite(c: Context, *, account_sid: str, service_sid: str, channel_key: str, key: str,
+                             caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    def read(conn: Connection) -> Mapping[str, Any]:
+        channel = _visible_channel(conn, account_sid=account_sid, service_sid=service_sid, channel_key=channel_key,
+                                   caller=caller)
+        return get_invite(conn, channel=channel, key=key)
+
+    return await c.db.read(read)
+
+
 def own_user(conn: Connection, *, service_sid: str, user_key: str,
              caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """The user of /Users/{key}/Channels; a client only its own (403 20403)."""
@@ -250,6 +294,19 @@ async def list_user_channels(c: Context, *, account_sid: str, service_sid: str, 
         get_service(conn, account_sid=account_sid, sid=service_sid)
         user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=caller)
         return user, store.list_user_channels(conn, user_sid=user["sid"], req=page_request(user["sid"]))
+
+    return await c.db.read(read)
+
+
+async def get_user_channel(c: Context, *, account_sid: str, service_sid: str, user_key: str, channel_key: str,
+                           caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """One of the user's joined or invited channels; a client only its own."""
+
+    def read(conn: Connection) -> Mapping[str, Any]:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        user = own_user(conn, service_sid=service_sid, user_key=user_key, caller=caller)
+        channel = get_channel(conn, service_sid=service_sid, key=channel_key)
+        return store.get_user_channel(conn, user_sid=user["sid"], channel_sid=channel["sid"])
 
     return await c.db.read(read)
 
