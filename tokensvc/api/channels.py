@@ -15,8 +15,6 @@ from starlette.responses import Response
 
 from .. import errors, validation
 from ..paging import page_meta, parse_page_request
-from ..store.channels import get_channel, list_channels
-from ..store.services import get_service
 from ..usecases import channels as channels_uc
 from ..usecases.effects import apply
 from . import members as members_api
@@ -77,13 +75,8 @@ async def list_(request: Request) -> Response:
     path = f"/v2/Services/{service_sid}/Channels"
     cursors = page_cursors(request, path)
     req = parse_page_request(query_params(request), cursors)
-    member_of = caller(request)["sid"] if principal.is_client else None
-
-    def listing(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return list_channels(conn, service_sid=service_sid, types=sorted(set(types)), req=req, member_of=member_of)
-
-    page = await c.db.read(listing)
+    page = await channels_uc.list_channels(c, principal=principal, caller=caller(request), service_sid=service_sid,
+                                           types=types, req=req)
     base = base_url(request)
     return json_response({"channels": [channel_to_json(r._mapping, base) for r in page.rows],
                           "meta": members_api.with_filters(page_meta(f"{base}{path}", "channels", cursors, req, page),
@@ -129,16 +122,8 @@ async def item(request: Request) -> Response:
 async def fetch(request: Request) -> Response:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    client = caller(request) if principal.is_client else None
-    key = request.state.channel_key
-
-    def fetch_(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        channel = get_channel(conn, service_sid=service_sid, key=key)
-        channels_uc.check_visible(conn, channel=channel, caller=client)
-        return channel
-
-    channel = await ctx(request).db.read(fetch_)
+    channel = await channels_uc.get_channel(ctx(request), principal=principal, caller=caller(request),
+                                            service_sid=service_sid, channel_key=request.state.channel_key)
     return json_response(channel_to_json(channel, base_url(request)))
 
 

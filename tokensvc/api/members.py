@@ -78,9 +78,8 @@ async def _rows(request: Request, sub: str, status: str, to_json: Callable[[Any,
     identities = query_values(request).get("Identity", [])
     asked = OwnedPage(request, lambda channel_sid: f"/v2/Services/{service_sid}/Channels/{channel_sid}/{sub}",
                       max_size=MAX_PAGE_SIZE)
-    _, page = await members_uc.list_channel_rows(ctx(request), account_sid=principal.account_sid,
+    _, page = await members_uc.list_channel_rows(ctx(request), principal=principal, caller=_caller(request),
                                                  service_sid=service_sid, channel_key=request.state.channel_key,
-                                                 caller=_caller(request) if principal.is_client else None,
                                                  status=status, identities=identities, page_request=asked)
     base = base_url(request)
     list_key = sub.lower()
@@ -113,9 +112,8 @@ async def create_member(request: Request) -> Response:
 async def _one(request: Request, read: Callable[..., Any]) -> Any:
     service_sid = request.path_params["service_sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    return await read(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
-                      channel_key=request.state.channel_key, key=request.state.item_key,
-                      caller=_caller(request) if principal.is_client else None)
+    return await read(ctx(request), principal=principal, caller=_caller(request), service_sid=service_sid,
+                      channel_key=request.state.channel_key, key=request.state.item_key)
 
 
 async def fetch_member(request: Request) -> Response:

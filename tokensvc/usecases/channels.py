@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from .. import errors
 from ..auth import Principal
 from ..context import Context
+from ..paging import Page, PageRequest
 from ..store import channels as store
 from ..store import outbox
 from ..store.members import membership_of
@@ -73,6 +74,38 @@ def check_visible(conn: Connection, *, channel: Mapping[str, Any], caller: Mappi
         return
     if membership_of(conn, channel_sid=channel["sid"], user_sid=caller["sid"]) is None:
         raise errors.forbidden()
+
+
+def visible_channel(conn: Connection, *, account_sid: str, service_sid: str, channel_key: str,
+                    caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The account's channel by SID or unique name, if the caller may see it (check_visible)."""
+    get_service(conn, account_sid=account_sid, sid=service_sid)
+    channel = store.get_channel(conn, service_sid=service_sid, key=channel_key)
+    check_visible(conn, channel=channel, caller=caller)
+    return channel
+
+
+async def get_channel(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+                      channel_key: str) -> Mapping[str, Any]:
+    client = client_user(principal, caller)
+    return await c.db.read(lambda conn: visible_channel(conn, account_sid=principal.account_sid,
+                                                        service_sid=service_sid, channel_key=channel_key,
+                                                        caller=client))
+
+
+async def list_channels(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+                        types: list[str], req: PageRequest) -> Page:
+    """One page of the service's channels of those types; a client's: the public ones and the
+    private ones it belongs to."""
+    client = client_user(principal, caller)
+    member_of = client["sid"] if client is not None else None
+
+    def read(conn: Connection) -> Page:
+        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
+        return store.list_channels(conn, service_sid=service_sid, types=sorted(set(types)), req=req,
+                                   member_of=member_of)
+
+    return await c.db.read(read)
 
 
 async def create_channel(c: Context, *, principal: Principal, origin: Origin = API,

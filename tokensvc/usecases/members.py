@@ -22,7 +22,7 @@ from ..store.outbox import API, Origin
 from ..store.roles import check_role
 from ..store.services import get_service
 from ..store.users import find_by_identity, first_encounter, get_user
-from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction
+from .channels import BASIC_ONLY, caller_permissions, check_visible, client_user, require, transaction, visible_channel
 from .events import Event, MemberAdded, MemberRemoved, MemberUpdated, UserAdded
 from .users import pre_action, pre_user_add, pre_wanted
 
@@ -231,45 +231,42 @@ async def delete_invite(c: Context, *, principal: Principal, caller: Mapping[str
 # ---- User Channels
 
 
-def _visible_channel(conn: Connection, *, account_sid: str, service_sid: str, channel_key: str,
-                     caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The account's channel, if the caller may see it (a client: public ones and its own)."""
-    get_service(conn, account_sid=account_sid, sid=service_sid)
-    channel = get_channel(conn, service_sid=service_sid, key=channel_key)
-    check_visible(conn, channel=channel, caller=caller)
-    return channel
-
-
-async def list_channel_rows(c: Context, *, account_sid: str, service_sid: str, channel_key: str,
-                            caller: Mapping[str, Any] | None, status: str, identities: list[str],
+async def list_channel_rows(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+                            channel_key: str, status: str, identities: list[str],
                             page_request: Callable[[str], PageRequest]) -> tuple[Mapping[str, Any], Page]:
     """(channel, one page of its members (status store.JOINED) or invites (store.INVITED), of those
     identities when any are given); `page_request(channel_sid)` parses the page asked for."""
 
+    client = client_user(principal, caller)
+
     def read(conn: Connection) -> tuple[Mapping[str, Any], Page]:
-        channel = _visible_channel(conn, account_sid=account_sid, service_sid=service_sid, channel_key=channel_key,
-                                   caller=caller)
+        channel = visible_channel(conn, account_sid=principal.account_sid, service_sid=service_sid,
+                                  channel_key=channel_key, caller=client)
         return channel, store.list_rows(conn, channel_sid=channel["sid"], status=status, identities=identities,
                                         req=page_request(channel["sid"]))
 
     return await c.db.read(read)
 
 
-async def get_member(c: Context, *, account_sid: str, service_sid: str, channel_key: str, key: str,
-                     caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
+async def get_member(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None, service_sid: str,
+                     channel_key: str, key: str) -> Mapping[str, Any]:
+    client = client_user(principal, caller)
+
     def read(conn: Connection) -> Mapping[str, Any]:
-        channel = _visible_channel(conn, account_sid=account_sid, service_sid=service_sid, channel_key=channel_key,
-                                   caller=caller)
+        channel = visible_channel(conn, account_sid=principal.account_sid, service_sid=service_sid,
+                                  channel_key=channel_key, caller=client)
         return store.get_member(conn, channel=channel, key=key)
 
     return await c.db.read(read)
 
 
-async def get_channel_invite(c: Context, *, account_sid: str, service_sid: str, channel_key: str, key: str,
-                             caller: Mapping[str, Any] | None) -> Mapping[str, Any]:
+async def get_channel_invite(c: Context, *, principal: Principal, caller: Mapping[str, Any] | None,
+                             service_sid: str, channel_key: str, key: str) -> Mapping[str, Any]:
+    client = client_user(principal, caller)
+
     def read(conn: Connection) -> Mapping[str, Any]:
-        channel = _visible_channel(conn, account_sid=account_sid, service_sid=service_sid, channel_key=channel_key,
-                                   caller=caller)
+        channel = visible_channel(conn, account_sid=principal.account_sid, service_sid=service_sid,
+                                  channel_key=channel_key, caller=client)
         return get_invite(conn, channel=channel, key=key)
 
     return await c.db.read(read)
