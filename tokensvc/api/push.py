@@ -18,8 +18,6 @@ from ..auth import Principal
 from ..context import Context
 from ..paging import page_meta, parse_page_request
 from ..store import push as push_store
-from ..store.services import get_service
-from ..store.users import get_user
 from ..tokens import Verified
 from ..usecases import push as push_uc
 from ..usecases.effects import apply
@@ -41,14 +39,14 @@ _SECRET_PARAMS = {"Certificate": "certificate", "PrivateKey": "private_key", "Ap
                   "Secret": "secret"}
 
 
-async def _paged(request: Request, path: str, key: str, lister: Any, to_json: Any, *, max_size: int,
+async def _paged(request: Request, path: str, key: str, reader: Any, to_json: Any, *, max_size: int,
                  filters: list[tuple[str, str]]) -> Response:
-    """`lister(conn, req)` as one page of the list at `path`; its page URLs keep the filters."""
+    """`await reader(req)` (a use case) as one page of the list at `path`; its page URLs keep the filters."""
     params = {name: values[-1] for name, values in query_values(request).items()}
     cursors = page_cursors(request, path)
     req = parse_page_request(params, cursors, max_size=max_size)
     base = base_url(request)
-    page = await ctx(request).db.read(lambda conn: lister(conn, req))
+    page = await reader(req)
     meta = _with_filters(page_meta(f"{base}{path}", key, cursors, req, page), filters)
     return json_response({key: [to_json(row._mapping, base) for row in page.rows], "meta": meta})
 
@@ -94,7 +92,7 @@ def _credential_fields(form: Any) -> tuple[dict[str, Any], dict[str, str]]:
 async def list_credentials(request: Request) -> Response:
     principal = await _account(request)
     return await _paged(request, "/v2/Credentials", "credentials",
-                        lambda conn, req: push_store.list_credentials(conn, account_sid=principal.account_sid, req=req),
+                        lambda req: push_uc.list_credentials(ctx(request), account_sid=principal.account_sid, req=req),
                         credential_to_json, max_size=100, filters=[])
 
 
@@ -117,8 +115,7 @@ async def create_credential(request: Request) -> Response:
 async def fetch_credential(request: Request) -> Response:
     principal = await _account(request)
     sid = request.path_params["sid"]
-    cred = await ctx(request).db.read(lambda conn: push_store.get_credential(
-        conn, account_sid=principal.account_sid, sid=sid))
+    cred = await push_uc.get_credential(ctx(request), account_sid=principal.account_sid, sid=sid)
     return json_response(credential_to_json(cred, base_url(request)))
 
 
@@ -154,17 +151,14 @@ async def list_bindings(request: Request) -> Response:
     principal = await authenticate(request, service_sid=service_sid)
     types = _types(request)
     identities = query_values(request).get("Identity", [])
-    own = _own_sid(request, principal)
-    if own is not None and any(identity != request.state.user["identity"] for identity in identities):
-        raise errors.forbidden("A client may list only its own bindings")
+    owner = request.state.user if principal.is_client else None
 
-    def lister(conn: Any, req: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return push_store.list_bindings(conn, service_sid=service_sid, req=req, types=types,
-                                        identities=identities, user_sid=own)
+    def reader(req: Any) -> Any:
+        return push_uc.list_bindings(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                                     owner=owner, types=types, identities=identities, req=req)
 
     filters = [("BindingType", t) for t in types] + [("Identity", i) for i in identities]
-    return await _paged(request, f"/v2/Services/{service_sid}/Bindings", "bindings", lister, binding_to_json,
+    return await _paged(request, f"/v2/Services/{service_sid}/Bindings", "bindings", reader, binding_to_json,
                         max_size=100, filters=filters)
 
 
@@ -204,15 +198,8 @@ async def register_frame(c: Context, *, service_sid: str, user_sid: str, token: 
 async def fetch_binding(request: Request) -> Response:
     service_sid, sid = request.path_params["service_sid"], request.path_params["sid"]
     principal = await authenticate(request, service_sid=service_sid)
-    own = _own_sid(request, principal)
-
-    def fetch(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        return push_store.get_binding(conn, service_sid=service_sid, sid=sid)
-
-    binding = await ctx(request).db.read(fetch)
-    if own is not None and binding["user_sid"] != own:
-        raise errors.forbidden("A client may read only its own bindings")
+    binding = await push_uc.get_binding(ctx(request), account_sid=principal.account_sid, service_sid=service_sid,
+                                        sid=sid, owner_sid=_own_sid(request, principal))
     return json_response(binding_to_json(binding, base_url(request)))
 
 
@@ -236,11 +223,6 @@ async def _user_caller(request: Request) -> tuple[Principal, str, str | None]:
     return principal, service_sid, _own_sid(request, principal)
 
 
-def _check_own(own: str | None, user: Any) -> None:
-    if own is not None and user["sid"] != own:
-        raise errors.forbidden("A client may see only its own bindings")
-
-
 async def list_user_bindings(request: Request) -> Response:
     principal, service_sid, own = await _user_caller(request)
     types = _types(request)
@@ -256,15 +238,9 @@ async def list_user_bindings(request: Request) -> Response:
 
 async def fetch_user_binding(request: Request) -> Response:
     principal, service_sid, own = await _user_caller(request)
-    key, sid = request.state.user_key, request.state.binding_sid
-
-    def fetch(conn: Any) -> Any:
-        get_service(conn, account_sid=principal.account_sid, sid=service_sid)
-        user = get_user(conn, service_sid=service_sid, key=key)
-        return user, push_store.get_binding(conn, service_sid=service_sid, sid=sid, user_sid=user["sid"])
-
-    user, binding = await ctx(request).db.read(fetch)
-    _check_own(own, user)
+    binding = await push_uc.get_user_binding(ctx(request), account_sid=principal.account_sid,
+                                             service_sid=service_sid, user_key=request.state.user_key,
+                                             sid=request.state.binding_sid, owner_sid=own)
     return json_response(binding_to_json(binding, base_url(request), of_user=True))
 
 

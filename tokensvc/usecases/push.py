@@ -100,6 +100,60 @@ async def register_binding(c: Context, *, account_sid: str, service_sid: str, us
     return await c.db.run(register), []
 
 
+async def list_credentials(c: Context, *, account_sid: str, req: PageRequest) -> Page:
+    return await c.db.read(lambda conn: store.list_credentials(conn, account_sid=account_sid, req=req))
+
+
+async def get_credential(c: Context, *, account_sid: str, sid: str) -> Mapping[str, Any]:
+    """The account's credential, its secrets never included; 404 for another account's."""
+    return await c.db.read(lambda conn: store.get_credential(conn, account_sid=account_sid, sid=sid))
+
+
+async def list_bindings(c: Context, *, account_sid: str, service_sid: str, owner: Mapping[str, Any] | None,
+                        types: Sequence[str], identities: Sequence[str], req: PageRequest) -> Page:
+    """One page of the service's bindings of those types and identities; a client (`owner`, its
+    user) only its own: naming another identity is 403 20403."""
+    if owner is not None and any(identity != owner["identity"] for identity in identities):
+        raise errors.forbidden("A client may list only its own bindings")
+    own = owner["sid"] if owner is not None else None
+
+    def read(conn: Connection) -> Page:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        return store.list_bindings(conn, service_sid=service_sid, req=req, types=types, identities=identities,
+                                   user_sid=own)
+
+    return await c.db.read(read)
+
+
+async def get_binding(c: Context, *, account_sid: str, service_sid: str, sid: str,
+                      owner_sid: str | None) -> Mapping[str, Any]:
+    """A binding of the service; a client (`owner_sid`) only its own (403 20403)."""
+
+    def read(conn: Connection) -> Mapping[str, Any]:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        return store.get_binding(conn, service_sid=service_sid, sid=sid)
+
+    binding = await c.db.read(read)
+    if owner_sid is not None and binding["user_sid"] != owner_sid:
+        raise errors.forbidden("A client may read only its own bindings")
+    return binding
+
+
+async def get_user_binding(c: Context, *, account_sid: str, service_sid: str, user_key: str, sid: str,
+                           owner_sid: str | None) -> Mapping[str, Any]:
+    """A binding of the user (404 if it is another user's); a client only its own (403 20403)."""
+
+    def read(conn: Connection) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        get_service(conn, account_sid=account_sid, sid=service_sid)
+        user = get_user(conn, service_sid=service_sid, key=user_key)
+        return user, store.get_binding(conn, service_sid=service_sid, sid=sid, user_sid=user["sid"])
+
+    user, binding = await c.db.read(read)
+    if owner_sid is not None and user["sid"] != owner_sid:
+        raise errors.forbidden("A client may see only its own bindings")
+    return binding
+
+
 async def list_user_bindings(c: Context, *, account_sid: str, service_sid: str, user_key: str,
                              owner_sid: str | None, types: Sequence[str],
                              page_request: Callable[[str], PageRequest]) -> tuple[Mapping[str, Any], Page]:
