@@ -7,7 +7,7 @@ from typing import Any
 
 from ..api.render import role_to_json
 from ..context import Context
-from ..store.roles import list_roles
+from ..usecases import roles as roles_uc
 from .common import add_account_option, base_url, guarded, run_async, service_for, settings
 from .output import Output
 from .services import pages
@@ -17,8 +17,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     s = settings()
 
     async def collect(c: Context) -> list[Any]:
-        _, svc = await service_for(c, args.service, args.account)
-        return [dict(row) async for row in pages(c, list_roles, service_sid=svc["sid"])]
+        account, svc = await service_for(c, args.service, args.account)
+        return [dict(row) async for row in pages(c, roles_uc.list_roles, account_sid=account, service_sid=svc["sid"])]
 
     base = base_url(s)
     Output(args.json).rows(("sid", "friendly_name", "type", "permissions"),

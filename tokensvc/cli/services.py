@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from .. import validation
 from ..api.render import service_to_json
 from ..context import Context
-from ..paging import PageRequest
-from ..store.services import get_service, list_services
+from ..paging import Page, PageRequest
 from ..usecases import services as services_uc
 from ..usecases.effects import apply
 from .common import account_for, add_account_option, base_url, guarded, run_async, service_for, settings
@@ -22,12 +21,12 @@ SUMMARY = ("sid", "friendly_name", "account_sid", "default_service_role_sid", "r
 LIST_COLUMNS = ("sid", "friendly_name", "date_created", "post_webhook_url")
 
 
-async def pages(c: Context, lister: Callable[..., Any], **where: Any) -> AsyncIterator[Any]:
-    """Every row of a store list, a keyset page (by id) per read transaction."""
+async def pages(c: Context, lister: Callable[..., Awaitable[Page]], **where: Any) -> AsyncIterator[Any]:
+    """Every row of a use case's list (`await lister(c, req=…, **where)`), a keyset page (by id) per call."""
     after = 0
     while True:
         req = PageRequest(PAGE, 0, None, after=after)
-        page = await c.db.read(lambda conn, req=req: lister(conn, req=req, **where))
+        page = await lister(c, req=req, **where)
         for row in page.rows:
             yield row._mapping
         if not page.has_next or not page.rows:
@@ -55,7 +54,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     async def collect(c: Context) -> list[Any]:
         account = await account_for(c, args.account)
-        return [dict(row) async for row in pages(c, list_services, account_sid=account)]
+        return [dict(row) async for row in pages(c, services_uc.list_services, account_sid=account)]
 
     base = base_url(s)
     rows: Iterator[Any] = (service_to_json(row, base) for row in run_async(s, collect))
@@ -68,7 +67,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     async def fetch(c: Context) -> Any:
         account, _ = await service_for(c, args.service, args.account)
-        return await c.db.read(lambda conn: get_service(conn, account_sid=account, sid=args.service))
+        return await services_uc.get_service(c, account_sid=account, sid=args.service)
 
     Output(args.json).document(service_to_json(run_async(s, fetch), base_url(s)), None if args.json else SUMMARY)
     return 0
