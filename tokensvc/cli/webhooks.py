@@ -19,6 +19,7 @@ accounts and none named, exit 2. `--all-accounts` is the host operator's view of
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from ..context import Context
@@ -33,9 +34,11 @@ from .output import Output
 COLUMNS = ("id", "status", "event_type", "service_sid", "resource_sid", "date_created", "due")
 
 
-def named(args: argparse.Namespace) -> bool:
-    """Whether the command line names rows (what retry and drop need; --all-accounts only widens)."""
-    return bool(getattr(args, "ids", None) or args.service or args.account or args.status)
+def named(args: argparse.Namespace) -> Chosen:
+    """The rows the command line itself names (what retry and drop need: `.anything`); the default
+    account is not a choice of the operator's, and --all-accounts only widens."""
+    return Chosen(account_sid=args.account, service_sid=args.service, status=args.status,
+                  ids=tuple(getattr(args, "ids", None) or ()))
 
 
 def check(args: argparse.Namespace) -> None:
@@ -47,11 +50,11 @@ def check(args: argparse.Namespace) -> None:
 
 
 async def chosen(c: Context, args: argparse.Namespace) -> Chosen:
-    account = args.account
-    if account is None and args.service is None and not args.all_accounts:
-        account = await account_for(c, None)  # TOKENSVC_ACCOUNT_SID, else the only account, else exit 2
-    return Chosen(account_sid=account, service_sid=args.service, status=args.status,
-                  ids=tuple(getattr(args, "ids", None) or ()))
+    rows = named(args)
+    if rows.account_sid is None and rows.service_sid is None and not args.all_accounts:
+        # TOKENSVC_ACCOUNT_SID, else the only account, else exit 2
+        rows = dataclasses.replace(rows, account_sid=await account_for(c, None))
+    return rows
 
 
 def shown(row: dict[str, Any], *, full: bool) -> dict[str, Any]:
@@ -85,7 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _changing(args: argparse.Namespace, act: Any, verb: str) -> int:
     s = settings()
     check(args)
-    if not named(args):
+    if not named(args).anything:
         raise UsageError(f"name the rows to {verb}: ID…, --service, --account or --status")
 
     async def change(c: Context) -> int:

@@ -180,10 +180,6 @@ def purge(conn: Connection) -> int:
     return conn.execute(delete(outbox).where(outbox.c.status == FAILED, outbox.c.date_created < cutoff)).rowcount
 
 
-def failed_rows(conn: Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in named_rows(conn.execute(select(outbox).where(outbox.c.status == FAILED)))]
-
-
 @dataclass(frozen=True)
 class Chosen:
     """Which rows an operator means (`tokensvc webhooks`): every condition given must hold; none

@@ -139,19 +139,26 @@ async def get_binding(c: Context, *, account_sid: str, service_sid: str, sid: st
     return binding
 
 
+def _owned_user(conn: Connection, *, service_sid: str, user_key: str, owner_sid: str | None,
+                action: str = "see") -> Mapping[str, Any]:
+    """The user of /Users/{key}/Bindings; a client (`owner_sid`) only its own (403 20403), before
+    anything of the user's is read."""
+    user = get_user(conn, service_sid=service_sid, key=user_key)
+    if owner_sid is not None and user["sid"] != owner_sid:
+        raise errors.forbidden(f"A client may {action} only its own bindings")
+    return user
+
+
 async def get_user_binding(c: Context, *, account_sid: str, service_sid: str, user_key: str, sid: str,
                            owner_sid: str | None) -> Mapping[str, Any]:
     """A binding of the user (404 if it is another user's); a client only its own (403 20403)."""
 
-    def read(conn: Connection) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    def read(conn: Connection) -> Mapping[str, Any]:
         get_service(conn, account_sid=account_sid, sid=service_sid)
-        user = get_user(conn, service_sid=service_sid, key=user_key)
-        return user, store.get_binding(conn, service_sid=service_sid, sid=sid, user_sid=user["sid"])
+        user = _owned_user(conn, service_sid=service_sid, user_key=user_key, owner_sid=owner_sid)
+        return store.get_binding(conn, service_sid=service_sid, sid=sid, user_sid=user["sid"])
 
-    user, binding = await c.db.read(read)
-    if owner_sid is not None and user["sid"] != owner_sid:
-        raise errors.forbidden("A client may see only its own bindings")
-    return binding
+    return await c.db.read(read)
 
 
 async def list_user_bindings(c: Context, *, account_sid: str, service_sid: str, user_key: str,
@@ -162,9 +169,7 @@ async def list_user_bindings(c: Context, *, account_sid: str, service_sid: str, 
 
     def read(conn: Connection) -> tuple[Mapping[str, Any], Page]:
         get_service(conn, account_sid=account_sid, sid=service_sid)
-        user = get_user(conn, service_sid=service_sid, key=user_key)
-        if owner_sid is not None and user["sid"] != owner_sid:
-            raise errors.forbidden("A client may see only its own bindings")
+        user = _owned_user(conn, service_sid=service_sid, user_key=user_key, owner_sid=owner_sid)
         return user, store.list_bindings(conn, service_sid=service_sid, req=page_request(user["sid"]),
                                          types=types, user_sid=user["sid"])
 
@@ -178,9 +183,8 @@ async def delete_binding(c: Context, *, account_sid: str, service_sid: str, sid:
 
     def remove(conn: Any) -> Any:
         get_service(conn, account_sid=account_sid, sid=service_sid)
-        user_sid = get_user(conn, service_sid=service_sid, key=user_key)["sid"] if user_key is not None else None
-        if owner_sid is not None and user_sid is not None and user_sid != owner_sid:
-            raise errors.forbidden("A client may delete only its own bindings")
+        user_sid = (_owned_user(conn, service_sid=service_sid, user_key=user_key, owner_sid=owner_sid,
+                                action="delete")["sid"] if user_key is not None else None)
         return store.delete_binding(conn, service_sid=service_sid, sid=sid, user_sid=user_sid, owner_sid=owner_sid)
 
     return await c.db.run(remove), []
